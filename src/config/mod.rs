@@ -1,0 +1,317 @@
+//! Typed configuration: a TOML file, then `ATCR_*` environment overrides, then validation.
+//!
+//! Every leaf key has an environment name made of its path in capitals joined by `_`
+//! (`server.listen` -> `ATCR_SERVER_LISTEN`). Invalid configuration is reported with the key
+//! (or variable) that is wrong, before anything is opened; `main` exits with code 2.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration written by `atcr config init`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub registry: RegistryConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Public base URL (scheme://host[:port]); empty means derived from the request's Host.
+    pub public_url: String,
+    /// State directory: blobs, databases, keys.
+    pub data_dir: PathBuf,
+    /// Connections served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `filesystem` (S3 arrives with its own issue).
+    pub backend: String,
+    /// Filesystem blob root; empty means `<data_dir>/blobs`.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub max_manifest_bytes: usize,
+    /// Upload sessions idle longer than this are removed.
+    pub upload_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none`: no authentication at all, for local development only.
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `atcr=debug,hyper=info`); RUST_LOG wins when set.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            registry: RegistryConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:5000".into(),
+            public_url: String::new(),
+            data_dir: default_data_dir(),
+            max_connections: 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `/var/lib/atcr` (via `$STATE_DIRECTORY`) under systemd, `./data` when run by hand.
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(dirs) => PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or("/var/lib/atcr")),
+        None => PathBuf::from("./data"),
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: "filesystem".into(), root: PathBuf::new() }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_manifest_bytes: crate::oci::types::manifest::DEFAULT_MAX_MANIFEST_BYTES,
+            upload_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { mode: "none".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+impl Config {
+    /// A config for tests and benches: loopback on an ephemeral port, data under `dir`.
+    pub fn for_data_dir(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.server.listen = "127.0.0.1:0".into();
+        c.server.data_dir = dir.to_path_buf();
+        c
+    }
+
+    /// Load from an optional file, apply `ATCR_*` overrides from `env`, validate.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let (mut value, source) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.to_path_buf(), source: e })?;
+                let v: toml::Table = text
+                    .parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse { path: p.display().to_string(), message: e.to_string() })?;
+                (v, p.display().to_string())
+            }
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        apply_env(&mut value, env)?;
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: source, message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return invalid("server.listen", format!("{:?} is not an address:port", self.server.listen));
+        }
+        if !self.server.public_url.is_empty() {
+            let u = &self.server.public_url;
+            let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                && u.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+            if !ok {
+                return invalid("server.public_url", format!("{u:?} must look like https://host[:port] with no path"));
+            }
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return invalid("server.data_dir", "must not be empty".into());
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1".into());
+        }
+        if self.storage.backend != "filesystem" {
+            return invalid("storage.backend", format!("{:?} is not a known backend (filesystem)", self.storage.backend));
+        }
+        let m = self.registry.max_manifest_bytes;
+        if !(1024..=64 * 1024 * 1024).contains(&m) {
+            return invalid("registry.max_manifest_bytes", format!("{m} is outside 1 KiB..64 MiB"));
+        }
+        if self.registry.upload_ttl_secs < 60 {
+            return invalid("registry.upload_ttl_secs", "must be at least 60".into());
+        }
+        if self.auth.mode != "none" {
+            return invalid("auth.mode", format!("{:?} is not supported yet (none)", self.auth.mode));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated")
+    }
+
+    pub fn blob_root(&self) -> PathBuf {
+        if self.storage.root.as_os_str().is_empty() {
+            self.server.data_dir.join("blobs")
+        } else {
+            self.storage.root.clone()
+        }
+    }
+}
+
+/// Leaf paths of the default config, keyed by their environment variable name.
+fn env_keys() -> BTreeMap<String, (Vec<String>, toml::Value)> {
+    fn walk(prefix: &mut Vec<String>, v: &toml::Value, out: &mut BTreeMap<String, (Vec<String>, toml::Value)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    prefix.push(k.clone());
+                    walk(prefix, v, out);
+                    prefix.pop();
+                }
+            }
+            leaf => {
+                let var = format!("ATCR_{}", prefix.join("_").to_uppercase());
+                out.insert(var, (prefix.clone(), leaf.clone()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    walk(&mut Vec::new(), &defaults, &mut out);
+    out
+}
+
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    let keys = env_keys();
+    for (var, raw) in env {
+        if !var.starts_with("ATCR_") || var.starts_with("ATCR_TEST_") {
+            continue;
+        }
+        let Some((path, default)) = keys.get(&var) else {
+            return Err(ConfigError::Env { var, message: "not a configuration key (see `atcr config init`)".into() });
+        };
+        let err = |m: &str| ConfigError::Env { var: var.clone(), message: m.to_string() };
+        let value = match default {
+            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| err("expected an integer"))?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(err("expected true or false")),
+            }),
+            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| err("expected a number"))?),
+            _ => toml::Value::String(raw),
+        };
+        let mut cur = &mut *table;
+        for seg in &path[..path.len() - 1] {
+            let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry.as_table_mut().ok_or_else(|| err("its section is not a table in the config file"))?;
+        }
+        cur.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn default_template_matches_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).expect("template parses");
+        let mut expected = Config::default();
+        expected.server.data_dir = parsed.server.data_dir.clone();
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn env_overrides_and_errors() {
+        let c = Config::load(None, env(&[("ATCR_SERVER_LISTEN", "127.0.0.1:7000"), ("ATCR_SERVER_MAX_CONNECTIONS", "5")])).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7000");
+        assert_eq!(c.server.max_connections, 5);
+        let e = Config::load(None, env(&[("ATCR_SERVER_MAX_CONNECTIONS", "many")])).unwrap_err();
+        assert!(e.to_string().contains("ATCR_SERVER_MAX_CONNECTIONS"), "{e}");
+        let e = Config::load(None, env(&[("ATCR_SERVR_LISTEN", "x")])).unwrap_err();
+        assert!(e.to_string().contains("ATCR_SERVR_LISTEN"), "{e}");
+        let e = Config::load(None, env(&[("ATCR_SERVER_LISTEN", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("server.listen"), "{e}");
+        assert!(Config::load(None, env(&[("ATCR_TEST_ANYTHING", "x"), ("PATH", "/bin")])).is_ok());
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[server]\nlisten = 5\n").unwrap();
+        let e = Config::load(Some(&p), []).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        std::fs::write(&p, "[server]\nlisen = \"x\"\n").unwrap();
+        let e = Config::load(Some(&p), []).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        std::fs::write(&p, "[auth]\nmode = \"open\"\n").unwrap();
+        let e = Config::load(Some(&p), []).unwrap_err().to_string();
+        assert!(e.contains("auth.mode"), "{e}");
+    }
+}

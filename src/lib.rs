@@ -1,0 +1,18 @@
+//! atcr: an OCI container registry on the AT Protocol.
+//!
+//! # Layout
+//! - [`config`]: typed configuration (TOML + `ATCR_*` env overrides), validation, `config init`.
+//! - [`server`]: hyper accept loop, the single route table, shared HTTP plumbing.
+//! - [`oci`]: the OCI Distribution API surface: types (digest, name, manifest), the error
+//!   table, thin handlers.
+//! - [`registry`]: registry domain logic with no HTTP in it: upload sessions, blob links,
+//!   the local manifest/tag store, referrers.
+//! - [`blob`]: blob storage backends behind one trait (filesystem today).
+//!
+//! See `ARCHITECTURE.md` for the data flow of a push and a pull.
+
+pub mod blob;
+pub mod config;
+pub mod oci;
+pub mod registry;
+pub mod server;

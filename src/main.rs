@@ -1,0 +1,189 @@
+//! The `atcr` command line: parse, load config, hand over to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use atcr::config::{Config, DEFAULT_CONFIG_TOML};
+
+#[derive(Parser)]
+#[command(name = "atcr", version, about = "An OCI container registry on the AT Protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry (AppView and Hold) until SIGTERM or Ctrl-C.
+    Serve {
+        /// Config file (default: /etc/atcr/config.toml when it exists).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Delete blobs no repository links any more.
+    Gc {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// List what would be deleted without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write the fully commented default configuration (to stdout with `-`).
+    Init {
+        #[arg(default_value = "config.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Load and validate the configuration, then print it as resolved.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let default = Path::new("/etc/atcr/config.toml");
+        default.exists().then(|| default.to_path_buf())
+    })
+}
+
+fn load_config(given: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(config_path(given).as_deref(), std::env::vars()).map_err(|e| {
+        eprintln!("atcr: invalid configuration: {e}");
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("atcr {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Config { command: ConfigCommand::Init { path, force } } => {
+            if path.as_os_str() == "-" {
+                print!("{DEFAULT_CONFIG_TOML}");
+                return ExitCode::SUCCESS;
+            }
+            if path.exists() && !force {
+                eprintln!("atcr: {} exists; pass --force to overwrite", path.display());
+                return ExitCode::FAILURE;
+            }
+            match std::fs::write(&path, DEFAULT_CONFIG_TOML) {
+                Ok(()) => {
+                    println!("wrote {}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("atcr: cannot write {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Config { command: ConfigCommand::Check { config } } => match load_config(config) {
+            Ok(c) => {
+                print!("{}", toml::to_string_pretty(&c).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let config = match load_config(config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(serve(config))
+        }
+        Command::Gc { config, dry_run } => {
+            let config = match load_config(config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&config);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            rt.block_on(gc(config, dry_run))
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let addr = config.listen_addr();
+    let state = match atcr::server::build_state(config) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "atcr listening");
+    atcr::server::run(listener, state, shutdown_signal()).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn gc(config: Config, dry_run: bool) -> ExitCode {
+    let state = match atcr::server::build_state(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("atcr: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match state.registry.gc(dry_run).await {
+        Ok(swept) => {
+            for d in &swept {
+                println!("{}{d}", if dry_run { "would delete " } else { "deleted " });
+            }
+            println!("{} blob(s) {}", swept.len(), if dry_run { "unreferenced" } else { "deleted" });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("atcr: gc failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

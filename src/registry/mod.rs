@@ -1,0 +1,493 @@
+//! Registry domain logic, free of HTTP: upload sessions (hash while writing, resumable after a
+//! restart), per-repository blob links, manifest verification and storage, tags, referrers.
+//!
+//! Handlers in [`crate::oci::handlers`] call these methods; storage goes through
+//! [`crate::blob::BlobStore`] for bytes and [`store::MetaStore`] for metadata.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::blob::{BlobError, BlobRead, BlobStore, ChunkStream};
+use crate::oci::types::manifest::{self, Descriptor, ManifestKind, ParsedManifest};
+use crate::oci::types::range::ByteRange;
+use crate::oci::types::{Algorithm, Digest, Hasher, Name, Reference};
+use store::{now_unix, MetaStore, StoreError, StoredManifest, UploadRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob {0} is not in this repository")]
+    BlobUnknown(Digest),
+    #[error("upload session is unknown or has expired")]
+    UploadUnknown,
+    #[error("chunk starts at {given}, but the upload has {expected} bytes")]
+    UploadOutOfOrder { expected: u64, given: u64 },
+    #[error("upload invalid: {0}")]
+    UploadInvalid(String),
+    #[error("content digest is {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("length {actual} does not match the declared {declared}")]
+    SizeMismatch { declared: u64, actual: u64 },
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest is larger than the {limit}-byte limit")]
+    ManifestTooLarge { limit: usize },
+    #[error("repository is not known to this registry")]
+    NameUnknown,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("blob storage: {0}")]
+    Storage(BlobError),
+    #[error("{0}")]
+    Database(#[from] StoreError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<BlobError> for RegistryError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound(d) => RegistryError::BlobUnknown(d),
+            BlobError::UploadNotFound(_) => RegistryError::UploadUnknown,
+            BlobError::OffsetMismatch { expected, given } => RegistryError::UploadOutOfOrder { expected, given },
+            BlobError::Client(e) => RegistryError::UploadInvalid(format!("request body failed: {e}")),
+            other => RegistryError::Storage(other),
+        }
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_manifest_bytes: usize,
+    pub upload_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_manifest_bytes: manifest::DEFAULT_MAX_MANIFEST_BYTES, upload_ttl: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// In-memory state of an upload session. `hasher` is None when it must be rebuilt from the
+/// staged bytes (after a restart, or after a client dropped mid-chunk).
+struct Session {
+    repo: String,
+    len: u64,
+    hasher: Option<Hasher>,
+}
+
+type SessionCell = Arc<tokio::sync::Mutex<Session>>;
+
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    store: Arc<MetaStore>,
+    limits: Limits,
+    /// Sessions touched since start; a PATCH holds its session's lock, so chunks of one
+    /// upload are applied strictly in order while different uploads run in parallel.
+    sessions: std::sync::Mutex<HashMap<String, SessionCell>>,
+}
+
+/// Where an upload stands, for the `Range` and `Location` headers.
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    pub id: String,
+    pub len: u64,
+}
+
+/// The result of a manifest PUT.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    pub fn new(blobs: Arc<dyn BlobStore>, store: Arc<MetaStore>, limits: Limits) -> Arc<Self> {
+        Arc::new(Registry { blobs, store, limits, sessions: std::sync::Mutex::new(HashMap::new()) })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    // ---- blobs --------------------------------------------------------------------------------
+
+    /// Size of a blob linked into the repository (HEAD answers from metadata alone).
+    pub async fn blob_size(&self, name: &Name, digest: &Digest) -> Result<u64> {
+        let (repo, d) = (name.to_string(), digest.clone());
+        self.store
+            .run(move |s| s.blob_link(&repo, &d))
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+    }
+
+    pub async fn blob_read(&self, name: &Name, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
+        self.blob_size(name, digest).await?;
+        Ok(self.blobs.read(digest, range).await?)
+    }
+
+    /// Remove the repository's link; the bytes go when garbage collection finds no link left.
+    pub async fn blob_delete(&self, name: &Name, digest: &Digest) -> Result<()> {
+        let (repo, d) = (name.to_string(), digest.clone());
+        if self.store.run(move |s| s.unlink_blob(&repo, &d)).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// Cross-repository mount. With `from`, the blob must be linked there; without, any blob
+    /// this registry holds is mounted (content-addressed, so the digest is the proof).
+    pub async fn blob_mount(&self, name: &Name, digest: &Digest, from: Option<&Name>) -> Result<bool> {
+        let size = match from {
+            Some(from) => {
+                let (repo, d) = (from.to_string(), digest.clone());
+                self.store.run(move |s| s.blob_link(&repo, &d)).await?
+            }
+            None => None,
+        };
+        let size = match size {
+            Some(s) => Some(s),
+            None if from.is_none() => self.blobs.stat(digest).await?,
+            None => None,
+        };
+        let Some(size) = size else { return Ok(false) };
+        // The bytes must really be there: a link can outlive a blob only through corruption.
+        if self.blobs.stat(digest).await?.is_none() {
+            return Ok(false);
+        }
+        let (repo, d) = (name.to_string(), digest.clone());
+        self.store.run(move |s| s.link_blob(&repo, &d, size)).await?;
+        Ok(true)
+    }
+
+    // ---- uploads ------------------------------------------------------------------------------
+
+    pub async fn upload_start(&self, name: &Name) -> Result<UploadState> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.blobs.upload_create(&id).await?;
+        let rec = UploadRecord { repo: name.to_string(), created_unix: now_unix() };
+        let id2 = id.clone();
+        self.store.run(move |s| s.put_upload(&id2, &rec)).await?;
+        let cell = Arc::new(tokio::sync::Mutex::new(Session {
+            repo: name.to_string(),
+            len: 0,
+            hasher: Some(Algorithm::Sha256.hasher()),
+        }));
+        self.sessions.lock().expect("sessions lock").insert(id.clone(), cell);
+        Ok(UploadState { id, len: 0 })
+    }
+
+    /// Find a session, reloading it from the store after a restart.
+    async fn session(&self, name: &Name, id: &str) -> Result<SessionCell> {
+        let cached = self.sessions.lock().expect("sessions lock").get(id).cloned();
+        let cell = match cached {
+            Some(c) => c,
+            None => {
+                let id2 = id.to_string();
+                let rec = self.store.run(move |s| s.get_upload(&id2)).await?.ok_or(RegistryError::UploadUnknown)?;
+                let len = self.blobs.upload_len(id).await?.ok_or(RegistryError::UploadUnknown)?;
+                let cell = Arc::new(tokio::sync::Mutex::new(Session { repo: rec.repo, len, hasher: None }));
+                self.sessions.lock().expect("sessions lock").entry(id.to_string()).or_insert(cell).clone()
+            }
+        };
+        if cell.lock().await.repo != name.as_str() {
+            return Err(RegistryError::UploadUnknown);
+        }
+        Ok(cell)
+    }
+
+    pub async fn upload_status(&self, name: &Name, id: &str) -> Result<UploadState> {
+        let cell = self.session(name, id).await?;
+        let len = cell.lock().await.len;
+        Ok(UploadState { id: id.to_string(), len })
+    }
+
+    /// Append a chunk. `start` is the Content-Range start when the client sent one.
+    pub async fn upload_append(
+        &self,
+        name: &Name,
+        id: &str,
+        start: Option<u64>,
+        declared_len: Option<u64>,
+        body: ChunkStream,
+    ) -> Result<UploadState> {
+        let cell = self.session(name, id).await?;
+        let mut session = cell.lock().await;
+        if let Some(start) = start {
+            if start != session.len {
+                return Err(RegistryError::UploadOutOfOrder { expected: session.len, given: start });
+            }
+        }
+        self.append_locked(id, &mut session, declared_len, body).await?;
+        Ok(UploadState { id: id.to_string(), len: session.len })
+    }
+
+    async fn append_locked(
+        &self,
+        id: &str,
+        session: &mut Session,
+        declared_len: Option<u64>,
+        body: ChunkStream,
+    ) -> Result<()> {
+        let hasher = match session.hasher.take() {
+            Some(h) => h,
+            None => {
+                let re = self.blobs.upload_rehash(id, Algorithm::Sha256).await?;
+                session.len = re.len;
+                re.hasher
+            }
+        };
+        let before = session.len;
+        match self.blobs.upload_append(id, before, hasher, body).await {
+            Ok(appended) => {
+                session.len = appended.len;
+                session.hasher = Some(appended.hasher);
+                if let Some(declared) = declared_len {
+                    let actual = appended.len - before;
+                    if actual != declared {
+                        return Err(RegistryError::SizeMismatch { declared, actual });
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the chunk may be on disk: the next request re-derives the state.
+                session.hasher = None;
+                if let Ok(Some(len)) = self.blobs.upload_len(id).await {
+                    session.len = len;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Finish an upload: append the optional last chunk, verify the digest, commit, link.
+    pub async fn upload_finish(
+        &self,
+        name: &Name,
+        id: &str,
+        digest: &Digest,
+        declared_len: Option<u64>,
+        body: Option<ChunkStream>,
+    ) -> Result<u64> {
+        let cell = self.session(name, id).await?;
+        let mut session = cell.lock().await;
+        if let Some(body) = body {
+            self.append_locked(id, &mut session, declared_len, body).await?;
+        }
+        let actual = match session.hasher.take() {
+            Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
+            // Restart recovery, or a sha512 digest for a sha256-streamed upload: one re-read.
+            _ => self.blobs.upload_rehash(id, digest.algorithm()).await?.hasher.finish(),
+        };
+        if &actual != digest {
+            self.drop_session(id).await;
+            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        let size = self.blobs.upload_commit(id, digest).await?;
+        let (id2, repo, d) = (id.to_string(), name.to_string(), digest.clone());
+        self.store.run(move |s| s.finish_upload(&id2, &repo, &d, size)).await?;
+        drop(session);
+        self.sessions.lock().expect("sessions lock").remove(id);
+        Ok(size)
+    }
+
+    pub async fn upload_cancel(&self, name: &Name, id: &str) -> Result<()> {
+        let cell = self.session(name, id).await?;
+        let _guard = cell.lock().await;
+        self.drop_session(id).await;
+        Ok(())
+    }
+
+    async fn drop_session(&self, id: &str) {
+        if let Err(e) = self.blobs.upload_abort(id).await {
+            tracing::warn!(upload = id, error = %e, "could not remove staged upload");
+        }
+        let id2 = id.to_string();
+        if let Err(e) = self.store.run(move |s| s.delete_upload(&id2)).await {
+            tracing::warn!(upload = id, error = %e, "could not forget upload session");
+        }
+        self.sessions.lock().expect("sessions lock").remove(id);
+    }
+
+    /// Abort sessions older than the TTL and staged data no session owns. Returns how many.
+    pub async fn cleanup_uploads(&self) -> Result<usize> {
+        let records = self.store.run(|s| s.list_uploads()).await?;
+        let cutoff = now_unix().saturating_sub(self.limits.upload_ttl.as_secs());
+        let mut removed = 0;
+        let known: std::collections::HashSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
+        for (id, rec) in records {
+            if rec.created_unix < cutoff {
+                self.drop_session(&id).await;
+                removed += 1;
+            }
+        }
+        for id in self.blobs.upload_list().await? {
+            if !known.contains(&id) {
+                self.blobs.upload_abort(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- manifests ----------------------------------------------------------------------------
+
+    async fn resolve(&self, name: &Name, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => {
+                let (repo, tag) = (name.to_string(), t.to_string());
+                self.store.run(move |s| s.resolve_tag(&repo, &tag)).await?.ok_or(RegistryError::ManifestUnknown)
+            }
+        }
+    }
+
+    pub async fn manifest_get(&self, name: &Name, reference: &Reference) -> Result<StoredManifest> {
+        let digest = self.resolve(name, reference).await?;
+        let repo = name.to_string();
+        self.store.run(move |s| s.get_manifest(&repo, &digest)).await?.ok_or(RegistryError::ManifestUnknown)
+    }
+
+    pub async fn manifest_put(
+        &self,
+        name: &Name,
+        reference: &Reference,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<PutManifest> {
+        if bytes.len() > self.limits.max_manifest_bytes {
+            return Err(RegistryError::ManifestTooLarge { limit: self.limits.max_manifest_bytes });
+        }
+        let parsed = manifest::parse_manifest(content_type, &bytes)
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let (digest, tag) = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if &actual != expected {
+                    return Err(RegistryError::DigestMismatch { expected: expected.clone(), actual });
+                }
+                (actual, None)
+            }
+            Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.to_string())),
+        };
+        self.check_references(name, &parsed).await?;
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let (n, d) = (name.clone(), digest.clone());
+        self.store.run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref())).await?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Every blob an image manifest needs, and every child of an index, must be in the repo.
+    async fn check_references(&self, name: &Name, parsed: &ParsedManifest) -> Result<()> {
+        let repo = name.to_string();
+        let blobs: Vec<Digest> = parsed.required_blobs().map(|d| d.digest.clone()).collect();
+        let children: Vec<Digest> = match parsed.kind {
+            ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
+            ManifestKind::Image => Vec::new(),
+        };
+        let missing = self
+            .store
+            .run(move |s| {
+                for d in blobs {
+                    if s.blob_link(&repo, &d)?.is_none() {
+                        return Ok(Some(d));
+                    }
+                }
+                for d in children {
+                    if !s.has_manifest(&repo, &d)? {
+                        return Ok(Some(d));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        match missing {
+            Some(d) => Err(RegistryError::ManifestBlobUnknown(d)),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn manifest_delete(&self, name: &Name, reference: &Reference) -> Result<()> {
+        let repo = name.to_string();
+        match reference {
+            Reference::Tag(t) => {
+                let tag = t.to_string();
+                if self.store.run(move |s| s.delete_tag(&repo, &tag)).await? {
+                    Ok(())
+                } else {
+                    Err(RegistryError::ManifestUnknown)
+                }
+            }
+            Reference::Digest(d) => {
+                let d = d.clone();
+                let deleted = self.store.run(move |s| s.delete_manifest(&repo, &d)).await?;
+                if deleted.manifest {
+                    Ok(())
+                } else {
+                    Err(RegistryError::ManifestUnknown)
+                }
+            }
+        }
+    }
+
+    // ---- listings -----------------------------------------------------------------------------
+
+    /// Up to `n` tags after `last`, and whether more follow.
+    pub async fn tags(&self, name: &Name, n: Option<usize>, last: Option<String>) -> Result<(Vec<String>, bool)> {
+        let repo = name.to_string();
+        let limit = n.unwrap_or(usize::MAX - 1);
+        let (exists, mut tags) = self
+            .store
+            .run(move |s| Ok((s.repo_exists(&repo)?, s.list_tags(&repo, last.as_deref(), limit.saturating_add(1))?)))
+            .await?;
+        if !exists {
+            return Err(RegistryError::NameUnknown);
+        }
+        let more = tags.len() > limit;
+        tags.truncate(limit);
+        Ok((tags, more))
+    }
+
+    pub async fn catalog(&self, n: Option<usize>, last: Option<String>) -> Result<(Vec<String>, bool)> {
+        let limit = n.unwrap_or(usize::MAX - 1);
+        let mut repos = self.store.run(move |s| s.list_repos(last.as_deref(), limit.saturating_add(1))).await?;
+        let more = repos.len() > limit;
+        repos.truncate(limit);
+        Ok((repos, more))
+    }
+
+    pub async fn referrers(&self, name: &Name, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        let (repo, s) = (name.to_string(), subject.clone());
+        let mut all = self.store.run(move |st| st.referrers(&repo, &s)).await?;
+        if let Some(at) = artifact_type {
+            all.retain(|d| d.artifact_type.as_deref() == Some(at));
+        }
+        Ok(all)
+    }
+
+    /// Garbage collection: blobs in storage that no repository links. With `dry_run` nothing
+    /// is deleted. Returns the digests (that would be) removed.
+    pub async fn gc(&self, dry_run: bool) -> Result<Vec<Digest>> {
+        let referenced = self.store.run(|s| s.referenced_digests()).await?;
+        let mut swept = Vec::new();
+        for d in self.blobs.list().await? {
+            if !referenced.contains(&d.to_string()) {
+                if !dry_run {
+                    self.blobs.delete(&d).await?;
+                }
+                swept.push(d);
+            }
+        }
+        Ok(swept)
+    }
+}

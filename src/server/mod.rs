@@ -1,0 +1,160 @@
+//! The HTTP server: accept loop with a connection cap and graceful drain, the single route
+//! table ([`router`]), and the response helpers every handler shares ([`http`]).
+
+pub mod http;
+pub mod router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::blob::fs::FsBlobStore;
+use crate::config::Config;
+use crate::registry::store::MetaStore;
+use crate::registry::{Limits, Registry};
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    #[error("cannot open blob storage: {0}")]
+    Blobs(std::io::Error),
+    #[error("cannot open the registry database: {0}")]
+    Store(#[from] crate::registry::store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Open storage and build the state (the composition root).
+pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let data = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data).map_err(|e| StartError::DataDir(data.clone(), e))?;
+    let blobs = FsBlobStore::open(config.blob_root()).map_err(StartError::Blobs)?;
+    let store = MetaStore::open(&data.join("registry.redb"))?;
+    let limits = Limits {
+        max_manifest_bytes: config.registry.max_manifest_bytes,
+        upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
+    };
+    let registry = Registry::new(Arc::new(blobs), store, limits);
+    Ok(Arc::new(AppState { config, registry }))
+}
+
+/// A server started in the background (tests, benches, `serve`).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, let in-flight requests finish, and wait.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Bind the configured address and serve in the background.
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    let addr = config.listen_addr();
+    let state = build_state(config)?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+    Ok(spawn_on(listener, state))
+}
+
+pub fn spawn_on(listener: TcpListener, state: Arc<AppState>) -> Running {
+    let addr = listener.local_addr().expect("bound listener has an address");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let s = state.clone();
+    let task = tokio::spawn(async move {
+        let mut rx = rx;
+        run(listener, s, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
+    Running { addr, state, shutdown: tx, task }
+}
+
+/// Serve until `shutdown` resolves, then drain for at most `shutdown_grace_secs`.
+pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(state.config.server.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(1 << 20);
+    let builder = Arc::new(builder);
+    spawn_housekeeping(state.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(router::dispatch(state, req, peer).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
+    }
+}
+
+/// Hourly cleanup of abandoned upload sessions.
+fn spawn_housekeeping(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match state.registry.cleanup_uploads().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed stale upload sessions"),
+                Err(e) => tracing::warn!(error = %e, "upload cleanup failed"),
+            }
+        }
+    });
+}

@@ -8,9 +8,11 @@
 //! - [`registry`]: registry domain logic with no HTTP in it: upload sessions, blob links,
 //!   the local manifest/tag store, referrers.
 //! - [`blob`]: blob storage backends behind one trait (filesystem today).
+//! - [`atproto`]: the ATProto layer; [`atproto::repo`] is pure (DAG-CBOR, CID, MST, commits, CAR).
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
+pub mod atproto;
 pub mod blob;
 pub mod config;
 pub mod oci;

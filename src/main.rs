@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use atcr::config::{Config, DEFAULT_CONFIG_TOML};
 
 #[derive(Parser)]
-#[command(name = "atcr", version, about = "An OCI container registry on the AT Protocol")]
+#[command(
+    name = "atcr",
+    version,
+    about = "An OCI container registry on the AT Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,10 @@ fn load_config(given: Option<PathBuf>) -> Result<Config, ExitCode> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -85,7 +92,9 @@ fn main() -> ExitCode {
             println!("atcr {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Config { command: ConfigCommand::Init { path, force } } => {
+        Command::Config {
+            command: ConfigCommand::Init { path, force },
+        } => {
             if path.as_os_str() == "-" {
                 print!("{DEFAULT_CONFIG_TOML}");
                 return ExitCode::SUCCESS;
@@ -105,7 +114,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Config { command: ConfigCommand::Check { config } } => match load_config(config) {
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => match load_config(config) {
             Ok(c) => {
                 print!("{}", toml::to_string_pretty(&c).unwrap_or_default());
                 ExitCode::SUCCESS
@@ -118,7 +129,10 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&config);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             rt.block_on(serve(config))
         }
         Command::Gc { config, dry_run } => {
@@ -127,7 +141,10 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(&config);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             rt.block_on(gc(config, dry_run))
         }
     }
@@ -157,7 +174,8 @@ async fn serve(config: Config) -> ExitCode {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
@@ -178,7 +196,11 @@ async fn gc(config: Config, dry_run: bool) -> ExitCode {
             for d in &swept {
                 println!("{}{d}", if dry_run { "would delete " } else { "deleted " });
             }
-            println!("{} blob(s) {}", swept.len(), if dry_run { "unreferenced" } else { "deleted" });
+            println!(
+                "{} blob(s) {}",
+                swept.len(),
+                if dry_run { "unreferenced" } else { "deleted" }
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -43,7 +43,11 @@ impl FsBlobStore {
     }
 
     fn blob_dir(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -52,14 +56,19 @@ impl FsBlobStore {
 
     fn upload_dir(&self, id: &str) -> Result<PathBuf, BlobError> {
         // Ids come from us (UUIDs), but they travel through URLs: never let one escape the root.
-        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(BlobError::UploadNotFound(id.chars().take(64).collect()));
         }
         Ok(self.root.join("uploads").join(id))
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BlobError> + Send + 'static) -> Result<T, BlobError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+) -> Result<T, BlobError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BlobError::Io(io::Error::other(format!("blocking task failed: {e}"))))?
@@ -144,8 +153,13 @@ impl BlobStore for FsBlobStore {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Ok(BlobRead { len, stream: Box::pin(stream) })
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(BlobRead {
+            len,
+            stream: Box::pin(stream),
+        })
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool, BlobError> {
@@ -217,12 +231,17 @@ impl BlobStore for FsBlobStore {
         let writer = tokio::task::spawn_blocking(move || -> Result<Appended, BlobError> {
             let mut file = match OpenOptions::new().append(true).open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::UploadNotFound(id_owned)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(BlobError::UploadNotFound(id_owned))
+                }
                 Err(e) => return Err(e.into()),
             };
             let len = file.metadata()?.len();
             if len != offset {
-                return Err(BlobError::OffsetMismatch { expected: len, given: offset });
+                return Err(BlobError::OffsetMismatch {
+                    expected: len,
+                    given: offset,
+                });
             }
             let mut hasher = hasher;
             let mut written = len;
@@ -237,7 +256,10 @@ impl BlobStore for FsBlobStore {
                     since_writeback = 0;
                 }
             }
-            Ok(Appended { len: written, hasher })
+            Ok(Appended {
+                len: written,
+                hasher,
+            })
         });
         let mut client_error = None;
         while let Some(item) = chunks.next().await {
@@ -283,7 +305,9 @@ impl BlobStore for FsBlobStore {
             let staged = upload_dir.join("data");
             let file = match File::open(&staged) {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::UploadNotFound(id)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(BlobError::UploadNotFound(id))
+                }
                 Err(e) => return Err(e.into()),
             };
             let size = file.metadata()?.len();

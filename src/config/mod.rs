@@ -16,7 +16,10 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -25,7 +28,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -81,18 +84,6 @@ pub struct LogConfig {
     pub level: String,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            registry: RegistryConfig::default(),
-            auth: AuthConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -108,14 +99,22 @@ impl Default for ServerConfig {
 /// `/var/lib/atcr` (via `$STATE_DIRECTORY`) under systemd, `./data` when run by hand.
 fn default_data_dir() -> PathBuf {
     match std::env::var_os("STATE_DIRECTORY") {
-        Some(dirs) => PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or("/var/lib/atcr")),
+        Some(dirs) => PathBuf::from(
+            dirs.to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("/var/lib/atcr"),
+        ),
         None => PathBuf::from("./data"),
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { backend: "filesystem".into(), root: PathBuf::new() }
+        StorageConfig {
+            backend: "filesystem".into(),
+            root: PathBuf::new(),
+        }
     }
 }
 
@@ -130,13 +129,17 @@ impl Default for RegistryConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { mode: "none".into() }
+        AuthConfig {
+            mode: "none".into(),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
@@ -150,21 +153,34 @@ impl Config {
     }
 
     /// Load from an optional file, apply `ATCR_*` overrides from `env`, validate.
-    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let (mut value, source) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.to_path_buf(), source: e })?;
-                let v: toml::Table = text
-                    .parse()
-                    .map_err(|e: toml::de::Error| ConfigError::Parse { path: p.display().to_string(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source: e,
+                })?;
+                let v: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Parse {
+                            path: p.display().to_string(),
+                            message: e.to_string(),
+                        })?;
                 (v, p.display().to_string())
             }
             None => (toml::Table::new(), "(defaults)".to_string()),
         };
         apply_env(&mut value, env)?;
-        let config: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { path: source, message: e.to_string() })?;
+        let config: Config =
+            toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source,
+                    message: e.to_string(),
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -172,14 +188,22 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         if self.server.listen.parse::<SocketAddr>().is_err() {
-            return invalid("server.listen", format!("{:?} is not an address:port", self.server.listen));
+            return invalid(
+                "server.listen",
+                format!("{:?} is not an address:port", self.server.listen),
+            );
         }
         if !self.server.public_url.is_empty() {
             let u = &self.server.public_url;
             let ok = (u.starts_with("http://") || u.starts_with("https://"))
-                && u.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+                && u.split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
             if !ok {
-                return invalid("server.public_url", format!("{u:?} must look like https://host[:port] with no path"));
+                return invalid(
+                    "server.public_url",
+                    format!("{u:?} must look like https://host[:port] with no path"),
+                );
             }
         }
         if self.server.data_dir.as_os_str().is_empty() {
@@ -189,17 +213,29 @@ impl Config {
             return invalid("server.max_connections", "must be at least 1".into());
         }
         if self.storage.backend != "filesystem" {
-            return invalid("storage.backend", format!("{:?} is not a known backend (filesystem)", self.storage.backend));
+            return invalid(
+                "storage.backend",
+                format!(
+                    "{:?} is not a known backend (filesystem)",
+                    self.storage.backend
+                ),
+            );
         }
         let m = self.registry.max_manifest_bytes;
         if !(1024..=64 * 1024 * 1024).contains(&m) {
-            return invalid("registry.max_manifest_bytes", format!("{m} is outside 1 KiB..64 MiB"));
+            return invalid(
+                "registry.max_manifest_bytes",
+                format!("{m} is outside 1 KiB..64 MiB"),
+            );
         }
         if self.registry.upload_ttl_secs < 60 {
             return invalid("registry.upload_ttl_secs", "must be at least 60".into());
         }
         if self.auth.mode != "none" {
-            return invalid("auth.mode", format!("{:?} is not supported yet (none)", self.auth.mode));
+            return invalid(
+                "auth.mode",
+                format!("{:?} is not supported yet (none)", self.auth.mode),
+            );
         }
         Ok(())
     }
@@ -219,7 +255,11 @@ impl Config {
 
 /// Leaf paths of the default config, keyed by their environment variable name.
 fn env_keys() -> BTreeMap<String, (Vec<String>, toml::Value)> {
-    fn walk(prefix: &mut Vec<String>, v: &toml::Value, out: &mut BTreeMap<String, (Vec<String>, toml::Value)>) {
+    fn walk(
+        prefix: &mut Vec<String>,
+        v: &toml::Value,
+        out: &mut BTreeMap<String, (Vec<String>, toml::Value)>,
+    ) {
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
@@ -240,30 +280,47 @@ fn env_keys() -> BTreeMap<String, (Vec<String>, toml::Value)> {
     out
 }
 
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     let keys = env_keys();
     for (var, raw) in env {
         if !var.starts_with("ATCR_") || var.starts_with("ATCR_TEST_") {
             continue;
         }
         let Some((path, default)) = keys.get(&var) else {
-            return Err(ConfigError::Env { var, message: "not a configuration key (see `atcr config init`)".into() });
+            return Err(ConfigError::Env {
+                var,
+                message: "not a configuration key (see `atcr config init`)".into(),
+            });
         };
-        let err = |m: &str| ConfigError::Env { var: var.clone(), message: m.to_string() };
+        let err = |m: &str| ConfigError::Env {
+            var: var.clone(),
+            message: m.to_string(),
+        };
         let value = match default {
-            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| err("expected an integer"))?),
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(raw.trim().parse().map_err(|_| err("expected an integer"))?)
+            }
             toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
                 _ => return Err(err("expected true or false")),
             }),
-            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| err("expected a number"))?),
+            toml::Value::Float(_) => {
+                toml::Value::Float(raw.trim().parse().map_err(|_| err("expected a number"))?)
+            }
             _ => toml::Value::String(raw),
         };
         let mut cur = &mut *table;
         for seg in &path[..path.len() - 1] {
-            let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            cur = entry.as_table_mut().ok_or_else(|| err("its section is not a table in the config file"))?;
+            let entry = cur
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry
+                .as_table_mut()
+                .ok_or_else(|| err("its section is not a table in the config file"))?;
         }
         cur.insert(path[path.len() - 1].clone(), value);
     }
@@ -275,7 +332,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -288,7 +348,14 @@ mod tests {
 
     #[test]
     fn env_overrides_and_errors() {
-        let c = Config::load(None, env(&[("ATCR_SERVER_LISTEN", "127.0.0.1:7000"), ("ATCR_SERVER_MAX_CONNECTIONS", "5")])).unwrap();
+        let c = Config::load(
+            None,
+            env(&[
+                ("ATCR_SERVER_LISTEN", "127.0.0.1:7000"),
+                ("ATCR_SERVER_MAX_CONNECTIONS", "5"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:7000");
         assert_eq!(c.server.max_connections, 5);
         let e = Config::load(None, env(&[("ATCR_SERVER_MAX_CONNECTIONS", "many")])).unwrap_err();

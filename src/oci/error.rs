@@ -33,20 +33,76 @@ impl ErrorCode {
     pub const fn describe(self) -> (&'static str, &'static str, StatusCode) {
         use ErrorCode::*;
         match self {
-            BlobUnknown => ("BLOB_UNKNOWN", "blob unknown to registry", StatusCode::NOT_FOUND),
-            BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", "blob upload invalid", StatusCode::BAD_REQUEST),
-            BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", StatusCode::NOT_FOUND),
-            DigestInvalid => ("DIGEST_INVALID", "provided digest did not match uploaded content", StatusCode::BAD_REQUEST),
-            ManifestBlobUnknown => ("MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", StatusCode::BAD_REQUEST),
-            ManifestInvalid => ("MANIFEST_INVALID", "manifest invalid", StatusCode::BAD_REQUEST),
-            ManifestUnknown => ("MANIFEST_UNKNOWN", "manifest unknown to registry", StatusCode::NOT_FOUND),
-            NameInvalid => ("NAME_INVALID", "invalid repository name", StatusCode::BAD_REQUEST),
-            NameUnknown => ("NAME_UNKNOWN", "repository name not known to registry", StatusCode::NOT_FOUND),
-            SizeInvalid => ("SIZE_INVALID", "provided length did not match content length", StatusCode::BAD_REQUEST),
-            Unauthorized => ("UNAUTHORIZED", "authentication required", StatusCode::UNAUTHORIZED),
-            Denied => ("DENIED", "requested access to the resource is denied", StatusCode::FORBIDDEN),
-            Unsupported => ("UNSUPPORTED", "the operation is unsupported", StatusCode::METHOD_NOT_ALLOWED),
-            TooManyRequests => ("TOOMANYREQUESTS", "too many requests", StatusCode::TOO_MANY_REQUESTS),
+            BlobUnknown => (
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+                StatusCode::NOT_FOUND,
+            ),
+            BlobUploadInvalid => (
+                "BLOB_UPLOAD_INVALID",
+                "blob upload invalid",
+                StatusCode::BAD_REQUEST,
+            ),
+            BlobUploadUnknown => (
+                "BLOB_UPLOAD_UNKNOWN",
+                "blob upload unknown to registry",
+                StatusCode::NOT_FOUND,
+            ),
+            DigestInvalid => (
+                "DIGEST_INVALID",
+                "provided digest did not match uploaded content",
+                StatusCode::BAD_REQUEST,
+            ),
+            ManifestBlobUnknown => (
+                "MANIFEST_BLOB_UNKNOWN",
+                "manifest references a manifest or blob unknown to registry",
+                StatusCode::BAD_REQUEST,
+            ),
+            ManifestInvalid => (
+                "MANIFEST_INVALID",
+                "manifest invalid",
+                StatusCode::BAD_REQUEST,
+            ),
+            ManifestUnknown => (
+                "MANIFEST_UNKNOWN",
+                "manifest unknown to registry",
+                StatusCode::NOT_FOUND,
+            ),
+            NameInvalid => (
+                "NAME_INVALID",
+                "invalid repository name",
+                StatusCode::BAD_REQUEST,
+            ),
+            NameUnknown => (
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+                StatusCode::NOT_FOUND,
+            ),
+            SizeInvalid => (
+                "SIZE_INVALID",
+                "provided length did not match content length",
+                StatusCode::BAD_REQUEST,
+            ),
+            Unauthorized => (
+                "UNAUTHORIZED",
+                "authentication required",
+                StatusCode::UNAUTHORIZED,
+            ),
+            Denied => (
+                "DENIED",
+                "requested access to the resource is denied",
+                StatusCode::FORBIDDEN,
+            ),
+            Unsupported => (
+                "UNSUPPORTED",
+                "the operation is unsupported",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            TooManyRequests => (
+                "TOOMANYREQUESTS",
+                "too many requests",
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
         }
     }
 }
@@ -62,7 +118,11 @@ pub struct OciError {
 
 impl OciError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        OciError { code, detail: detail.into(), status_override: None }
+        OciError {
+            code,
+            detail: detail.into(),
+            status_override: None,
+        }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -87,8 +147,14 @@ impl OciError {
             errors: [Entry<'a>; 1],
         }
         let (code, message, _) = self.code.describe();
-        serde_json::to_vec(&Envelope { errors: [Entry { code, message, detail: &self.detail }] })
-            .unwrap_or_default()
+        serde_json::to_vec(&Envelope {
+            errors: [Entry {
+                code,
+                message,
+                detail: &self.detail,
+            }],
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -121,18 +187,16 @@ impl From<RegistryError> for OciError {
         match e {
             R::BlobUnknown(_) => OciError::new(ErrorCode::BlobUnknown, detail),
             R::UploadUnknown => OciError::new(ErrorCode::BlobUploadUnknown, detail),
-            R::UploadOutOfOrder { .. } => {
-                OciError::new(ErrorCode::BlobUploadInvalid, detail).with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            }
+            R::UploadOutOfOrder { .. } => OciError::new(ErrorCode::BlobUploadInvalid, detail)
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE),
             R::UploadInvalid(_) => OciError::new(ErrorCode::BlobUploadInvalid, detail),
             R::DigestMismatch { .. } => OciError::new(ErrorCode::DigestInvalid, detail),
             R::SizeMismatch { .. } => OciError::new(ErrorCode::SizeInvalid, detail),
             R::ManifestUnknown => OciError::new(ErrorCode::ManifestUnknown, detail),
             R::ManifestBlobUnknown(_) => OciError::new(ErrorCode::ManifestBlobUnknown, detail),
             R::ManifestInvalid(_) => OciError::new(ErrorCode::ManifestInvalid, detail),
-            R::ManifestTooLarge { .. } => {
-                OciError::new(ErrorCode::ManifestInvalid, detail).with_status(StatusCode::PAYLOAD_TOO_LARGE)
-            }
+            R::ManifestTooLarge { .. } => OciError::new(ErrorCode::ManifestInvalid, detail)
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE),
             R::NameUnknown => OciError::new(ErrorCode::NameUnknown, detail),
             R::Unsupported(_) => OciError::new(ErrorCode::Unsupported, detail),
             // Internal failures: the spec has no code for them; keep the detail vague (it may

@@ -30,38 +30,62 @@ pub fn parse(path: &str) -> Result<OciRoute, OciError> {
     if path.len() > 1024 {
         return Err(OciError::new(ErrorCode::NameInvalid, "path too long"));
     }
-    let decoded = percent_decode_str(path).decode_utf8().map_err(|_| OciError::new(ErrorCode::NameInvalid, "path is not UTF-8"))?;
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| OciError::new(ErrorCode::NameInvalid, "path is not UTF-8"))?;
     let segs: Vec<&str> = decoded.split('/').collect();
     let n = segs.len();
     let name_of = |k: usize| -> Result<Name, OciError> {
         if k == 0 {
-            return Err(OciError::new(ErrorCode::NameInvalid, "repository name is missing"));
+            return Err(OciError::new(
+                ErrorCode::NameInvalid,
+                "repository name is missing",
+            ));
         }
         Ok(segs[..k].join("/").parse::<Name>()?)
     };
-    let not_found = || OciError::new(ErrorCode::Unsupported, "no such endpoint").with_status(http::StatusCode::NOT_FOUND);
+    let not_found = || {
+        OciError::new(ErrorCode::Unsupported, "no such endpoint")
+            .with_status(http::StatusCode::NOT_FOUND)
+    };
     if n >= 2 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
-        return Ok(OciRoute::Tags { name: name_of(n - 2)? });
+        return Ok(OciRoute::Tags {
+            name: name_of(n - 2)?,
+        });
     }
     if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
         let name = name_of(n - 3)?;
         return Ok(if segs[n - 1].is_empty() {
             OciRoute::UploadStart { name }
         } else {
-            OciRoute::Upload { name, id: segs[n - 1].to_string() }
+            OciRoute::Upload {
+                name,
+                id: segs[n - 1].to_string(),
+            }
         });
     }
     if n >= 2 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
-        return Ok(OciRoute::UploadStart { name: name_of(n - 2)? });
+        return Ok(OciRoute::UploadStart {
+            name: name_of(n - 2)?,
+        });
     }
     if n >= 2 && segs[n - 2] == "blobs" {
-        return Ok(OciRoute::Blob { name: name_of(n - 2)?, digest: segs[n - 1].parse()? });
+        return Ok(OciRoute::Blob {
+            name: name_of(n - 2)?,
+            digest: segs[n - 1].parse()?,
+        });
     }
     if n >= 2 && segs[n - 2] == "manifests" {
-        return Ok(OciRoute::Manifest { name: name_of(n - 2)?, reference: segs[n - 1].parse()? });
+        return Ok(OciRoute::Manifest {
+            name: name_of(n - 2)?,
+            reference: segs[n - 1].parse()?,
+        });
     }
     if n >= 2 && segs[n - 2] == "referrers" {
-        return Ok(OciRoute::Referrers { name: name_of(n - 2)?, digest: segs[n - 1].parse()? });
+        return Ok(OciRoute::Referrers {
+            name: name_of(n - 2)?,
+            digest: segs[n - 1].parse()?,
+        });
     }
     Err(not_found())
 }
@@ -74,19 +98,62 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert!(matches!(parse("a/b/tags/list"), Ok(OciRoute::Tags { name }) if name.as_str() == "a/b"));
-        assert!(matches!(parse("a/blobs/uploads/"), Ok(OciRoute::UploadStart { .. })));
-        assert!(matches!(parse("a/blobs/uploads"), Ok(OciRoute::UploadStart { .. })));
-        assert!(matches!(parse("a/b/blobs/uploads/abc-1"), Ok(OciRoute::Upload { id, .. }) if id == "abc-1"));
-        assert!(matches!(parse(&format!("a/blobs/{D}")), Ok(OciRoute::Blob { .. })));
-        assert!(matches!(parse(&format!("x/y/z/manifests/{D}")), Ok(OciRoute::Manifest { reference: Reference::Digest(_), .. })));
-        assert!(matches!(parse("did:plc:ewvi7nxzyoun6zhxrhs64oiz/app/manifests/latest"), Ok(OciRoute::Manifest { .. })));
-        assert!(matches!(parse("did%3Aplc%3Aewvi7nxzyoun6zhxrhs64oiz/app/manifests/v1"), Ok(OciRoute::Manifest { .. })));
-        assert!(matches!(parse(&format!("a/referrers/{D}")), Ok(OciRoute::Referrers { .. })));
-        assert_eq!(parse("manifests/latest").unwrap_err().code, ErrorCode::NameInvalid);
-        assert_eq!(parse("A/manifests/latest").unwrap_err().code, ErrorCode::NameInvalid);
-        assert_eq!(parse("a/blobs/sha256:zz").unwrap_err().code, ErrorCode::DigestInvalid);
-        assert_eq!(parse("a/manifests/bad tag").unwrap_err().code, ErrorCode::ManifestInvalid);
-        assert_eq!(parse("a/b/c").unwrap_err().status(), http::StatusCode::NOT_FOUND);
+        assert!(
+            matches!(parse("a/b/tags/list"), Ok(OciRoute::Tags { name }) if name.as_str() == "a/b")
+        );
+        assert!(matches!(
+            parse("a/blobs/uploads/"),
+            Ok(OciRoute::UploadStart { .. })
+        ));
+        assert!(matches!(
+            parse("a/blobs/uploads"),
+            Ok(OciRoute::UploadStart { .. })
+        ));
+        assert!(
+            matches!(parse("a/b/blobs/uploads/abc-1"), Ok(OciRoute::Upload { id, .. }) if id == "abc-1")
+        );
+        assert!(matches!(
+            parse(&format!("a/blobs/{D}")),
+            Ok(OciRoute::Blob { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("x/y/z/manifests/{D}")),
+            Ok(OciRoute::Manifest {
+                reference: Reference::Digest(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("did:plc:ewvi7nxzyoun6zhxrhs64oiz/app/manifests/latest"),
+            Ok(OciRoute::Manifest { .. })
+        ));
+        assert!(matches!(
+            parse("did%3Aplc%3Aewvi7nxzyoun6zhxrhs64oiz/app/manifests/v1"),
+            Ok(OciRoute::Manifest { .. })
+        ));
+        assert!(matches!(
+            parse(&format!("a/referrers/{D}")),
+            Ok(OciRoute::Referrers { .. })
+        ));
+        assert_eq!(
+            parse("manifests/latest").unwrap_err().code,
+            ErrorCode::NameInvalid
+        );
+        assert_eq!(
+            parse("A/manifests/latest").unwrap_err().code,
+            ErrorCode::NameInvalid
+        );
+        assert_eq!(
+            parse("a/blobs/sha256:zz").unwrap_err().code,
+            ErrorCode::DigestInvalid
+        );
+        assert_eq!(
+            parse("a/manifests/bad tag").unwrap_err().code,
+            ErrorCode::ManifestInvalid
+        );
+        assert_eq!(
+            parse("a/b/c").unwrap_err().status(),
+            http::StatusCode::NOT_FOUND
+        );
     }
 }

@@ -55,8 +55,12 @@ impl From<BlobError> for RegistryError {
         match e {
             BlobError::NotFound(d) => RegistryError::BlobUnknown(d),
             BlobError::UploadNotFound(_) => RegistryError::UploadUnknown,
-            BlobError::OffsetMismatch { expected, given } => RegistryError::UploadOutOfOrder { expected, given },
-            BlobError::Client(e) => RegistryError::UploadInvalid(format!("request body failed: {e}")),
+            BlobError::OffsetMismatch { expected, given } => {
+                RegistryError::UploadOutOfOrder { expected, given }
+            }
+            BlobError::Client(e) => {
+                RegistryError::UploadInvalid(format!("request body failed: {e}"))
+            }
             other => RegistryError::Storage(other),
         }
     }
@@ -72,7 +76,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_manifest_bytes: manifest::DEFAULT_MAX_MANIFEST_BYTES, upload_ttl: Duration::from_secs(24 * 3600) }
+        Limits {
+            max_manifest_bytes: manifest::DEFAULT_MAX_MANIFEST_BYTES,
+            upload_ttl: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -111,7 +118,12 @@ pub struct PutManifest {
 
 impl Registry {
     pub fn new(blobs: Arc<dyn BlobStore>, store: Arc<MetaStore>, limits: Limits) -> Arc<Self> {
-        Arc::new(Registry { blobs, store, limits, sessions: std::sync::Mutex::new(HashMap::new()) })
+        Arc::new(Registry {
+            blobs,
+            store,
+            limits,
+            sessions: std::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -129,7 +141,12 @@ impl Registry {
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
-    pub async fn blob_read(&self, name: &Name, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
+    pub async fn blob_read(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead> {
         self.blob_size(name, digest).await?;
         Ok(self.blobs.read(digest, range).await?)
     }
@@ -146,7 +163,12 @@ impl Registry {
 
     /// Cross-repository mount. With `from`, the blob must be linked there; without, any blob
     /// this registry holds is mounted (content-addressed, so the digest is the proof).
-    pub async fn blob_mount(&self, name: &Name, digest: &Digest, from: Option<&Name>) -> Result<bool> {
+    pub async fn blob_mount(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        from: Option<&Name>,
+    ) -> Result<bool> {
         let size = match from {
             Some(from) => {
                 let (repo, d) = (from.to_string(), digest.clone());
@@ -165,7 +187,9 @@ impl Registry {
             return Ok(false);
         }
         let (repo, d) = (name.to_string(), digest.clone());
-        self.store.run(move |s| s.link_blob(&repo, &d, size)).await?;
+        self.store
+            .run(move |s| s.link_blob(&repo, &d, size))
+            .await?;
         Ok(true)
     }
 
@@ -174,7 +198,10 @@ impl Registry {
     pub async fn upload_start(&self, name: &Name) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
         self.blobs.upload_create(&id).await?;
-        let rec = UploadRecord { repo: name.to_string(), created_unix: now_unix() };
+        let rec = UploadRecord {
+            repo: name.to_string(),
+            created_unix: now_unix(),
+        };
         let id2 = id.clone();
         self.store.run(move |s| s.put_upload(&id2, &rec)).await?;
         let cell = Arc::new(tokio::sync::Mutex::new(Session {
@@ -182,21 +209,46 @@ impl Registry {
             len: 0,
             hasher: Some(Algorithm::Sha256.hasher()),
         }));
-        self.sessions.lock().expect("sessions lock").insert(id.clone(), cell);
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(id.clone(), cell);
         Ok(UploadState { id, len: 0 })
     }
 
     /// Find a session, reloading it from the store after a restart.
     async fn session(&self, name: &Name, id: &str) -> Result<SessionCell> {
-        let cached = self.sessions.lock().expect("sessions lock").get(id).cloned();
+        let cached = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(id)
+            .cloned();
         let cell = match cached {
             Some(c) => c,
             None => {
                 let id2 = id.to_string();
-                let rec = self.store.run(move |s| s.get_upload(&id2)).await?.ok_or(RegistryError::UploadUnknown)?;
-                let len = self.blobs.upload_len(id).await?.ok_or(RegistryError::UploadUnknown)?;
-                let cell = Arc::new(tokio::sync::Mutex::new(Session { repo: rec.repo, len, hasher: None }));
-                self.sessions.lock().expect("sessions lock").entry(id.to_string()).or_insert(cell).clone()
+                let rec = self
+                    .store
+                    .run(move |s| s.get_upload(&id2))
+                    .await?
+                    .ok_or(RegistryError::UploadUnknown)?;
+                let len = self
+                    .blobs
+                    .upload_len(id)
+                    .await?
+                    .ok_or(RegistryError::UploadUnknown)?;
+                let cell = Arc::new(tokio::sync::Mutex::new(Session {
+                    repo: rec.repo,
+                    len,
+                    hasher: None,
+                }));
+                self.sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .entry(id.to_string())
+                    .or_insert(cell)
+                    .clone()
             }
         };
         if cell.lock().await.repo != name.as_str() {
@@ -208,7 +260,10 @@ impl Registry {
     pub async fn upload_status(&self, name: &Name, id: &str) -> Result<UploadState> {
         let cell = self.session(name, id).await?;
         let len = cell.lock().await.len;
-        Ok(UploadState { id: id.to_string(), len })
+        Ok(UploadState {
+            id: id.to_string(),
+            len,
+        })
     }
 
     /// Append a chunk. `start` is the Content-Range start when the client sent one.
@@ -224,11 +279,18 @@ impl Registry {
         let mut session = cell.lock().await;
         if let Some(start) = start {
             if start != session.len {
-                return Err(RegistryError::UploadOutOfOrder { expected: session.len, given: start });
+                return Err(RegistryError::UploadOutOfOrder {
+                    expected: session.len,
+                    given: start,
+                });
             }
         }
-        self.append_locked(id, &mut session, declared_len, body).await?;
-        Ok(UploadState { id: id.to_string(), len: session.len })
+        self.append_locked(id, &mut session, declared_len, body)
+            .await?;
+        Ok(UploadState {
+            id: id.to_string(),
+            len: session.len,
+        })
     }
 
     async fn append_locked(
@@ -282,20 +344,31 @@ impl Registry {
         let cell = self.session(name, id).await?;
         let mut session = cell.lock().await;
         if let Some(body) = body {
-            self.append_locked(id, &mut session, declared_len, body).await?;
+            self.append_locked(id, &mut session, declared_len, body)
+                .await?;
         }
         let actual = match session.hasher.take() {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
             // Restart recovery, or a sha512 digest for a sha256-streamed upload: one re-read.
-            _ => self.blobs.upload_rehash(id, digest.algorithm()).await?.hasher.finish(),
+            _ => self
+                .blobs
+                .upload_rehash(id, digest.algorithm())
+                .await?
+                .hasher
+                .finish(),
         };
         if &actual != digest {
             self.drop_session(id).await;
-            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(RegistryError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         let size = self.blobs.upload_commit(id, digest).await?;
         let (id2, repo, d) = (id.to_string(), name.to_string(), digest.clone());
-        self.store.run(move |s| s.finish_upload(&id2, &repo, &d, size)).await?;
+        self.store
+            .run(move |s| s.finish_upload(&id2, &repo, &d, size))
+            .await?;
         drop(session);
         self.sessions.lock().expect("sessions lock").remove(id);
         Ok(size)
@@ -324,7 +397,8 @@ impl Registry {
         let records = self.store.run(|s| s.list_uploads()).await?;
         let cutoff = now_unix().saturating_sub(self.limits.upload_ttl.as_secs());
         let mut removed = 0;
-        let known: std::collections::HashSet<String> = records.iter().map(|(id, _)| id.clone()).collect();
+        let known: std::collections::HashSet<String> =
+            records.iter().map(|(id, _)| id.clone()).collect();
         for (id, rec) in records {
             if rec.created_unix < cutoff {
                 self.drop_session(&id).await;
@@ -347,7 +421,10 @@ impl Registry {
             Reference::Digest(d) => Ok(d.clone()),
             Reference::Tag(t) => {
                 let (repo, tag) = (name.to_string(), t.to_string());
-                self.store.run(move |s| s.resolve_tag(&repo, &tag)).await?.ok_or(RegistryError::ManifestUnknown)
+                self.store
+                    .run(move |s| s.resolve_tag(&repo, &tag))
+                    .await?
+                    .ok_or(RegistryError::ManifestUnknown)
             }
         }
     }
@@ -355,7 +432,10 @@ impl Registry {
     pub async fn manifest_get(&self, name: &Name, reference: &Reference) -> Result<StoredManifest> {
         let digest = self.resolve(name, reference).await?;
         let repo = name.to_string();
-        self.store.run(move |s| s.get_manifest(&repo, &digest)).await?.ok_or(RegistryError::ManifestUnknown)
+        self.store
+            .run(move |s| s.get_manifest(&repo, &digest))
+            .await?
+            .ok_or(RegistryError::ManifestUnknown)
     }
 
     pub async fn manifest_put(
@@ -366,7 +446,9 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<PutManifest> {
         if bytes.len() > self.limits.max_manifest_bytes {
-            return Err(RegistryError::ManifestTooLarge { limit: self.limits.max_manifest_bytes });
+            return Err(RegistryError::ManifestTooLarge {
+                limit: self.limits.max_manifest_bytes,
+            });
         }
         let parsed = manifest::parse_manifest(content_type, &bytes)
             .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
@@ -374,7 +456,10 @@ impl Registry {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &bytes);
                 if &actual != expected {
-                    return Err(RegistryError::DigestMismatch { expected: expected.clone(), actual });
+                    return Err(RegistryError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
                 }
                 (actual, None)
             }
@@ -383,7 +468,9 @@ impl Registry {
         self.check_references(name, &parsed).await?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let (n, d) = (name.clone(), digest.clone());
-        self.store.run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref())).await?;
+        self.store
+            .run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref()))
+            .await?;
         Ok(PutManifest { digest, subject })
     }
 
@@ -430,7 +517,10 @@ impl Registry {
             }
             Reference::Digest(d) => {
                 let d = d.clone();
-                let deleted = self.store.run(move |s| s.delete_manifest(&repo, &d)).await?;
+                let deleted = self
+                    .store
+                    .run(move |s| s.delete_manifest(&repo, &d))
+                    .await?;
                 if deleted.manifest {
                     Ok(())
                 } else {
@@ -443,12 +533,22 @@ impl Registry {
     // ---- listings -----------------------------------------------------------------------------
 
     /// Up to `n` tags after `last`, and whether more follow.
-    pub async fn tags(&self, name: &Name, n: Option<usize>, last: Option<String>) -> Result<(Vec<String>, bool)> {
+    pub async fn tags(
+        &self,
+        name: &Name,
+        n: Option<usize>,
+        last: Option<String>,
+    ) -> Result<(Vec<String>, bool)> {
         let repo = name.to_string();
         let limit = n.unwrap_or(usize::MAX - 1);
         let (exists, mut tags) = self
             .store
-            .run(move |s| Ok((s.repo_exists(&repo)?, s.list_tags(&repo, last.as_deref(), limit.saturating_add(1))?)))
+            .run(move |s| {
+                Ok((
+                    s.repo_exists(&repo)?,
+                    s.list_tags(&repo, last.as_deref(), limit.saturating_add(1))?,
+                ))
+            })
             .await?;
         if !exists {
             return Err(RegistryError::NameUnknown);
@@ -458,15 +558,27 @@ impl Registry {
         Ok((tags, more))
     }
 
-    pub async fn catalog(&self, n: Option<usize>, last: Option<String>) -> Result<(Vec<String>, bool)> {
+    pub async fn catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<String>,
+    ) -> Result<(Vec<String>, bool)> {
         let limit = n.unwrap_or(usize::MAX - 1);
-        let mut repos = self.store.run(move |s| s.list_repos(last.as_deref(), limit.saturating_add(1))).await?;
+        let mut repos = self
+            .store
+            .run(move |s| s.list_repos(last.as_deref(), limit.saturating_add(1)))
+            .await?;
         let more = repos.len() > limit;
         repos.truncate(limit);
         Ok((repos, more))
     }
 
-    pub async fn referrers(&self, name: &Name, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+    pub async fn referrers(
+        &self,
+        name: &Name,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
         let (repo, s) = (name.to_string(), subject.clone());
         let mut all = self.store.run(move |st| st.referrers(&repo, &s)).await?;
         if let Some(at) = artifact_type {

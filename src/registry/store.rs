@@ -86,7 +86,10 @@ pub struct MetaStore {
 }
 
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Upper bound for a prefix scan over string keys: no valid key contains U+10FFFF.
@@ -124,13 +127,15 @@ impl MetaStore {
     pub fn blob_link(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(BLOB_LINKS)?;
-        Ok(t.get((repo, digest.to_string().as_str()))?.map(|v| v.value()))
+        Ok(t.get((repo, digest.to_string().as_str()))?
+            .map(|v| v.value()))
     }
 
     pub fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            txn.open_table(BLOB_LINKS)?.insert((repo, digest.to_string().as_str()), size)?;
+            txn.open_table(BLOB_LINKS)?
+                .insert((repo, digest.to_string().as_str()), size)?;
             txn.open_table(REPOS)?.insert(repo, ())?;
             txn.open_table(UPLOADS)?;
         }
@@ -139,10 +144,17 @@ impl MetaStore {
     }
 
     /// Link a committed upload into its repository and forget the session, atomically.
-    pub fn finish_upload(&self, id: &str, repo: &str, digest: &Digest, size: u64) -> Result<(), StoreError> {
+    pub fn finish_upload(
+        &self,
+        id: &str,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            txn.open_table(BLOB_LINKS)?.insert((repo, digest.to_string().as_str()), size)?;
+            txn.open_table(BLOB_LINKS)?
+                .insert((repo, digest.to_string().as_str()), size)?;
             txn.open_table(REPOS)?.insert(repo, ())?;
             txn.open_table(UPLOADS)?.remove(id)?;
         }
@@ -152,7 +164,10 @@ impl MetaStore {
 
     pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        let existed = txn.open_table(BLOB_LINKS)?.remove((repo, digest.to_string().as_str()))?.is_some();
+        let existed = txn
+            .open_table(BLOB_LINKS)?
+            .remove((repo, digest.to_string().as_str()))?
+            .is_some();
         txn.commit()?;
         Ok(existed)
     }
@@ -174,7 +189,8 @@ impl MetaStore {
         // Losing a just-created, still-empty session in a power cut is harmless (the client
         // restarts the upload); the next durable commit persists it anyway.
         txn.set_durability(Durability::Eventual);
-        txn.open_table(UPLOADS)?.insert(id, serde_json::to_vec(rec)?.as_slice())?;
+        txn.open_table(UPLOADS)?
+            .insert(id, serde_json::to_vec(rec)?.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -209,17 +225,28 @@ impl MetaStore {
 
     pub fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(MANIFESTS)?.get((repo, digest.to_string().as_str()))?.is_some())
+        Ok(txn
+            .open_table(MANIFESTS)?
+            .get((repo, digest.to_string().as_str()))?
+            .is_some())
     }
 
-    pub fn get_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<StoredManifest>, StoreError> {
+    pub fn get_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(MANIFESTS)?;
         let Some(v) = t.get((repo, digest.to_string().as_str()))? else {
             return Ok(None);
         };
         let (meta, bytes) = v.value();
-        Ok(Some(StoredManifest { digest: digest.clone(), meta: serde_json::from_slice(meta)?, bytes: bytes.to_vec() }))
+        Ok(Some(StoredManifest {
+            digest: digest.clone(),
+            meta: serde_json::from_slice(meta)?,
+            bytes: bytes.to_vec(),
+        }))
     }
 
     pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>, StoreError> {
@@ -246,7 +273,10 @@ impl MetaStore {
         };
         let txn = self.db.begin_write()?;
         {
-            txn.open_table(MANIFESTS)?.insert((repo, d.as_str()), (serde_json::to_vec(&meta)?.as_slice(), bytes))?;
+            txn.open_table(MANIFESTS)?.insert(
+                (repo, d.as_str()),
+                (serde_json::to_vec(&meta)?.as_slice(), bytes),
+            )?;
             if let Some(tag) = tag {
                 txn.open_table(TAGS)?.insert((repo, tag), d.as_str())?;
             }
@@ -260,8 +290,10 @@ impl MetaStore {
                     artifact_type: parsed.referrer_artifact_type(),
                     platform: None,
                 };
-                txn.open_table(REFERRERS)?
-                    .insert((repo, subject.digest.to_string().as_str(), d.as_str()), serde_json::to_vec(&desc)?.as_slice())?;
+                txn.open_table(REFERRERS)?.insert(
+                    (repo, subject.digest.to_string().as_str(), d.as_str()),
+                    serde_json::to_vec(&desc)?.as_slice(),
+                )?;
             }
             txn.open_table(REPOS)?.insert(repo, ())?;
         }
@@ -288,7 +320,11 @@ impl MetaStore {
                 out.manifest = true;
                 let meta: ManifestMeta = serde_json::from_slice(v.value().0)?;
                 if let Some(subject) = meta.subject {
-                    txn.open_table(REFERRERS)?.remove((repo, subject.to_string().as_str(), d.as_str()))?;
+                    txn.open_table(REFERRERS)?.remove((
+                        repo,
+                        subject.to_string().as_str(),
+                        d.as_str(),
+                    ))?;
                 }
             }
             let mut tags = txn.open_table(TAGS)?;
@@ -308,7 +344,12 @@ impl MetaStore {
     }
 
     /// Tags of a repository in lexical order, after `last`, at most `limit` (+1 to detect more).
-    pub fn list_tags(&self, repo: &str, last: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    pub fn list_tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(TAGS)?;
         let start = last.unwrap_or("");

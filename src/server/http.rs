@@ -13,7 +13,9 @@ use crate::oci::OciError;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {
@@ -54,7 +56,12 @@ pub async fn collect_limited(body: Incoming, limit: usize) -> Result<Vec<u8>, Co
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(CollectError::TooLarge),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(CollectError::TooLarge)
+        }
         Err(e) => Err(CollectError::Io(e.to_string())),
     }
 }
@@ -67,14 +74,19 @@ pub enum CollectError {
 
 /// Decoded query parameters (first value wins).
 pub fn query(uri: &http::Uri) -> Vec<(String, String)> {
-    uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    uri.query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 pub fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-pub fn header_str<'a>(req: &'a http::request::Parts, name: &http::header::HeaderName) -> Option<&'a str> {
+pub fn header_str<'a>(
+    req: &'a http::request::Parts,
+    name: &http::header::HeaderName,
+) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -73,12 +73,16 @@ impl Running {
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let addr = config.listen_addr();
     let state = build_state(config)?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Bind(addr, e))?;
     Ok(spawn_on(listener, state))
 }
 
 pub fn spawn_on(listener: TcpListener, state: Arc<AppState>) -> Running {
-    let addr = listener.local_addr().expect("bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let s = state.clone();
     let task = tokio::spawn(async move {
@@ -88,11 +92,20 @@ pub fn spawn_on(listener: TcpListener, state: Arc<AppState>) -> Running {
         })
         .await
     });
-    Running { addr, state, shutdown: tx, task }
+    Running {
+        addr,
+        state,
+        shutdown: tx,
+        task,
+    }
 }
 
 /// Serve until `shutdown` resolves, then drain for at most `shutdown_grace_secs`.
-pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let permits = Arc::new(Semaphore::new(state.config.server.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -127,7 +140,9 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl std
             let state = state.clone();
             async move { Ok::<_, std::convert::Infallible>(router::dispatch(state, req, peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

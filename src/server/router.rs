@@ -40,7 +40,11 @@ fn table() -> &'static matchit::Router<RouteId> {
     })
 }
 
-pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn dispatch(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -48,17 +52,24 @@ pub async fn dispatch(state: Arc<AppState>, req: Request<Incoming>, peer: Socket
         Ok(m) => match *m.value {
             RouteId::OciBase => oci::base(&method),
             RouteId::OciCatalog => oci::catalog(&state, req).await,
-            RouteId::Oci => match crate::oci::route::parse(m.params.get("oci_path").unwrap_or("")) {
-                Ok(route) => oci_dispatch(&state, route, req).await,
-                Err(e) => oci_error(&e),
-            },
+            RouteId::Oci => {
+                match crate::oci::route::parse(m.params.get("oci_path").unwrap_or("")) {
+                    Ok(route) => oci_dispatch(&state, route, req).await,
+                    Err(e) => oci_error(&e),
+                }
+            }
             RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         },
-        Err(_) => oci_error(&OciError::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)),
+        Err(_) => oci_error(
+            &OciError::new(ErrorCode::Unsupported, "no such endpoint")
+                .with_status(StatusCode::NOT_FOUND),
+        ),
     };
     if path.starts_with("/v2") {
-        resp.headers_mut()
-            .insert("Docker-Distribution-API-Version", http::HeaderValue::from_static("registry/2.0"));
+        resp.headers_mut().insert(
+            "Docker-Distribution-API-Version",
+            http::HeaderValue::from_static("registry/2.0"),
+        );
     }
     let status = resp.status();
     if status.is_server_error() {
@@ -73,10 +84,18 @@ async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>)
     use OciRoute as R;
     let m = req.method().clone();
     let result = match (route, &m) {
-        (R::Manifest { name, reference }, &Method::GET | &Method::HEAD) => oci::manifest_get(state, req, name, reference).await,
-        (R::Manifest { name, reference }, &Method::PUT) => oci::manifest_put(state, req, name, reference).await,
-        (R::Manifest { name, reference }, &Method::DELETE) => oci::manifest_delete(state, name, reference).await,
-        (R::Blob { name, digest }, &Method::GET | &Method::HEAD) => oci::blob_get(state, req, name, digest).await,
+        (R::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
+            oci::manifest_get(state, req, name, reference).await
+        }
+        (R::Manifest { name, reference }, &Method::PUT) => {
+            oci::manifest_put(state, req, name, reference).await
+        }
+        (R::Manifest { name, reference }, &Method::DELETE) => {
+            oci::manifest_delete(state, name, reference).await
+        }
+        (R::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
+            oci::blob_get(state, req, name, digest).await
+        }
         (R::Blob { name, digest }, &Method::DELETE) => oci::blob_delete(state, name, digest).await,
         (R::UploadStart { name }, &Method::POST) => oci::upload_start(state, req, name).await,
         (R::Upload { name, id }, &Method::PATCH) => oci::upload_patch(state, req, name, id).await,
@@ -84,8 +103,13 @@ async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>)
         (R::Upload { name, id }, &Method::GET) => oci::upload_status(state, name, id).await,
         (R::Upload { name, id }, &Method::DELETE) => oci::upload_cancel(state, name, id).await,
         (R::Tags { name }, &Method::GET) => oci::tags_list(state, req, name).await,
-        (R::Referrers { name, digest }, &Method::GET) => oci::referrers(state, req, name, digest).await,
-        _ => Err(OciError::new(ErrorCode::Unsupported, format!("{m} is not allowed here"))),
+        (R::Referrers { name, digest }, &Method::GET) => {
+            oci::referrers(state, req, name, digest).await
+        }
+        _ => Err(OciError::new(
+            ErrorCode::Unsupported,
+            format!("{m} is not allowed here"),
+        )),
     };
     result.unwrap_or_else(|e| oci_error(&e))
 }

@@ -9,7 +9,12 @@ use crate::server::http::{empty, hv, stream_body};
 use crate::server::AppState;
 
 /// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single-range support.
-pub async fn blob_get(state: &AppState, req: Request<Incoming>, name: Name, digest: Digest) -> HandlerResult {
+pub async fn blob_get(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: Name,
+    digest: Digest,
+) -> HandlerResult {
     let size = state.registry.blob_size(&name, &digest).await?;
     let base = || {
         Response::builder()
@@ -23,7 +28,11 @@ pub async fn blob_get(state: &AppState, req: Request<Incoming>, name: Name, dige
         None => RangeOutcome::Full,
     };
     if req.method() == Method::HEAD {
-        return Ok(base().status(StatusCode::OK).header(CONTENT_LENGTH, size).body(empty()).expect("valid"));
+        return Ok(base()
+            .status(StatusCode::OK)
+            .header(CONTENT_LENGTH, size)
+            .body(empty())
+            .expect("valid"));
     }
     match range {
         RangeOutcome::Unsatisfiable => Ok(Response::builder()
@@ -36,13 +45,20 @@ pub async fn blob_get(state: &AppState, req: Request<Incoming>, name: Name, dige
             Ok(base()
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(CONTENT_LENGTH, read.len)
-                .header(CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.start + read.len - 1))
+                .header(
+                    CONTENT_RANGE,
+                    format!("bytes {}-{}/{size}", r.start, r.start + read.len - 1),
+                )
                 .body(stream_body(read.stream))
                 .expect("valid"))
         }
         RangeOutcome::Full => {
             let read = state.registry.blob_read(&name, &digest, None).await?;
-            Ok(base().status(StatusCode::OK).header(CONTENT_LENGTH, read.len).body(stream_body(read.stream)).expect("valid"))
+            Ok(base()
+                .status(StatusCode::OK)
+                .header(CONTENT_LENGTH, read.len)
+                .body(stream_body(read.stream))
+                .expect("valid"))
         }
     }
 }
@@ -50,5 +66,9 @@ pub async fn blob_get(state: &AppState, req: Request<Incoming>, name: Name, dige
 /// `DELETE /v2/<name>/blobs/<digest>`: unlink from the repository.
 pub async fn blob_delete(state: &AppState, name: Name, digest: Digest) -> HandlerResult {
     state.registry.blob_delete(&name, &digest).await?;
-    Ok(Response::builder().status(StatusCode::ACCEPTED).header(CONTENT_LENGTH, 0).body(empty()).expect("valid"))
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(CONTENT_LENGTH, 0)
+        .body(empty())
+        .expect("valid"))
 }

@@ -17,7 +17,10 @@ fn page_params(q: &[(String, String)]) -> Result<(Option<usize>, Option<String>)
     let n = match query_get(q, "n") {
         Some(s) => Some(
             s.parse::<usize>()
-                .map_err(|_| OciError::new(ErrorCode::Unsupported, "n must be a non-negative integer").with_status(StatusCode::BAD_REQUEST))?
+                .map_err(|_| {
+                    OciError::new(ErrorCode::Unsupported, "n must be a non-negative integer")
+                        .with_status(StatusCode::BAD_REQUEST)
+                })?
                 .min(MAX_PAGE),
         ),
         None => None,
@@ -44,7 +47,13 @@ pub async fn tags_list(state: &AppState, req: Request<Incoming>, name: Name) -> 
         name: &'a str,
         tags: &'a [String],
     }
-    let mut resp = json(StatusCode::OK, &Tags { name: name.as_str(), tags: &tags });
+    let mut resp = json(
+        StatusCode::OK,
+        &Tags {
+            name: name.as_str(),
+            tags: &tags,
+        },
+    );
     if more {
         if let Some(link) = next_link(&format!("/v2/{name}/tags/list"), n, tags.last()) {
             resp.headers_mut().insert(LINK, hv(&link));
@@ -54,14 +63,20 @@ pub async fn tags_list(state: &AppState, req: Request<Incoming>, name: Name) -> 
 }
 
 /// `GET /v2/_catalog?n=&last=`.
-pub async fn catalog(state: &AppState, req: Request<Incoming>) -> http::Response<crate::server::http::Body> {
+pub async fn catalog(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> http::Response<crate::server::http::Body> {
     let run = async {
         if req.method() != http::Method::GET {
             return Err(OciError::new(ErrorCode::Unsupported, "only GET is allowed"));
         }
         let (n, last) = page_params(&query(req.uri()))?;
         let (repos, more) = state.registry.catalog(n, last).await?;
-        let mut resp = json(StatusCode::OK, &serde_json::json!({ "repositories": repos }));
+        let mut resp = json(
+            StatusCode::OK,
+            &serde_json::json!({ "repositories": repos }),
+        );
         if more {
             if let Some(link) = next_link("/v2/_catalog", n, repos.last()) {
                 resp.headers_mut().insert(LINK, hv(&link));
@@ -69,12 +84,18 @@ pub async fn catalog(state: &AppState, req: Request<Incoming>) -> http::Response
         }
         Ok(resp)
     };
-    run.await.unwrap_or_else(|e: OciError| crate::server::http::oci_error(&e))
+    run.await
+        .unwrap_or_else(|e: OciError| crate::server::http::oci_error(&e))
 }
 
 /// `GET /v2/<name>/referrers/<digest>?artifactType=`: an image index of the manifests whose
 /// `subject` is the digest (empty, not 404, when there are none).
-pub async fn referrers(state: &AppState, req: Request<Incoming>, name: Name, digest: Digest) -> HandlerResult {
+pub async fn referrers(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: Name,
+    digest: Digest,
+) -> HandlerResult {
     let q = query(req.uri());
     let filter = query_get(&q, "artifactType");
     let manifests = state.registry.referrers(&name, &digest, filter).await?;
@@ -85,8 +106,12 @@ pub async fn referrers(state: &AppState, req: Request<Incoming>, name: Name, dig
         media_type: &'a str,
         manifests: &'a [Descriptor],
     }
-    let body = serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests: &manifests })
-        .map_err(|e| OciError::new(ErrorCode::Unsupported, e.to_string()))?;
+    let body = serde_json::to_vec(&Index {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests: &manifests,
+    })
+    .map_err(|e| OciError::new(ErrorCode::Unsupported, e.to_string()))?;
     let mut resp = Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, OCI_INDEX)

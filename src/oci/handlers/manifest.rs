@@ -10,7 +10,12 @@ use crate::server::http::{collect_limited, empty, full, header_u64, hv, CollectE
 use crate::server::AppState;
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`: the exact bytes that were pushed.
-pub async fn manifest_get(state: &AppState, req: Request<Incoming>, name: Name, reference: Reference) -> HandlerResult {
+pub async fn manifest_get(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: Name,
+    reference: Reference,
+) -> HandlerResult {
     let m = state.registry.manifest_get(&name, &reference).await?;
     let resp = Response::builder()
         .status(StatusCode::OK)
@@ -18,12 +23,21 @@ pub async fn manifest_get(state: &AppState, req: Request<Incoming>, name: Name, 
         .header(CONTENT_LENGTH, m.bytes.len())
         .header("Docker-Content-Digest", hv(&m.digest.to_string()))
         .header(ETAG, hv(&format!("\"{}\"", m.digest)));
-    let body = if req.method() == Method::HEAD { empty() } else { full(m.bytes) };
+    let body = if req.method() == Method::HEAD {
+        empty()
+    } else {
+        full(m.bytes)
+    };
     Ok(resp.body(body).expect("valid"))
 }
 
 /// `PUT /v2/<name>/manifests/<reference>`.
-pub async fn manifest_put(state: &AppState, req: Request<Incoming>, name: Name, reference: Reference) -> HandlerResult {
+pub async fn manifest_put(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: Name,
+    reference: Reference,
+) -> HandlerResult {
     let limit = state.registry.limits().max_manifest_bytes;
     let (parts, body) = req.into_parts();
     let too_large = || OciError::from(RegistryError::ManifestTooLarge { limit });
@@ -33,13 +47,28 @@ pub async fn manifest_put(state: &AppState, req: Request<Incoming>, name: Name, 
     let bytes = match collect_limited(body, limit).await {
         Ok(b) => b,
         Err(CollectError::TooLarge) => return Err(too_large()),
-        Err(CollectError::Io(e)) => return Err(OciError::new(ErrorCode::ManifestInvalid, format!("reading body: {e}"))),
+        Err(CollectError::Io(e)) => {
+            return Err(OciError::new(
+                ErrorCode::ManifestInvalid,
+                format!("reading body: {e}"),
+            ))
+        }
     };
-    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let put = state.registry.manifest_put(&name, &reference, content_type, bytes).await?;
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let put = state
+        .registry
+        .manifest_put(&name, &reference, content_type, bytes)
+        .await?;
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
-        .header(LOCATION, hv(&format!("/v2/{name}/manifests/{}", put.digest)))
+        .header(
+            LOCATION,
+            hv(&format!("/v2/{name}/manifests/{}", put.digest)),
+        )
         .header("Docker-Content-Digest", hv(&put.digest.to_string()))
         .header(CONTENT_LENGTH, 0);
     if let Some(subject) = &put.subject {
@@ -52,5 +81,9 @@ pub async fn manifest_put(state: &AppState, req: Request<Incoming>, name: Name, 
 /// by tag removes only the tag.
 pub async fn manifest_delete(state: &AppState, name: Name, reference: Reference) -> HandlerResult {
     state.registry.manifest_delete(&name, &reference).await?;
-    Ok(Response::builder().status(StatusCode::ACCEPTED).header(CONTENT_LENGTH, 0).body(empty()).expect("valid"))
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(CONTENT_LENGTH, 0)
+        .body(empty())
+        .expect("valid"))
 }

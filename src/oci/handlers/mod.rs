@@ -22,7 +22,10 @@ pub type HandlerResult = Result<Response<Body>, OciError>;
 pub fn base(method: &Method) -> Response<Body> {
     match *method {
         Method::GET | Method::HEAD => json(StatusCode::OK, &serde_json::json!({})),
-        _ => oci_error(&OciError::new(ErrorCode::Unsupported, "only GET and HEAD are allowed on /v2/")),
+        _ => oci_error(&OciError::new(
+            ErrorCode::Unsupported,
+            "only GET and HEAD are allowed on /v2/",
+        )),
     }
 }
 

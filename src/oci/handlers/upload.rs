@@ -19,7 +19,11 @@ fn range_header(len: u64) -> String {
     format!("0-{}", len.saturating_sub(1))
 }
 
-fn session_response(status: StatusCode, name: &Name, s: &UploadState) -> Response<crate::server::http::Body> {
+fn session_response(
+    status: StatusCode,
+    name: &Name,
+    s: &UploadState,
+) -> Response<crate::server::http::Body> {
     Response::builder()
         .status(status)
         .header(LOCATION, hv(&upload_location(name, &s.id)))
@@ -54,7 +58,11 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
             Some(f) => Some(f.parse::<Name>()?),
             None => None,
         };
-        if state.registry.blob_mount(&name, &digest, from.as_ref()).await? {
+        if state
+            .registry
+            .blob_mount(&name, &digest, from.as_ref())
+            .await?
+        {
             return created(&name, &digest);
         }
         // Not mountable: fall back to a plain session, as the spec asks.
@@ -66,7 +74,10 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
         let (parts, body) = req.into_parts();
         let declared = header_u64(&parts, &CONTENT_LENGTH);
         let s = state.registry.upload_start(&name).await?;
-        state.registry.upload_finish(&name, &s.id, &digest, declared, Some(body_stream(body))).await?;
+        state
+            .registry
+            .upload_finish(&name, &s.id, &digest, declared, Some(body_stream(body)))
+            .await?;
         return created(&name, &digest);
     }
     let s = state.registry.upload_start(&name).await?;
@@ -74,25 +85,40 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
 }
 
 /// `PATCH <location>`: append a chunk (with `Content-Range`) or stream the rest (without).
-pub async fn upload_patch(state: &AppState, req: Request<Incoming>, name: Name, id: String) -> HandlerResult {
+pub async fn upload_patch(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: Name,
+    id: String,
+) -> HandlerResult {
     let (parts, body) = req.into_parts();
     let declared = header_u64(&parts, &CONTENT_LENGTH);
     let start = match header_str(&parts, &http::header::CONTENT_RANGE) {
         Some(h) => {
             let r = parse_content_range(h).ok_or_else(|| {
-                OciError::new(ErrorCode::BlobUploadInvalid, "Content-Range must be <start>-<end>")
-                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                OciError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    "Content-Range must be <start>-<end>",
+                )
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             })?;
             if let Some(len) = declared {
                 if len != r.len() {
-                    return Err(OciError::new(ErrorCode::SizeInvalid, "Content-Length does not match Content-Range"));
+                    return Err(OciError::new(
+                        ErrorCode::SizeInvalid,
+                        "Content-Length does not match Content-Range",
+                    ));
                 }
             }
             Some(r.start)
         }
         None => None,
     };
-    match state.registry.upload_append(&name, &id, start, declared, body_stream(body)).await {
+    match state
+        .registry
+        .upload_append(&name, &id, start, declared, body_stream(body))
+        .await
+    {
         Ok(s) => Ok(session_response(StatusCode::ACCEPTED, &name, &s)),
         Err(e @ RegistryError::UploadOutOfOrder { .. }) => {
             // Tell the client where the upload really stands so it can resume.
@@ -110,15 +136,27 @@ pub async fn upload_patch(state: &AppState, req: Request<Incoming>, name: Name, 
 }
 
 /// `PUT <location>?digest=`: the optional last chunk, then verify and commit.
-pub async fn upload_put(state: &AppState, req: Request<Incoming>, name: Name, id: String) -> HandlerResult {
+pub async fn upload_put(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: Name,
+    id: String,
+) -> HandlerResult {
     let q = query(req.uri());
-    let digest = parse_digest(
-        query_get(&q, "digest").ok_or_else(|| OciError::new(ErrorCode::DigestInvalid, "the digest parameter is required"))?,
-    )?;
+    let digest = parse_digest(query_get(&q, "digest").ok_or_else(|| {
+        OciError::new(ErrorCode::DigestInvalid, "the digest parameter is required")
+    })?)?;
     let (parts, body) = req.into_parts();
     let declared = header_u64(&parts, &CONTENT_LENGTH);
-    let body = if declared == Some(0) { None } else { Some(body_stream(body)) };
-    state.registry.upload_finish(&name, &id, &digest, declared, body).await?;
+    let body = if declared == Some(0) {
+        None
+    } else {
+        Some(body_stream(body))
+    };
+    state
+        .registry
+        .upload_finish(&name, &id, &digest, declared, body)
+        .await?;
     created(&name, &digest)
 }
 
@@ -131,5 +169,8 @@ pub async fn upload_status(state: &AppState, name: Name, id: String) -> HandlerR
 /// `DELETE <location>`: abandon the upload.
 pub async fn upload_cancel(state: &AppState, name: Name, id: String) -> HandlerResult {
     state.registry.upload_cancel(&name, &id).await?;
-    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(empty()).expect("valid"))
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(empty())
+        .expect("valid"))
 }

@@ -95,9 +95,11 @@ impl FromStr for Digest {
         let (alg, enc) = s.split_once(':').ok_or(DigestError::MissingSeparator)?;
         // OCI grammar: algorithm-component (separator algorithm-component)*
         let alg_ok = !alg.is_empty()
-            && alg
-                .split(['+', '.', '_', '-'])
-                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            && alg.split(['+', '.', '_', '-']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
         if !alg_ok {
             return Err(DigestError::BadAlgorithm(alg.to_string()));
         }
@@ -107,10 +109,17 @@ impl FromStr for Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
         let expected = algorithm.hex_len();
-        if enc.len() != expected || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if enc.len() != expected
+            || !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::BadEncoding { expected });
         }
-        Ok(Digest { algorithm, hex: enc.to_string() })
+        Ok(Digest {
+            algorithm,
+            hex: enc.to_string(),
+        })
     }
 }
 
@@ -182,12 +191,17 @@ mod tests {
 
     #[test]
     fn parses_registered_algorithms() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
         assert_eq!(d, Digest::sha256_of(b""));
         assert_eq!(d.hex().len(), 64);
         let s512 = Digest::of(Algorithm::Sha512, b"abc").to_string();
         assert!(s512.starts_with("sha512:ddaf35a1"));
-        assert_eq!(s512.parse::<Digest>().unwrap().algorithm(), Algorithm::Sha512);
+        assert_eq!(
+            s512.parse::<Digest>().unwrap().algorithm(),
+            Algorithm::Sha512
+        );
     }
 
     #[test]
@@ -205,7 +219,10 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!("md5:abc".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            "md5:abc".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
     }
 
     #[test]

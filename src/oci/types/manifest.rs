@@ -50,7 +50,11 @@ pub enum ManifestKind {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "os.version")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "os.version"
+    )]
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "os.features")]
     pub os_features: Vec<String>,
@@ -118,7 +122,9 @@ struct RawDescriptor {
 impl RawDescriptor {
     fn validate(self, what: &str) -> Result<Descriptor, ManifestError> {
         let bad = |m: String| ManifestError::BadDescriptor(format!("{what}: {m}"));
-        let media_type = self.media_type.ok_or_else(|| bad("mediaType is missing".into()))?;
+        let media_type = self
+            .media_type
+            .ok_or_else(|| bad("mediaType is missing".into()))?;
         check_media_type(&media_type).map_err(bad)?;
         let digest: Digest = self
             .digest
@@ -146,11 +152,15 @@ impl RawDescriptor {
 fn check_media_type(mt: &str) -> Result<(), String> {
     let ok_chars = |s: &str| {
         !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     match mt.split_once('/') {
         Some((t, s)) if mt.len() <= MAX_MEDIA_TYPE_LEN && ok_chars(t) && ok_chars(s) => Ok(()),
-        _ => Err(format!("media type {:?} is malformed", mt.chars().take(64).collect::<String>())),
+        _ => Err(format!(
+            "media type {:?} is malformed",
+            mt.chars().take(64).collect::<String>()
+        )),
     }
 }
 
@@ -179,7 +189,9 @@ impl ParsedManifest {
 
     /// Blobs that must already be in the repository (config and distributable layers).
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config.iter().chain(self.layers.iter().filter(|l| !l.is_foreign()))
+        self.config
+            .iter()
+            .chain(self.layers.iter().filter(|l| !l.is_foreign()))
     }
 }
 
@@ -200,11 +212,16 @@ fn kind_of(media_type: &str) -> Option<ManifestKind> {
 pub fn parse_manifest(content_type: &str, body: &[u8]) -> Result<ParsedManifest, ManifestError> {
     let content_type = essence(content_type);
     if content_type == DOCKER_SCHEMA1 || content_type == DOCKER_SCHEMA1_SIGNED {
-        return Err(ManifestError::UnsupportedMediaType(content_type.to_string()));
+        return Err(ManifestError::UnsupportedMediaType(
+            content_type.to_string(),
+        ));
     }
-    let raw: RawManifest = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let raw: RawManifest =
+        serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
     if raw.fs_layers.is_some() {
-        return Err(ManifestError::UnsupportedMediaType(DOCKER_SCHEMA1.to_string()));
+        return Err(ManifestError::UnsupportedMediaType(
+            DOCKER_SCHEMA1.to_string(),
+        ));
     }
     if raw.schema_version != Some(2) {
         return Err(ManifestError::SchemaVersion);
@@ -212,16 +229,24 @@ pub fn parse_manifest(content_type: &str, body: &[u8]) -> Result<ParsedManifest,
     let header_kind = kind_of(content_type);
     let media_type = match (&raw.media_type, header_kind) {
         (Some(field), Some(_)) if field != content_type => {
-            return Err(ManifestError::MediaTypeMismatch { field: field.clone(), content_type: content_type.to_string() })
+            return Err(ManifestError::MediaTypeMismatch {
+                field: field.clone(),
+                content_type: content_type.to_string(),
+            })
         }
         (_, Some(_)) => content_type.to_string(),
         (Some(field), None) => field.clone(),
         // No usable type anywhere: infer from the shape, as the OCI image spec allows.
         (None, None) if raw.manifests.is_some() => OCI_INDEX.to_string(),
         (None, None) if raw.config.is_some() => OCI_MANIFEST.to_string(),
-        (None, None) => return Err(ManifestError::UnsupportedMediaType(content_type.to_string())),
+        (None, None) => {
+            return Err(ManifestError::UnsupportedMediaType(
+                content_type.to_string(),
+            ))
+        }
     };
-    let kind = kind_of(&media_type).ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
+    let kind = kind_of(&media_type)
+        .ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
     if let Some(at) = &raw.artifact_type {
         check_media_type(at).map_err(ManifestError::BadDescriptor)?;
     }
@@ -239,9 +264,15 @@ pub fn parse_manifest(content_type: &str, body: &[u8]) -> Result<ParsedManifest,
     match kind {
         ManifestKind::Image => {
             if raw.manifests.is_some() {
-                return Err(ManifestError::BadDescriptor("an image manifest cannot list manifests".into()));
+                return Err(ManifestError::BadDescriptor(
+                    "an image manifest cannot list manifests".into(),
+                ));
             }
-            parsed.config = Some(raw.config.ok_or(ManifestError::MissingConfig)?.validate("config")?);
+            parsed.config = Some(
+                raw.config
+                    .ok_or(ManifestError::MissingConfig)?
+                    .validate("config")?,
+            );
             parsed.layers = raw
                 .layers
                 .unwrap_or_default()
@@ -252,7 +283,9 @@ pub fn parse_manifest(content_type: &str, body: &[u8]) -> Result<ParsedManifest,
         }
         ManifestKind::Index => {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(ManifestError::BadDescriptor("an index cannot have config or layers".into()));
+                return Err(ManifestError::BadDescriptor(
+                    "an index cannot have config or layers".into(),
+                ));
             }
             parsed.manifests = raw
                 .manifests
@@ -283,13 +316,23 @@ mod tests {
         let m = parse_manifest(OCI_MANIFEST, image("").as_bytes()).unwrap();
         assert_eq!(m.kind, ManifestKind::Image);
         assert_eq!(m.required_blobs().count(), 2);
-        assert_eq!(m.referrer_artifact_type().as_deref(), Some("application/vnd.oci.empty.v1+json"));
+        assert_eq!(
+            m.referrer_artifact_type().as_deref(),
+            Some("application/vnd.oci.empty.v1+json")
+        );
         let with_subject = image(&format!(
             r#","artifactType":"application/vnd.example+type","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{CFG}","size":10}}"#
         ));
-        let m = parse_manifest(&format!("{OCI_MANIFEST}; charset=utf-8"), with_subject.as_bytes()).unwrap();
+        let m = parse_manifest(
+            &format!("{OCI_MANIFEST}; charset=utf-8"),
+            with_subject.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(m.subject.as_ref().unwrap().digest.to_string(), CFG);
-        assert_eq!(m.referrer_artifact_type().as_deref(), Some("application/vnd.example+type"));
+        assert_eq!(
+            m.referrer_artifact_type().as_deref(),
+            Some("application/vnd.example+type")
+        );
     }
 
     #[test]
@@ -300,21 +343,39 @@ mod tests {
         let m = parse_manifest("", idx.as_bytes()).unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
         assert_eq!(m.media_type, OCI_INDEX);
-        assert_eq!(m.manifests[0].platform.as_ref().unwrap().architecture, "amd64");
+        assert_eq!(
+            m.manifests[0].platform.as_ref().unwrap().architecture,
+            "amd64"
+        );
     }
 
     #[test]
     fn rejections() {
-        assert!(matches!(parse_manifest(OCI_MANIFEST, b"{"), Err(ManifestError::Json(_))));
-        assert!(matches!(parse_manifest(OCI_INDEX, image("").as_bytes()), Err(ManifestError::MediaTypeMismatch { .. })));
+        assert!(matches!(
+            parse_manifest(OCI_MANIFEST, b"{"),
+            Err(ManifestError::Json(_))
+        ));
+        assert!(matches!(
+            parse_manifest(OCI_INDEX, image("").as_bytes()),
+            Err(ManifestError::MediaTypeMismatch { .. })
+        ));
         let v1 = image("").replace("\"schemaVersion\":2", "\"schemaVersion\":1");
-        assert_eq!(parse_manifest(OCI_MANIFEST, v1.as_bytes()), Err(ManifestError::SchemaVersion));
+        assert_eq!(
+            parse_manifest(OCI_MANIFEST, v1.as_bytes()),
+            Err(ManifestError::SchemaVersion)
+        );
         let neg = image("").replace("\"size\":2}]", "\"size\":-1}]");
-        assert!(matches!(parse_manifest(OCI_MANIFEST, neg.as_bytes()), Err(ManifestError::BadDescriptor(_))));
+        assert!(matches!(
+            parse_manifest(OCI_MANIFEST, neg.as_bytes()),
+            Err(ManifestError::BadDescriptor(_))
+        ));
         let bad_digest = image("").replace(CFG, "sha256:abc");
         assert!(parse_manifest(OCI_MANIFEST, bad_digest.as_bytes()).is_err());
         let no_cfg = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#);
-        assert_eq!(parse_manifest(OCI_MANIFEST, no_cfg.as_bytes()), Err(ManifestError::MissingConfig));
+        assert_eq!(
+            parse_manifest(OCI_MANIFEST, no_cfg.as_bytes()),
+            Err(ManifestError::MissingConfig)
+        );
         assert!(parse_manifest(DOCKER_SCHEMA1_SIGNED, b"{}").is_err());
     }
 }

@@ -79,7 +79,10 @@ fn valid_component(c: &str) -> bool {
 /// `did:plc:<24 base32 chars>` or `did:web:<lowercase host>[%3a<port>][:<path>…]`.
 fn valid_did_component(c: &str) -> bool {
     if let Some(id) = c.strip_prefix("did:plc:") {
-        return id.len() == 24 && id.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+        return id.len() == 24
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
     }
     if let Some(rest) = c.strip_prefix("did:web:") {
         let mut parts = rest.split(':');
@@ -96,7 +99,8 @@ fn valid_did_component(c: &str) -> bool {
                     && !l.starts_with('-')
                     && !l.ends_with('-')
             });
-        let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        let port_ok = port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
         return host_ok && port_ok && parts.all(valid_component);
     }
     false
@@ -148,8 +152,12 @@ impl FromStr for Tag {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
-        let first_ok = b.first().is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
-        let rest_ok = b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
+        let first_ok = b
+            .first()
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
+        let rest_ok = b
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
         if !first_ok || !rest_ok || b.len() > MAX_TAG_LEN {
             return Err(NameError::BadTag(s.chars().take(64).collect()));
         }
@@ -233,7 +241,11 @@ mod tests {
         ] {
             assert!(bad.parse::<Name>().is_err(), "{bad:?} should be rejected");
         }
-        assert!("a/".repeat(200).trim_end_matches('/').parse::<Name>().is_err());
+        assert!("a/"
+            .repeat(200)
+            .trim_end_matches('/')
+            .parse::<Name>()
+            .is_err());
         let n: Name = "alice.test/tools/x".parse().unwrap();
         assert_eq!(n.identity(), "alice.test");
         assert_eq!(n.repository(), "tools/x");
@@ -249,7 +261,8 @@ mod tests {
         assert!("".parse::<Tag>().is_err());
         assert!(matches!("v1".parse::<Reference>(), Ok(Reference::Tag(_))));
         assert!(matches!(
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Reference>(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Reference>(),
             Ok(Reference::Digest(_))
         ));
         assert!("sha256:nothex".parse::<Reference>().is_err());

@@ -57,18 +57,27 @@ pub fn parse_range(header: &str, size: u64) -> RangeOutcome {
                 let _ = n;
                 RangeOutcome::Unsatisfiable
             }
-            Some(n) => RangeOutcome::Partial(ByteRange { start: size.saturating_sub(n), end: size - 1 }),
+            Some(n) => RangeOutcome::Partial(ByteRange {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            }),
             None => RangeOutcome::Full,
         },
         (start, "") => match parse(start) {
-            Some(s) if s < size => RangeOutcome::Partial(ByteRange { start: s, end: size - 1 }),
+            Some(s) if s < size => RangeOutcome::Partial(ByteRange {
+                start: s,
+                end: size - 1,
+            }),
             Some(_) => RangeOutcome::Unsatisfiable,
             None => RangeOutcome::Full,
         },
         (start, end) => match (parse(start), parse(end)) {
             (Some(s), Some(e)) if s > e => RangeOutcome::Full,
             (Some(s), Some(_)) if s >= size => RangeOutcome::Unsatisfiable,
-            (Some(s), Some(e)) => RangeOutcome::Partial(ByteRange { start: s, end: e.min(size - 1) }),
+            (Some(s), Some(e)) => RangeOutcome::Partial(ByteRange {
+                start: s,
+                end: e.min(size - 1),
+            }),
             _ => RangeOutcome::Full,
         },
     }
@@ -81,7 +90,10 @@ pub fn parse_content_range(header: &str) -> Option<ByteRange> {
     }
     // Some clients send the RFC form `bytes a-b/*`; accept it too.
     let h = header.trim();
-    let h = h.strip_prefix("bytes ").or_else(|| h.strip_prefix("bytes=")).unwrap_or(h);
+    let h = h
+        .strip_prefix("bytes ")
+        .or_else(|| h.strip_prefix("bytes="))
+        .unwrap_or(h);
     let h = h.split('/').next()?;
     let (a, b) = h.split_once('-')?;
     let num = |s: &str| -> Option<u64> {
@@ -102,11 +114,26 @@ mod tests {
     #[test]
     fn ranges() {
         use RangeOutcome::*;
-        assert_eq!(parse_range("bytes=0-9", 100), Partial(ByteRange { start: 0, end: 9 }));
-        assert_eq!(parse_range("bytes=90-", 100), Partial(ByteRange { start: 90, end: 99 }));
-        assert_eq!(parse_range("bytes=-10", 100), Partial(ByteRange { start: 90, end: 99 }));
-        assert_eq!(parse_range("bytes=-1000", 100), Partial(ByteRange { start: 0, end: 99 }));
-        assert_eq!(parse_range("bytes=50-1000", 100), Partial(ByteRange { start: 50, end: 99 }));
+        assert_eq!(
+            parse_range("bytes=0-9", 100),
+            Partial(ByteRange { start: 0, end: 9 })
+        );
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            Partial(ByteRange { start: 90, end: 99 })
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            Partial(ByteRange { start: 90, end: 99 })
+        );
+        assert_eq!(
+            parse_range("bytes=-1000", 100),
+            Partial(ByteRange { start: 0, end: 99 })
+        );
+        assert_eq!(
+            parse_range("bytes=50-1000", 100),
+            Partial(ByteRange { start: 50, end: 99 })
+        );
         assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
@@ -119,8 +146,17 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-99"), Some(ByteRange { start: 0, end: 99 }));
-        assert_eq!(parse_content_range("bytes 100-199/*"), Some(ByteRange { start: 100, end: 199 }));
+        assert_eq!(
+            parse_content_range("0-99"),
+            Some(ByteRange { start: 0, end: 99 })
+        );
+        assert_eq!(
+            parse_content_range("bytes 100-199/*"),
+            Some(ByteRange {
+                start: 100,
+                end: 199
+            })
+        );
         assert_eq!(parse_content_range("5-4"), None);
         assert_eq!(parse_content_range("-4"), None);
         assert_eq!(parse_content_range("abc"), None);

@@ -69,7 +69,7 @@ insecure = true
 EOF
 export CONTAINERS_REGISTRIES_CONF="$T/containers/registries.conf"
 
-ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
+ATCR_AUTH_MODE=none ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do

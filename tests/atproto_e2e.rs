@@ -412,3 +412,85 @@ async fn pds_down_fails_the_manifest_put_cleanly() {
     assert_eq!(resp.status().as_u16(), 200);
     s.running.stop().await;
 }
+
+#[tokio::test]
+async fn identity_and_xrpc_against_the_reference_pds() {
+    use atcr::atproto::identity::{IdentityConfig, Resolver};
+    use atcr::atproto::xrpc::XrpcClient;
+    use atcr::auth::sessions::{PdsSession, SessionStore};
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let xrpc = XrpcClient::default();
+    let resolver = Resolver::new(
+        IdentityConfig {
+            plc_url: net.plc.clone(),
+            handle_resolver: Some(net.pds.clone()),
+            ..Default::default()
+        },
+        xrpc.clone(),
+    );
+    // Handle -> DID -> document -> PDS + key, round trip checked.
+    let id = resolver.resolve("Alice.Test").await.unwrap();
+    assert_eq!(id.did, alice.did);
+    assert_eq!(id.handle.as_deref(), Some("alice.test"));
+    assert_eq!(id.pds, "http://localhost:2583");
+    assert!(id.doc.signing_key().is_some());
+    let by_did = resolver.resolve(&alice.did).await.unwrap();
+    assert_eq!(by_did.handle.as_deref(), Some("alice.test"));
+    assert!(resolver.resolve("nobody.test").await.is_err());
+    assert!(resolver
+        .resolve("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+        .await
+        .is_err());
+
+    // Sessions: wrong password keeps the XRPC error name; refresh gives new tokens.
+    let e = xrpc
+        .create_session(&id.pds, &alice.did, "wrong")
+        .await
+        .unwrap_err();
+    assert!(e.is_auth_failure(), "{e}");
+    assert_eq!(e.error_name(), Some("AuthenticationRequired"), "{e}");
+    let session = xrpc
+        .create_session(&id.pds, "alice.test", &alice.app_password)
+        .await
+        .unwrap();
+    assert_eq!(session.did, alice.did);
+
+    // Service auth for a hold DID (did:web, as holds use).
+    let t = xrpc
+        .get_service_auth(
+            &id.pds,
+            &session.access_jwt,
+            "did:web:registry.test",
+            Some("com.atproto.repo.uploadBlob"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.split('.').count(), 3);
+
+    // Sealed session store: a stale access token is refreshed once and stored again.
+    let dir = tempfile::tempdir().unwrap();
+    let store = atcr::registry::store::MetaStore::open(&dir.path().join("r.redb")).unwrap();
+    let ss = SessionStore::new(store, [9u8; 32], xrpc.clone());
+    let stale = PdsSession {
+        pds: id.pds.clone(),
+        session,
+    };
+    ss.put(&stale).await.unwrap();
+    let fresh = ss.refresh(&stale).await.unwrap();
+    assert_ne!(fresh.session.access_jwt, stale.session.access_jwt);
+    assert_eq!(ss.get(&alice.did).await.unwrap(), fresh);
+    // The old refresh token is spent; the stored one works.
+    let recs = ss
+        .with_session(&alice.did, |s| {
+            let xrpc = xrpc.clone();
+            async move {
+                xrpc.list_records(&s.pds, &s.session.did, "io.atcr.sailor.profile", 10, None)
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+    assert!(recs.records.len() <= 1);
+}

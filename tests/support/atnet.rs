@@ -52,8 +52,14 @@ impl Atnet {
     }
 }
 
-/// The running network, or `None` with a message when `ATCR_TEST_ATNET` is unset.
+/// The running network, or `None` with a message when `ATCR_TEST_ATNET` is unset. Started
+/// (or found) once per test binary, so parallel tests do not race `atnet up`.
 pub fn atnet() -> Option<Atnet> {
+    static NET: std::sync::OnceLock<Option<Atnet>> = std::sync::OnceLock::new();
+    NET.get_or_init(start_or_find).clone()
+}
+
+fn start_or_find() -> Option<Atnet> {
     let Ok(v) = std::env::var("ATCR_TEST_ATNET") else {
         eprintln!(
             "SKIPPED: ATCR_TEST_ATNET is not set; run `bash tests/atproto-e2e.sh` for the \

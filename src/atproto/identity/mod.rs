@@ -120,13 +120,31 @@ impl DidDocument {
             .map(|u| u.trim_end_matches('/').to_string())
     }
 
-    /// The `#atproto` signing key (Multikey, P-256 or secp256k1).
+    /// The `#atproto` signing key: `Multikey` (P-256 or secp256k1), or the legacy
+    /// `EcdsaSecp256k1VerificationKey2019` / `EcdsaSecp256r1VerificationKey2019` forms (a
+    /// multibase SEC1 point without multicodec prefix; older PLC directories serve these).
     pub fn signing_key(&self) -> Option<PublicKey> {
-        self.verification_method
+        use crate::atproto::repo::crypto::KeyAlgorithm;
+        let m = self
+            .verification_method
             .iter()
-            .find(|m| fragment_matches(&m.id, &self.id, "#atproto"))
-            .and_then(|m| m.public_key_multibase.as_deref())
-            .and_then(|k| PublicKey::from_multikey(k).ok())
+            .find(|m| fragment_matches(&m.id, &self.id, "#atproto"))?;
+        let k = m.public_key_multibase.as_deref()?;
+        if k.len() > 256 {
+            return None;
+        }
+        let legacy = match m.type_.as_str() {
+            "EcdsaSecp256k1VerificationKey2019" => Some(KeyAlgorithm::K256),
+            "EcdsaSecp256r1VerificationKey2019" => Some(KeyAlgorithm::P256),
+            _ => None,
+        };
+        match legacy {
+            Some(alg) => {
+                let (_, bytes) = multibase::decode(k).ok()?;
+                PublicKey::from_sec1(alg, &bytes).ok()
+            }
+            None => PublicKey::from_multikey(k).ok(),
+        }
     }
 
     /// Handles the document claims (`at://<handle>` entries), lowercased.
@@ -459,6 +477,13 @@ mod tests {
         assert_eq!(doc.primary_handle().as_deref(), Some("alice.test"));
         assert!(doc.signing_key().is_some());
         assert!(DidDocument::parse("did:plc:other", DOC.as_bytes()).is_err());
+        // The legacy form (served by the reference PLC directory).
+        let legacy = DOC.replace("\"Multikey\"", "\"EcdsaSecp256k1VerificationKey2019\"").replace(
+            "zQ3shXjHeiBuRCKmM36cuYnm7YEMzhGnCmCyW92sRJ9pribSF",
+            "zRaU1gzP7jniaYC6AjmBGLNMqBj8MFqAN6qZ2GR1EfyzQQKSMhJdimxyaspjUuyUTjUfun3eV6QrJJVwSdCtDakWP",
+        );
+        let doc = DidDocument::parse("did:plc:abc123", legacy.as_bytes()).unwrap();
+        assert!(doc.signing_key().is_some());
         assert!(DidDocument::parse("did:plc:abc123", b"[]").is_err());
     }
 

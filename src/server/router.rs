@@ -74,6 +74,14 @@ pub async fn dispatch(
                             Err(resp) => resp,
                         }
                     }
+                    // A reference that cannot exist is simply unknown to a read (the
+                    // conformance suite GETs `.INVALID_MANIFEST_NAME` and expects 404).
+                    Err(e)
+                        if e.code == ErrorCode::ManifestInvalid
+                            && matches!(method, Method::GET | Method::HEAD) =>
+                    {
+                        oci_error(&OciError::new(ErrorCode::ManifestUnknown, e.detail))
+                    }
                     Err(e) => oci_error(&e),
                 }
             }

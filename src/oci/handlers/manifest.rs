@@ -42,7 +42,14 @@ pub async fn manifest_put(
     let (parts, body) = req.into_parts();
     let too_large = || OciError::from(RegistryError::ManifestTooLarge { limit });
     if header_u64(&parts, &CONTENT_LENGTH).is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        // The body stays unread, so the connection cannot be reused: say so, or a client
+        // may send its next request on a connection the server is closing.
+        let mut resp = crate::server::http::oci_error(&too_large());
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Ok(resp);
     }
     let bytes = match collect_limited(body, limit).await {
         Ok(b) => b,

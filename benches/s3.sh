@@ -22,7 +22,7 @@ eval "$(bash "$S3" start "$T/s3")"
 if [ -z "${ATCR_BIN:-}" ]; then (cd "$ROOT" && cargo build --release --quiet); ATCR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/atcr"; fi
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 B="http://127.0.0.1:$PORT"
-env ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG=warn \
+env ATCR_AUTH_MODE=none ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG=warn \
     ATCR_STORAGE_BACKEND=s3 ATCR_STORAGE_S3_ENDPOINT="$S3_ENDPOINT" ATCR_STORAGE_S3_BUCKET=bench \
     ATCR_STORAGE_S3_ACCESS_KEY="$S3_AK" ATCR_STORAGE_S3_SECRET_KEY="$S3_SK" ATCR_STORAGE_S3_CREATE_BUCKET=true \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &

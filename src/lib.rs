@@ -8,11 +8,14 @@
 //! - [`registry`]: registry domain logic with no HTTP in it: upload sessions, blob links,
 //!   the local manifest/tag store, referrers.
 //! - [`blob`]: blob storage backends behind one trait (filesystem today).
-//! - [`atproto`]: the ATProto layer; [`atproto::repo`] is pure (DAG-CBOR, CID, MST, commits, CAR).
+//! - [`atproto`]: the ATProto layer; [`atproto::repo`] is pure (DAG-CBOR, CID, MST, commits, CAR),
+//!   [`atproto::xrpc`] is the XRPC client, [`atproto::identity`] resolves handles and DIDs.
+//! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
 pub mod atproto;
+pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod oci;

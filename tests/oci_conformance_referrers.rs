@@ -281,6 +281,11 @@ async fn referrer_without_artifact_type_reports_config_media_type() {
         list[0]["annotations"],
         json!({"org.example.kind": "config-typed"})
     );
+    // ...and the filter matches on that derived artifactType.
+    // `+` must be percent-encoded in a query (a bare `+` decodes to a space, as in Go).
+    let filter = format!("?artifactType={}", config_type.replace('+', "%2B"));
+    let (_, list) = referrers(&s, REPO, &subject, &filter).await;
+    assert_eq!(list.len(), 1);
 }
 
 /// The `artifactType` filter applies to the descriptor's `artifactType`, which for an image

@@ -38,6 +38,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
     pub auth: AuthConfig,
+    pub identity: IdentityConfig,
     pub log: LogConfig,
 }
 
@@ -137,8 +138,26 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `none`: no authentication at all, for local development only.
+    /// `atproto`: Docker token auth with ATProto app passwords. `none`: no authentication
+    /// at all, for local development only.
     pub mode: String,
+    /// Token service name (`iss`/`aud`); empty: the host of `server.public_url` or request.
+    pub service: String,
+    /// Lifetime of registry tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// Failed logins per minute allowed per client address and per identity.
+    pub max_failed_logins: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// PLC directory for did:plc documents.
+    pub plc_url: String,
+    /// Optional `com.atproto.identity.resolveHandle` service, tried after DNS and HTTPS.
+    pub handle_resolver: String,
+    /// How long resolved handles and DID documents are cached, in seconds.
+    pub cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,7 +214,20 @@ impl Default for RegistryConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            mode: "none".into(),
+            mode: "atproto".into(),
+            service: String::new(),
+            token_ttl_secs: 300,
+            max_failed_logins: 5,
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            plc_url: "https://plc.directory".into(),
+            handle_resolver: String::new(),
+            cache_ttl_secs: 600,
         }
     }
 }
@@ -214,6 +246,7 @@ impl Config {
         let mut c = Config::default();
         c.server.listen = "127.0.0.1:0".into();
         c.server.data_dir = dir.to_path_buf();
+        c.auth.mode = "none".into();
         c
     }
 
@@ -297,10 +330,29 @@ impl Config {
         if self.registry.upload_ttl_secs < 60 {
             return invalid("registry.upload_ttl_secs", "must be at least 60".into());
         }
-        if self.auth.mode != "none" {
+        if !matches!(self.auth.mode.as_str(), "none" | "atproto") {
             return invalid(
                 "auth.mode",
-                format!("{:?} is not supported yet (none)", self.auth.mode),
+                format!("{:?} is not a known mode (atproto, none)", self.auth.mode),
+            );
+        }
+        if !(10..=86400).contains(&self.auth.token_ttl_secs) {
+            return invalid("auth.token_ttl_secs", "must be within 10..86400".into());
+        }
+        if self.auth.max_failed_logins == 0 {
+            return invalid("auth.max_failed_logins", "must be at least 1".into());
+        }
+        let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !url_ok(&self.identity.plc_url) {
+            return invalid(
+                "identity.plc_url",
+                format!("{:?} must be an http(s) URL", self.identity.plc_url),
+            );
+        }
+        if !self.identity.handle_resolver.is_empty() && !url_ok(&self.identity.handle_resolver) {
+            return invalid(
+                "identity.handle_resolver",
+                format!("{:?} must be an http(s) URL", self.identity.handle_resolver),
             );
         }
         Ok(())

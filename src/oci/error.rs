@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// Not in the OCI table; distribution's generic `UNAVAILABLE` (the user's PDS is down).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -102,6 +104,11 @@ impl ErrorCode {
                 "TOOMANYREQUESTS",
                 "too many requests",
                 StatusCode::TOO_MANY_REQUESTS,
+            ),
+            Unavailable => (
+                "UNAVAILABLE",
+                "service unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
             ),
         }
     }
@@ -199,10 +206,41 @@ impl From<RegistryError> for OciError {
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE),
             R::NameUnknown => OciError::new(ErrorCode::NameUnknown, detail),
             R::Unsupported(_) => OciError::new(ErrorCode::Unsupported, detail),
+            R::Records(r) => {
+                use crate::registry::records::RecordsError as E;
+                match r {
+                    E::Unavailable(_) => OciError::new(ErrorCode::Unavailable, detail),
+                    E::NoSession(_) => OciError::new(ErrorCode::Unauthorized, detail),
+                    E::Invalid(_) => OciError::new(ErrorCode::Unavailable, detail)
+                        .with_status(StatusCode::BAD_GATEWAY),
+                }
+            }
             // Internal failures: the spec has no code for them; keep the detail vague (it may
             // name paths) and let the log carry the rest.
             R::Storage(_) | R::Database(_) | R::Io(_) => {
                 tracing::error!(error = %detail, "internal registry error");
+                OciError::new(ErrorCode::Unsupported, "internal server error")
+                    .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for OciError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as A;
+        let detail = e.to_string();
+        match e {
+            A::Required | A::BadCredentials(_) | A::BadToken(_) | A::Identity { .. } => {
+                OciError::new(ErrorCode::Unauthorized, detail)
+            }
+            A::Denied(_) => OciError::new(ErrorCode::Denied, detail),
+            A::TooManyFailures => OciError::new(ErrorCode::TooManyRequests, detail),
+            A::PdsUnavailable(_) => {
+                OciError::new(ErrorCode::Unauthorized, detail).with_status(StatusCode::BAD_GATEWAY)
+            }
+            A::Internal(_) => {
+                tracing::error!(error = %detail, "internal auth error");
                 OciError::new(ErrorCode::Unsupported, "internal server error")
                     .with_status(StatusCode::INTERNAL_SERVER_ERROR)
             }

@@ -4,6 +4,8 @@
 //! Handlers in [`crate::oci::handlers`] call these methods; storage goes through
 //! [`crate::blob::BlobStore`] for bytes and [`store::MetaStore`] for metadata.
 
+pub mod pds;
+pub mod records;
 pub mod store;
 
 use std::collections::HashMap;
@@ -48,6 +50,9 @@ pub enum RegistryError {
     Database(#[from] StoreError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The owner's PDS could not store or serve the records; nothing was stored locally.
+    #[error("{0}")]
+    Records(#[from] records::RecordsError),
 }
 
 impl From<BlobError> for RegistryError {
@@ -100,6 +105,9 @@ pub struct Registry {
     /// Sessions touched since start; a PATCH holds its session's lock, so chunks of one
     /// upload are applied strictly in order while different uploads run in parallel.
     sessions: std::sync::Mutex<HashMap<String, SessionCell>>,
+    /// Where manifests and tags are written besides the local copy (the owner's PDS);
+    /// `None` in local mode (`auth.mode = "none"`).
+    records: std::sync::RwLock<Option<Arc<dyn records::ManifestRecords>>>,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -123,7 +131,20 @@ impl Registry {
             store,
             limits,
             sessions: std::sync::Mutex::new(HashMap::new()),
+            records: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Install the record store (the PDS writer); done once at start.
+    pub fn set_records(&self, r: Arc<dyn records::ManifestRecords>) {
+        *self.records.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+
+    fn records(&self) -> Option<Arc<dyn records::ManifestRecords>> {
+        self.records
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -462,10 +483,50 @@ impl Registry {
     }
 
     pub async fn manifest_get(&self, name: &Name, reference: &Reference) -> Result<StoredManifest> {
-        let digest = self.resolve(name, reference).await?;
-        let repo = name.to_string();
+        let local = match self.resolve(name, reference).await {
+            Ok(digest) => {
+                let repo = name.to_string();
+                self.store
+                    .run(move |s| s.get_manifest(&repo, &digest))
+                    .await?
+            }
+            Err(RegistryError::ManifestUnknown) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(m) = local {
+            return Ok(m);
+        }
+        match self.records() {
+            Some(r) => self.fetch_remote(r, name, reference).await,
+            None => Err(RegistryError::ManifestUnknown),
+        }
+    }
+
+    /// A local miss: fetch from the owner's PDS (digest-checked there), cache, serve.
+    async fn fetch_remote(
+        &self,
+        r: Arc<dyn records::ManifestRecords>,
+        name: &Name,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let f = r
+            .fetch(name, reference, self.limits.max_manifest_bytes)
+            .await?
+            .ok_or(RegistryError::ManifestUnknown)?;
+        let parsed = manifest::parse_manifest(&f.media_type, &f.bytes)
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        let (n, d, bytes) = (name.clone(), f.digest.clone(), f.bytes.clone());
         self.store
-            .run(move |s| s.get_manifest(&repo, &digest))
+            .run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref()))
+            .await?;
+        tracing::info!(name = %name, digest = %f.digest, "cached a manifest from the PDS");
+        let (repo, d) = (name.to_string(), f.digest);
+        self.store
+            .run(move |s| s.get_manifest(&repo, &d))
             .await?
             .ok_or(RegistryError::ManifestUnknown)
     }
@@ -498,6 +559,18 @@ impl Registry {
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.to_string())),
         };
         self.check_references(name, &parsed).await?;
+        // The PDS is the source of truth: write it first; on failure nothing is stored here
+        // (the blobs stay).
+        if let Some(r) = self.records() {
+            r.put_manifest(name, &digest, &parsed.media_type, &bytes, tag.as_deref())
+                .await
+                .map_err(|e| match e {
+                    records::RecordsError::Unavailable(m) => records::RecordsError::Unavailable(
+                        format!("{m}; the manifest was not stored (uploaded blobs are kept), retry the push"),
+                    ),
+                    other => other,
+                })?;
+        }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let (n, d) = (name.clone(), digest.clone());
         self.store
@@ -537,6 +610,44 @@ impl Registry {
     }
 
     pub async fn manifest_delete(&self, name: &Name, reference: &Reference) -> Result<()> {
+        if let Some(r) = self.records() {
+            // PDS first (the source of truth); only what exists locally is deleted there.
+            let repo = name.to_string();
+            match reference {
+                Reference::Tag(t) => {
+                    let tag = t.to_string();
+                    let known = self
+                        .store
+                        .run(move |s| s.resolve_tag(&repo, &tag))
+                        .await?
+                        .is_some();
+                    if !known {
+                        return Err(RegistryError::ManifestUnknown);
+                    }
+                    r.delete_tag(name, t.as_str()).await?;
+                }
+                Reference::Digest(d) => {
+                    let d2 = d.clone();
+                    let (exists, tags) = self
+                        .store
+                        .run(move |s| {
+                            let exists = s.has_manifest(&repo, &d2)?;
+                            let tags = s
+                                .tags_with_digests(&repo)?
+                                .into_iter()
+                                .filter(|(_, dg)| *dg == d2.to_string())
+                                .map(|(t, _)| t)
+                                .collect::<Vec<_>>();
+                            Ok((exists, tags))
+                        })
+                        .await?;
+                    if !exists {
+                        return Err(RegistryError::ManifestUnknown);
+                    }
+                    r.delete_manifest(name, d, &tags).await?;
+                }
+            }
+        }
         let repo = name.to_string();
         match reference {
             Reference::Tag(t) => {

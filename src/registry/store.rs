@@ -9,6 +9,8 @@
 //! blob_links (repo, digest)            -> size
 //! repos      repo                      -> ()
 //! uploads    upload id                 -> session JSON (repo, created)
+//! secrets    key                       -> sealed bytes (PDS sessions; encrypted by the
+//!                                         caller, never copied into any index)
 //! ```
 //! Each logical change is one write transaction. Every method is blocking: callers run them
 //! through [`MetaStore::run`], which moves them off the async runtime.
@@ -31,6 +33,7 @@ const REFERRERS: TableDefinition<Triple, &[u8]> = TableDefinition::new("referrer
 const BLOB_LINKS: TableDefinition<Pair, u64> = TableDefinition::new("blob_links");
 const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 #[derive(Debug, thiserror::Error)]
 #[error("metadata store: {0}")]
@@ -106,6 +109,7 @@ impl MetaStore {
             txn.open_table(BLOB_LINKS)?;
             txn.open_table(REPOS)?;
             txn.open_table(UPLOADS)?;
+            txn.open_table(SECRETS)?;
         }
         txn.commit()?;
         Ok(Arc::new(MetaStore { db }))
@@ -120,6 +124,28 @@ impl MetaStore {
         tokio::task::spawn_blocking(move || f(&this))
             .await
             .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+
+    // ---- secrets (opaque, encrypted by the caller) ----------------------------------------
+
+    pub fn put_secret(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SECRETS)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn get_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SECRETS)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn delete_secret(&self, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SECRETS)?.remove(key)?;
+        txn.commit()?;
+        Ok(())
     }
 
     // ---- blob links -------------------------------------------------------------------------
@@ -138,6 +164,7 @@ impl MetaStore {
                 .insert((repo, digest.to_string().as_str()), size)?;
             txn.open_table(REPOS)?.insert(repo, ())?;
             txn.open_table(UPLOADS)?;
+            txn.open_table(SECRETS)?;
         }
         txn.commit()?;
         Ok(())

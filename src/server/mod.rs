@@ -23,6 +23,7 @@ use crate::registry::{Limits, Registry};
 pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot open the registry database: {0}")]
     Store(#[from] crate::registry::store::StoreError),
+    #[error("cannot load keys: {0}")]
+    Keys(#[from] crate::auth::keys::KeyError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -74,8 +77,78 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
     };
-    let registry = Registry::new(blobs, store, limits);
-    Ok(Arc::new(AppState { config, registry }))
+    let registry = Registry::new(blobs, store.clone(), limits);
+    let auth = Arc::new(build_auth(&config, store)?);
+    if auth.mode() == crate::auth::AuthMode::Atproto {
+        // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
+        let pds = Arc::new(crate::registry::pds::PdsRecords::new(
+            auth.resolver().clone(),
+            auth.sessions.clone(),
+            hold_did(&config),
+        ));
+        registry.set_records(pds.clone());
+        auth.set_login_hook(pds);
+    }
+    Ok(Arc::new(AppState {
+        config,
+        registry,
+        auth,
+    }))
+}
+
+/// The local hold's DID: `did:web:` + the public host (`server.public_url`, else
+/// `auth.service`, else `localhost:<listen port>`).
+fn hold_did(config: &Config) -> String {
+    use crate::registry::records::did_web_for;
+    if !config.server.public_url.is_empty() {
+        did_web_for(&config.server.public_url)
+    } else if !config.auth.service.is_empty() {
+        did_web_for(&config.auth.service)
+    } else {
+        did_web_for(&format!("localhost:{}", config.listen_addr().port()))
+    }
+}
+
+/// Identity resolver, PDS session store and token issuer (keys from `<data_dir>/keys/`).
+fn build_auth(config: &Config, store: Arc<MetaStore>) -> Result<crate::auth::Auth, StartError> {
+    use crate::atproto::identity::{IdentityConfig, Resolver};
+    use crate::atproto::xrpc::XrpcClient;
+    use crate::auth::{keys, sessions::SessionStore, Auth, AuthMode, AuthSettings};
+    let keys_dir = config.server.data_dir.join("keys");
+    let xrpc = XrpcClient::default();
+    let ic = &config.identity;
+    let resolver = Resolver::new(
+        IdentityConfig {
+            plc_url: ic.plc_url.clone(),
+            handle_resolver: (!ic.handle_resolver.is_empty()).then(|| ic.handle_resolver.clone()),
+            cache_ttl: Duration::from_secs(ic.cache_ttl_secs),
+            dns: true,
+        },
+        xrpc.clone(),
+    );
+    let sessions = Arc::new(SessionStore::new(
+        store,
+        keys::session_seal_key(&keys_dir)?,
+        xrpc,
+    ));
+    let settings = AuthSettings {
+        mode: if config.auth.mode == "none" {
+            AuthMode::None
+        } else {
+            AuthMode::Atproto
+        },
+        service: config.auth.service.clone(),
+        public_url: config.server.public_url.clone(),
+        token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+        max_failures: config.auth.max_failed_logins as usize,
+        failure_window: Duration::from_secs(60),
+    };
+    Ok(Auth::new(
+        settings,
+        keys::token_signing_key(&keys_dir)?,
+        resolver,
+        sessions,
+    ))
 }
 
 /// A server started in the background (tests, benches, `serve`).
@@ -144,6 +217,11 @@ pub async fn run(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(1 << 20);
     let builder = Arc::new(builder);
+    match state.registry.cleanup_uploads().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed stale upload sessions"),
+        Err(e) => tracing::warn!(error = %e, "upload cleanup failed"),
+    }
     let housekeeping = spawn_housekeeping(state.clone());
     tokio::pin!(shutdown);
     loop {
@@ -181,6 +259,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    // The housekeeping task holds the state (and with it the databases): end it with us.
     housekeeping.abort();
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tokio::select! {
@@ -189,7 +268,8 @@ pub async fn run(
     }
 }
 
-/// Hourly cleanup of abandoned upload sessions, first run one period after start.
+/// Hourly cleanup of abandoned upload sessions after the first, which [`run`] does before
+/// accepting connections.
 fn spawn_housekeeping(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let period = Duration::from_secs(3600);

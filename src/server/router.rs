@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::http::{json, oci_error, Body};
 use super::AppState;
+use crate::auth::Need;
 use crate::oci::handlers as oci;
 use crate::oci::route::OciRoute;
 use crate::oci::{ErrorCode, OciError};
@@ -19,6 +20,7 @@ enum RouteId {
     OciBase,
     OciCatalog,
     Oci,
+    AuthToken,
     Health,
 }
 
@@ -31,6 +33,7 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/v2/", RouteId::OciBase),
             ("/v2/_catalog", RouteId::OciCatalog),
             ("/v2/{*oci_path}", RouteId::Oci), // <name>/{manifests,blobs,tags,referrers}/...
+            ("/auth/token", RouteId::AuthToken),
             ("/_health", RouteId::Health),
         ];
         for (path, id) in routes {
@@ -50,14 +53,31 @@ pub async fn dispatch(
     let started = std::time::Instant::now();
     let mut resp = match table().at(&path) {
         Ok(m) => match *m.value {
-            RouteId::OciBase => oci::base(&method),
-            RouteId::OciCatalog => oci::catalog(&state, req).await,
+            RouteId::OciBase => match guard(&state, &req, Need::Base).await {
+                Ok(()) => oci::base(&method),
+                Err(resp) => resp,
+            },
+            RouteId::OciCatalog => match guard(&state, &req, Need::Catalog).await {
+                Ok(()) => oci::catalog(&state, req).await,
+                Err(resp) => resp,
+            },
             RouteId::Oci => {
                 match crate::oci::route::parse(m.params.get("oci_path").unwrap_or("")) {
-                    Ok(route) => oci_dispatch(&state, route, req).await,
+                    Ok(route) => {
+                        let name = route_name(&route).clone();
+                        let need = match method {
+                            Method::GET | Method::HEAD => Need::Pull(&name),
+                            _ => Need::Push(&name),
+                        };
+                        match guard(&state, &req, need).await {
+                            Ok(()) => oci_dispatch(&state, route, req).await,
+                            Err(resp) => resp,
+                        }
+                    }
                     Err(e) => oci_error(&e),
                 }
             }
+            RouteId::AuthToken => crate::auth::handler::token(&state, req, peer).await,
             RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         },
         Err(_) => oci_error(
@@ -78,6 +98,51 @@ pub async fn dispatch(
         tracing::debug!(%method, %path, %peer, status = status.as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     }
     resp
+}
+
+fn route_name(route: &OciRoute) -> &crate::oci::types::Name {
+    match route {
+        OciRoute::Manifest { name, .. }
+        | OciRoute::ManifestBadTag { name, .. }
+        | OciRoute::Blob { name, .. }
+        | OciRoute::UploadStart { name }
+        | OciRoute::Upload { name, .. }
+        | OciRoute::Tags { name }
+        | OciRoute::Referrers { name, .. } => name,
+    }
+}
+
+/// Token check for `/v2/` (a no-op with `auth.mode = "none"`); a refusal is the OCI error
+/// response, with the `WWW-Authenticate` challenge on 401.
+async fn guard<B>(
+    state: &AppState,
+    req: &Request<B>,
+    need: Need<'_>,
+) -> Result<(), Response<Body>> {
+    let header = |n| {
+        req.headers()
+            .get(n)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let refusal = match state
+        .auth
+        .check(
+            header(http::header::AUTHORIZATION),
+            header(http::header::HOST),
+            need,
+        )
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(r) => r,
+    };
+    let mut resp = oci_error(&OciError::from(refusal.error));
+    if let Some(c) = refusal.challenge {
+        if let Ok(v) = http::HeaderValue::from_str(&c) {
+            resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    Err(resp)
 }
 
 async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>) -> Response<Body> {

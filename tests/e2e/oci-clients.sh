@@ -70,7 +70,7 @@ EOF
 export CONTAINERS_REGISTRIES_CONF="$T/containers/registries.conf"
 
 # env -u: atcr refuses to start on unknown ATCR_* variables, and ATCR_BIN is ours.
-env -u ATCR_BIN ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
+env -u ATCR_BIN ATCR_AUTH_MODE=none ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do

@@ -1,0 +1,434 @@
+//! Docker token authentication (design.md section 3).
+//!
+//! - `GET /auth/token` ([`handler::token`]): HTTP Basic `handle-or-DID : app password` ->
+//!   identity resolution -> `com.atproto.server.createSession` at the user's PDS -> the PDS
+//!   session is sealed into redb ([`sessions`]) -> an ES256 registry JWT ([`jwt`]) whose
+//!   `access` grants pull on what was asked and push only on names whose identity segment
+//!   resolves to the logged-in DID. Without credentials the token is pull-only (anonymous).
+//! - Every `/v2/` request goes through [`Auth::check`]: `/v2/` itself needs a valid token
+//!   (so `docker login` verifies credentials), pulls are public, pushes (POST/PATCH/PUT/
+//!   DELETE) need a token granting `push` on the name whose owner is the token's subject.
+//! - Failed logins are limited per client address and per identity ([`ratelimit`]).
+//!
+//! Passwords and tokens never reach a log line; `Debug` of sessions hides them.
+
+pub mod handler;
+pub mod jwt;
+pub mod keys;
+pub mod ratelimit;
+pub mod scope;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::atproto::identity::{IdentityError, Resolver};
+use crate::atproto::repo::crypto::{PublicKey, SigningKey};
+use crate::atproto::xrpc::XrpcError;
+use crate::oci::types::Name;
+use crate::registry::store::now_unix;
+use jwt::{Access, Claims, JwtError};
+use ratelimit::FailureLimiter;
+use sessions::{PdsSession, SessionStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No authentication (local development only).
+    None,
+    /// Docker token auth against users' ATProto PDSes.
+    Atproto,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required")]
+    Required,
+    #[error("invalid credentials: {0}")]
+    BadCredentials(String),
+    #[error("invalid token: {0}")]
+    BadToken(#[from] JwtError),
+    #[error("{0}")]
+    Denied(String),
+    #[error("too many failed logins; try again in a minute")]
+    TooManyFailures,
+    #[error("cannot resolve {identifier}: {source}")]
+    Identity {
+        identifier: String,
+        source: IdentityError,
+    },
+    #[error("the PDS could not be reached: {0}")]
+    PdsUnavailable(XrpcError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What a request needs.
+#[derive(Debug, Clone)]
+pub enum Need<'a> {
+    /// `GET /v2/`: a valid token (docker login checks credentials this way).
+    Base,
+    /// Reading: public, no token needed (a token, if sent, must still be valid).
+    Pull(&'a Name),
+    /// Writing into a repository.
+    Push(&'a Name),
+    /// Listing the catalog: public.
+    Catalog,
+}
+
+/// A refused request: the error and the `WWW-Authenticate` challenge to send with a 401.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: AuthError,
+    pub challenge: Option<String>,
+}
+
+/// Called after a successful password login (creates the sailor profile).
+#[async_trait::async_trait]
+pub trait LoginHook: Send + Sync {
+    async fn after_login(&self, session: &PdsSession);
+}
+
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// Service name (`iss`/`aud`); empty: the host of the public URL or request.
+    pub service: String,
+    /// Public base URL; empty: derived from the request's Host header.
+    pub public_url: String,
+    pub token_ttl: Duration,
+    pub max_failures: usize,
+    pub failure_window: Duration,
+}
+
+pub struct Auth {
+    settings: AuthSettings,
+    key: SigningKey,
+    public: PublicKey,
+    resolver: Arc<Resolver>,
+    pub sessions: Arc<SessionStore>,
+    by_addr: FailureLimiter,
+    by_identity: FailureLimiter,
+    login_hook: std::sync::RwLock<Option<Arc<dyn LoginHook>>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("mode", &self.settings.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+fn host_of(url: &str) -> &str {
+    url.split("://").nth(1).unwrap_or(url).trim_end_matches('/')
+}
+
+impl Auth {
+    pub fn new(
+        settings: AuthSettings,
+        key: SigningKey,
+        resolver: Arc<Resolver>,
+        sessions: Arc<SessionStore>,
+    ) -> Auth {
+        let public = key.public_key();
+        Auth {
+            by_addr: FailureLimiter::new(settings.max_failures, settings.failure_window),
+            by_identity: FailureLimiter::new(settings.max_failures, settings.failure_window),
+            settings,
+            key,
+            public,
+            resolver,
+            sessions,
+            login_hook: std::sync::RwLock::new(None),
+        }
+    }
+
+    pub fn set_login_hook(&self, hook: Arc<dyn LoginHook>) {
+        *self.login_hook.write().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.settings.mode
+    }
+
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
+    /// `https://host` for realms: the configured public URL, else from the request Host.
+    pub fn base_url(&self, host_header: Option<&str>) -> String {
+        if !self.settings.public_url.is_empty() {
+            return self.settings.public_url.trim_end_matches('/').to_string();
+        }
+        let host = host_header
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            })
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    }
+
+    pub fn service(&self, host_header: Option<&str>) -> String {
+        if !self.settings.service.is_empty() {
+            return self.settings.service.clone();
+        }
+        host_of(&self.base_url(host_header)).to_string()
+    }
+
+    pub fn challenge(&self, host: Option<&str>, scope: Option<String>, error: bool) -> String {
+        let mut c = format!(
+            "Bearer realm=\"{}/auth/token\",service=\"{}\"",
+            self.base_url(host),
+            self.service(host)
+        );
+        if let Some(s) = scope {
+            c.push_str(&format!(",scope=\"{s}\""));
+        }
+        if error {
+            c.push_str(",error=\"invalid_token\"");
+        }
+        c
+    }
+
+    fn issue(&self, service: &str, sub: &str, access: Vec<Access>) -> (String, u64, u64) {
+        let now = now_unix();
+        let ttl = self.settings.token_ttl.as_secs();
+        let mut jti = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut jti);
+        let claims = Claims {
+            iss: service.into(),
+            sub: sub.into(),
+            aud: service.into(),
+            exp: now + ttl,
+            nbf: now,
+            iat: now,
+            jti: hex::encode(jti),
+            access,
+        };
+        (jwt::sign(&self.key, &claims), ttl, now)
+    }
+
+    /// Verify a bearer token for this service.
+    pub fn verify(&self, token: &str, host: Option<&str>) -> Result<Claims, JwtError> {
+        jwt::verify(&self.public, token, &self.service(host), now_unix())
+    }
+
+    /// Does `identity` (a name's first segment) belong to `did`?
+    pub async fn owns(&self, did: &str, identity: &str) -> bool {
+        if did.is_empty() {
+            return false;
+        }
+        if identity.starts_with("did:") {
+            return identity == did;
+        }
+        match self.resolver.resolve_did_of(identity).await {
+            Ok(d) => d == did,
+            Err(_) => false,
+        }
+    }
+
+    /// Authorise one `/v2/` request. `authorization` is the raw header.
+    pub async fn check(
+        &self,
+        authorization: Option<&str>,
+        host: Option<&str>,
+        need: Need<'_>,
+    ) -> Result<Option<Claims>, Refusal> {
+        if self.settings.mode == AuthMode::None {
+            return Ok(None);
+        }
+        let scope = match &need {
+            Need::Push(n) => Some(format!("repository:{n}:pull,push")),
+            Need::Pull(n) => Some(format!("repository:{n}:pull")),
+            _ => None,
+        };
+        let bearer = authorization.and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        });
+        let claims = match bearer {
+            None => None,
+            Some(t) => match self.verify(t.trim(), host) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return Err(Refusal {
+                        error: AuthError::BadToken(e),
+                        challenge: Some(self.challenge(host, scope, true)),
+                    })
+                }
+            },
+        };
+        let required = |error| Refusal {
+            error,
+            challenge: Some(self.challenge(host, scope.clone(), false)),
+        };
+        match need {
+            Need::Base => match claims {
+                Some(c) => Ok(Some(c)),
+                None => Err(required(AuthError::Required)),
+            },
+            Need::Pull(_) | Need::Catalog => Ok(claims),
+            Need::Push(name) => {
+                let Some(c) = claims else {
+                    return Err(required(AuthError::Required));
+                };
+                if c.is_anonymous() {
+                    return Err(required(AuthError::Required));
+                }
+                if !c.allows(name.as_str(), "push") || !self.owns(&c.sub, name.identity()).await {
+                    return Err(Refusal {
+                        error: AuthError::Denied(format!(
+                            "{} may not push to {name}: only into its own namespace",
+                            c.sub
+                        )),
+                        challenge: None,
+                    });
+                }
+                Ok(Some(c))
+            }
+        }
+    }
+
+    /// The token endpoint's logic: credentials (if any) + requested scopes -> a token.
+    pub async fn login(
+        &self,
+        basic: Option<(String, String)>,
+        scopes: Vec<Access>,
+        client_addr: &str,
+        host: Option<&str>,
+    ) -> Result<TokenResponse, AuthError> {
+        let service = self.service(host);
+        let Some((user, password)) = basic else {
+            // Anonymous: pull only.
+            let access = scopes
+                .into_iter()
+                .filter(|a| a.actions.iter().any(|x| x == "pull"))
+                .map(|mut a| {
+                    a.actions = vec!["pull".into()];
+                    a
+                })
+                .collect();
+            return Ok(self.respond(&service, "", access));
+        };
+        let ident_key = format!("id:{}", user.to_ascii_lowercase());
+        let addr_key = format!("ip:{client_addr}");
+        if self.by_addr.blocked(&addr_key) || self.by_identity.blocked(&ident_key) {
+            return Err(AuthError::TooManyFailures);
+        }
+        let fail = |e: AuthError| {
+            self.by_addr.fail(&addr_key);
+            self.by_identity.fail(&ident_key);
+            e
+        };
+        let identity = match self.resolver.resolve(&user).await {
+            Ok(i) => i,
+            Err(source) => {
+                return Err(fail(AuthError::Identity {
+                    identifier: user,
+                    source,
+                }))
+            }
+        };
+        let session = match self
+            .resolver
+            .xrpc()
+            .create_session(&identity.pds, &identity.did, &password)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if e.is_auth_failure() => {
+                return Err(fail(AuthError::BadCredentials(format!(
+                    "the PDS refused the password for {user}"
+                ))))
+            }
+            Err(e) => return Err(AuthError::PdsUnavailable(e)),
+        };
+        if session.did != identity.did {
+            return Err(fail(AuthError::BadCredentials(
+                "the PDS answered for another account".into(),
+            )));
+        }
+        let pds_session = PdsSession {
+            pds: identity.pds.clone(),
+            session,
+        };
+        self.sessions
+            .put(&pds_session)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let hook = self
+            .login_hook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(h) = hook {
+            h.after_login(&pds_session).await;
+        }
+        tracing::info!(did = %identity.did, "login");
+        let mut access = Vec::new();
+        for mut a in scopes {
+            let owner = a.name.split('/').next().unwrap_or("").to_string();
+            let own = self.owns(&identity.did, &owner).await;
+            a.actions.retain(|x| x == "pull" || (own && x != "*"));
+            if !a.actions.is_empty() {
+                access.push(a);
+            }
+        }
+        Ok(self.respond(&service, &identity.did, access))
+    }
+
+    fn respond(&self, service: &str, sub: &str, access: Vec<Access>) -> TokenResponse {
+        let (token, ttl, now) = self.issue(service, sub, access);
+        TokenResponse {
+            access_token: token.clone(),
+            token,
+            expires_in: ttl,
+            issued_at: rfc3339(now),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: u64,
+    pub issued_at: String,
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,497 @@
+//! Token auth and manifest records against the real reference PDS + PLC (`tests/support/
+//! atnet`). Skipped unless `ATCR_TEST_ATNET` is set; `bash tests/atproto-e2e.sh` runs them.
+
+#[path = "support/atnet.rs"]
+mod atnet;
+mod common;
+
+use atnet::Atnet;
+use base64::Engine;
+use common::oci::{self, OCI_MANIFEST};
+use common::TestServer;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn server(net: &Atnet) -> TestServer {
+    let (plc, pds) = (net.plc.clone(), net.pds.clone());
+    TestServer::start_with(move |c| {
+        c.server.listen = format!("127.0.0.1:{}", free_port());
+        c.auth.mode = "atproto".into();
+        c.identity.plc_url = plc;
+        c.identity.handle_resolver = pds;
+    })
+    .await
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+async fn token(s: &TestServer, user: &str, pass: &str, scope: &str) -> reqwest::Response {
+    s.client
+        .get(s.url("/auth/token"))
+        .query(&[("service", "x"), ("scope", scope)])
+        .header("Authorization", basic(user, pass))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn token_ok(s: &TestServer, user: &str, pass: &str, scope: &str) -> String {
+    let resp = token(s, user, pass, scope).await;
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "token: {body}");
+    assert_eq!(body["token"], body["access_token"]);
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    assert!(body["issued_at"].as_str().unwrap().ends_with('Z'));
+    body["token"].as_str().unwrap().to_string()
+}
+
+fn claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// The same server, with every request carrying `Authorization: Bearer <token>`.
+fn with_token(mut s: TestServer, token: &str) -> TestServer {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    s.client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(h)
+        .build()
+        .unwrap();
+    s
+}
+
+async fn list_records(net: &Atnet, did: &str, collection: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/xrpc/com.atproto.repo.listRecords", net.pds))
+        .query(&[("repo", did), ("collection", collection), ("limit", "100")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["records"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn login_with_app_password_and_challenges() {
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let s = server(&net).await;
+
+    // /v2/ without a token: 401 + a Bearer challenge (docker login starts here).
+    let resp = s.client.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let ch = oci::header(&resp, "www-authenticate").unwrap();
+    assert!(ch.starts_with("Bearer realm=\"http://"), "{ch}");
+    assert!(ch.contains("/auth/token\",service=\""), "{ch}");
+
+    let t = token_ok(
+        &s,
+        "alice.test",
+        &alice.app_password,
+        "repository:alice.test/app:pull,push",
+    )
+    .await;
+    let c = claims(&t);
+    assert_eq!(c["sub"], alice.did);
+    assert_eq!(c["iss"], c["aud"]);
+    assert_eq!(c["access"][0]["name"], "alice.test/app");
+    assert_eq!(
+        c["access"][0]["actions"],
+        serde_json::json!(["pull", "push"])
+    );
+    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 300);
+
+    let resp = s
+        .client
+        .get(s.url("/v2/"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // A tampered token is refused.
+    let resp = s
+        .client
+        .get(s.url("/v2/"))
+        .bearer_auth(format!("{t}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // Login by DID works too.
+    let t = token_ok(
+        &s,
+        &alice.did,
+        &alice.app_password,
+        "repository:alice.test/app:pull",
+    )
+    .await;
+    assert_eq!(claims(&t)["sub"], alice.did);
+
+    // Wrong password: 401 UNAUTHORIZED.
+    let resp = token(
+        &s,
+        "alice.test",
+        "wrong-password",
+        "repository:alice.test/app:pull",
+    )
+    .await;
+    oci::assert_error(resp, 401, "UNAUTHORIZED").await;
+    // Unknown handle: 401.
+    let resp = token(&s, "nobody.test", "x", "").await;
+    oci::assert_error(resp, 401, "UNAUTHORIZED").await;
+
+    // The first login created the sailor profile with this registry's hold.
+    let profiles = list_records(&net, &alice.did, "io.atcr.sailor.profile").await;
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    let p = &profiles[0]["value"];
+    assert!(profiles[0]["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/io.atcr.sailor.profile/self"));
+    assert!(p["defaultHold"]
+        .as_str()
+        .unwrap()
+        .starts_with("did:web:localhost%3A"));
+    assert!(p["createdAt"].is_string());
+    s.running.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited() {
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let s = server(&net).await;
+    for _ in 0..5 {
+        let resp = token(&s, "alice.test", "not-it", "").await;
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+    // Even the right password waits now (per address and per identity).
+    let resp = token(&s, "alice.test", &alice.app_password, "").await;
+    oci::assert_error(resp, 429, "TOOMANYREQUESTS").await;
+    s.running.stop().await;
+}
+
+#[tokio::test]
+async fn push_writes_records_and_pull_fetches_them() {
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let s = server(&net).await;
+    let repo = "alice.test/records-test";
+    let t = token_ok(
+        &s,
+        "alice.test",
+        &alice.app_password,
+        &format!("repository:{repo}:pull,push"),
+    )
+    .await;
+    let s = with_token(s, &t);
+    let (body, digest) = oci::push_image(&s, repo, "v1", 7).await;
+    let hex = digest.strip_prefix("sha256:").unwrap();
+
+    // Records in alice's PDS, field for field.
+    let manifests = list_records(&net, &alice.did, "io.atcr.manifest").await;
+    let m = manifests
+        .iter()
+        .find(|r| r["uri"].as_str().unwrap().ends_with(hex))
+        .unwrap_or_else(|| panic!("no manifest record: {manifests:?}"));
+    assert_eq!(
+        m["uri"],
+        format!("at://{}/io.atcr.manifest/{hex}", alice.did)
+    );
+    let v = &m["value"];
+    assert_eq!(v["$type"], "io.atcr.manifest");
+    assert_eq!(v["repository"], "records-test");
+    assert_eq!(v["digest"], digest);
+    assert_eq!(v["mediaType"], OCI_MANIFEST);
+    assert_eq!(v["schemaVersion"], 2);
+    assert_eq!(v["manifestBlob"]["$type"], "blob");
+    assert_eq!(v["manifestBlob"]["mimeType"], OCI_MANIFEST);
+    assert_eq!(v["manifestBlob"]["size"], body.len());
+    assert_eq!(v["config"]["mediaType"], oci::OCI_CONFIG);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 1);
+    assert!(v["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert!(v["holdDid"]
+        .as_str()
+        .unwrap()
+        .starts_with("did:web:localhost%3A"));
+    assert!(v["createdAt"].is_string());
+    let tags = list_records(&net, &alice.did, "io.atcr.tag").await;
+    let tag = tags
+        .iter()
+        .find(|r| r["value"]["repository"] == "records-test" && r["value"]["tag"] == "v1")
+        .unwrap_or_else(|| panic!("no tag record: {tags:?}"));
+    assert_eq!(tag["value"]["$type"], "io.atcr.tag");
+    assert_eq!(tag["value"]["manifest"], m["uri"]);
+    assert!(tag["value"]["updatedAt"].is_string());
+    assert!(tag["uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/io.atcr.tag/records-test:v1"));
+
+    // Anonymous pull from the local copy.
+    let anon = reqwest::Client::new();
+    let resp = anon
+        .get(s.url(&format!("/v2/{repo}/manifests/v1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), body);
+
+    // Another registry (empty local store) fetches it from the PDS, digest-checked.
+    let other = server(&net).await;
+    for reference in ["v1", digest.as_str()] {
+        let resp = anon
+            .get(other.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "pull {reference} from the PDS");
+        assert_eq!(oci::header(&resp, "docker-content-digest").unwrap(), digest);
+        assert_eq!(resp.bytes().await.unwrap().to_vec(), body);
+    }
+    let resp = anon
+        .get(other.url(&format!("/v2/{repo}/manifests/nope")))
+        .send()
+        .await
+        .unwrap();
+    oci::assert_error(resp, 404, "MANIFEST_UNKNOWN").await;
+
+    // Tag delete and manifest delete update the PDS.
+    let resp = oci::delete(&s, &format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let tags = list_records(&net, &alice.did, "io.atcr.tag").await;
+    assert!(!tags
+        .iter()
+        .any(|r| r["value"]["repository"] == "records-test"));
+    let resp = oci::delete(&s, &format!("/v2/{repo}/manifests/{digest}")).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let manifests = list_records(&net, &alice.did, "io.atcr.manifest").await;
+    assert!(!manifests
+        .iter()
+        .any(|r| r["uri"].as_str().unwrap().ends_with(hex)));
+    other.running.stop().await;
+    s.running.stop().await;
+}
+
+#[tokio::test]
+async fn bob_cannot_push_into_alices_namespace() {
+    let Some(net) = atnet::atnet() else { return };
+    let bob = net.account("bob.test");
+    let s = server(&net).await;
+    let t = token_ok(
+        &s,
+        "bob.test",
+        &bob.app_password,
+        "repository:alice.test/app:pull,push",
+    )
+    .await;
+    // Bob gets pull only on alice's repository.
+    assert_eq!(
+        claims(&t)["access"][0]["actions"],
+        serde_json::json!(["pull"])
+    );
+    let resp = s
+        .client
+        .post(s.url("/v2/alice.test/app/blobs/uploads/"))
+        .bearer_auth(&t)
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    oci::assert_error(resp, 403, "DENIED").await;
+    // By DID as well.
+    let alice = net.account("alice.test");
+    let resp = s
+        .client
+        .put(s.url(&format!("/v2/{}/app/manifests/x", alice.did)))
+        .bearer_auth(&t)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    oci::assert_error(resp, 403, "DENIED").await;
+    // Without a token: 401 with a push scope in the challenge.
+    let resp = s
+        .client
+        .post(s.url("/v2/alice.test/app/blobs/uploads/"))
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let ch = oci::header(&resp, "www-authenticate").unwrap();
+    assert!(
+        ch.contains("scope=\"repository:alice.test/app:pull,push\""),
+        "{ch}"
+    );
+    // Anonymous token: pull only.
+    let resp = s
+        .client
+        .get(s.url("/auth/token"))
+        .query(&[("scope", "repository:alice.test/app:pull,push")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let c = claims(v["token"].as_str().unwrap());
+    assert_eq!(c["sub"], "");
+    assert_eq!(c["access"][0]["actions"], serde_json::json!(["pull"]));
+    s.running.stop().await;
+}
+
+/// Stops the network: run last and alone (`ATCR_TEST_ATNET_STOP=1`, see atproto-e2e.sh).
+#[tokio::test]
+async fn pds_down_fails_the_manifest_put_cleanly() {
+    if std::env::var("ATCR_TEST_ATNET_STOP").is_err() {
+        eprintln!("SKIPPED: needs ATCR_TEST_ATNET_STOP=1 (it stops the test network)");
+        return;
+    }
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let s = server(&net).await;
+    let repo = "alice.test/down";
+    let t = token_ok(
+        &s,
+        "alice.test",
+        &alice.app_password,
+        &format!("repository:{repo}:pull,push"),
+    )
+    .await;
+    let s = with_token(s, &t);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = oci::bytes(5000, 3);
+    oci::push_blob(&s, repo, &config).await;
+    oci::push_blob(&s, repo, &layer).await;
+    let body = oci::image_manifest(
+        oci::descriptor(oci::OCI_CONFIG, &config),
+        vec![oci::descriptor(oci::OCI_LAYER, &layer)],
+    );
+    Atnet::down();
+    let resp = oci::put_manifest(&s, repo, "latest", OCI_MANIFEST, &body).await;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("UNAVAILABLE"), "{text}");
+    assert!(text.contains("PDS of did:plc:"), "{text}");
+    assert!(text.contains("retry the push"), "{text}");
+    // Nothing visible locally; the blobs are kept.
+    let local = s
+        .running
+        .state
+        .registry
+        .tags(&repo.parse().unwrap(), None, None)
+        .await;
+    assert!(local.map(|(t, _)| t.is_empty()).unwrap_or(true));
+    let resp = oci::head(&s, &format!("/v2/{repo}/blobs/{}", oci::sha256(&layer))).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    s.running.stop().await;
+}
+
+#[tokio::test]
+async fn identity_and_xrpc_against_the_reference_pds() {
+    use atcr::atproto::identity::{IdentityConfig, Resolver};
+    use atcr::atproto::xrpc::XrpcClient;
+    use atcr::auth::sessions::{PdsSession, SessionStore};
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let xrpc = XrpcClient::default();
+    let resolver = Resolver::new(
+        IdentityConfig {
+            plc_url: net.plc.clone(),
+            handle_resolver: Some(net.pds.clone()),
+            ..Default::default()
+        },
+        xrpc.clone(),
+    );
+    // Handle -> DID -> document -> PDS + key, round trip checked.
+    let id = resolver.resolve("Alice.Test").await.unwrap();
+    assert_eq!(id.did, alice.did);
+    assert_eq!(id.handle.as_deref(), Some("alice.test"));
+    assert_eq!(id.pds, "http://localhost:2583");
+    assert!(id.doc.signing_key().is_some());
+    let by_did = resolver.resolve(&alice.did).await.unwrap();
+    assert_eq!(by_did.handle.as_deref(), Some("alice.test"));
+    assert!(resolver.resolve("nobody.test").await.is_err());
+    assert!(resolver
+        .resolve("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+        .await
+        .is_err());
+
+    // Sessions: wrong password keeps the XRPC error name; refresh gives new tokens.
+    let e = xrpc
+        .create_session(&id.pds, &alice.did, "wrong")
+        .await
+        .unwrap_err();
+    assert!(e.is_auth_failure(), "{e}");
+    assert_eq!(e.error_name(), Some("AuthenticationRequired"), "{e}");
+    let session = xrpc
+        .create_session(&id.pds, "alice.test", &alice.app_password)
+        .await
+        .unwrap();
+    assert_eq!(session.did, alice.did);
+
+    // Service auth for a hold DID (did:web, as holds use).
+    let t = xrpc
+        .get_service_auth(
+            &id.pds,
+            &session.access_jwt,
+            "did:web:registry.test",
+            Some("com.atproto.repo.uploadBlob"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.split('.').count(), 3);
+
+    // Sealed session store: a stale access token is refreshed once and stored again.
+    let dir = tempfile::tempdir().unwrap();
+    let store = atcr::registry::store::MetaStore::open(&dir.path().join("r.redb")).unwrap();
+    let ss = SessionStore::new(store, [9u8; 32], xrpc.clone());
+    let stale = PdsSession {
+        pds: id.pds.clone(),
+        session,
+    };
+    ss.put(&stale).await.unwrap();
+    let fresh = ss.refresh(&stale).await.unwrap();
+    // (Access JWTs minted in the same second can be identical; refresh JWTs carry a jti.)
+    assert_ne!(fresh.session.refresh_jwt, stale.session.refresh_jwt);
+    assert_eq!(ss.get(&alice.did).await.unwrap(), fresh);
+    // The old refresh token is spent; the stored one works.
+    let recs = ss
+        .with_session(&alice.did, |s| {
+            let xrpc = xrpc.clone();
+            async move {
+                xrpc.list_records(&s.pds, &s.session.did, "io.atcr.sailor.profile", 10, None)
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+    assert!(recs.records.len() <= 1);
+}

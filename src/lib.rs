@@ -9,6 +9,7 @@
 //!   the local manifest/tag store, referrers.
 //! - [`blob`]: blob storage backends behind one trait (filesystem today).
 //! - [`atproto`]: the ATProto layer; [`atproto::repo`] is pure (DAG-CBOR, CID, MST, commits, CAR).
+//! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
@@ -16,5 +17,6 @@ pub mod atproto;
 pub mod blob;
 pub mod config;
 pub mod oci;
+pub mod pds;
 pub mod registry;
 pub mod server;

@@ -21,6 +21,8 @@ use crate::registry::{Limits, Registry};
 pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
+    /// The hold's embedded PDS (`hold.enabled`).
+    pub hold: Option<Arc<crate::pds::HoldPds>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum StartError {
     Blobs(std::io::Error),
     #[error("cannot open the registry database: {0}")]
     Store(#[from] crate::registry::store::StoreError),
+    #[error("cannot open the hold: {0}")]
+    Hold(#[from] crate::pds::HoldError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -46,7 +50,16 @@ pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
     };
     let registry = Registry::new(Arc::new(blobs), store, limits);
-    Ok(Arc::new(AppState { config, registry }))
+    let hold = if config.hold.enabled {
+        Some(crate::pds::HoldPds::open(&config)?)
+    } else {
+        None
+    };
+    Ok(Arc::new(AppState {
+        config,
+        registry,
+        hold,
+    }))
 }
 
 /// A server started in the background (tests, benches, `serve`).
@@ -156,6 +169,9 @@ pub async fn run(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
+    }
+    if let Some(hold) = &state.hold {
+        hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }
 }
 

@@ -79,6 +79,14 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        // Connection tasks drop their state handles just after the drain; wait (briefly)
+        // until ours is the last one, so the databases are closed when this returns.
+        for _ in 0..500 {
+            if Arc::strong_count(&self.state) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -175,12 +183,15 @@ pub async fn run(
     }
 }
 
-/// Hourly cleanup of abandoned upload sessions.
+/// Hourly cleanup of abandoned upload sessions. Holds the state weakly, so a stopped
+/// server's databases close (and can be reopened by a restart in the same process).
 fn spawn_housekeeping(state: Arc<AppState>) {
+    let state = Arc::downgrade(&state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
+            let Some(state) = state.upgrade() else { break };
             match state.registry.cleanup_uploads().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed stale upload sessions"),

@@ -188,7 +188,10 @@ pub async fn run(
 fn spawn_housekeeping(state: Arc<AppState>) {
     let state = Arc::downgrade(&state);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        // First run an hour after start, not at start: an immediate run raced the first
+        // uploads (staged data listed before its session was recorded got aborted).
+        let hour = Duration::from_secs(3600);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
         loop {
             tick.tick().await;
             let Some(state) = state.upgrade() else { break };

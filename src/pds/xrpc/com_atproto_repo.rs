@@ -12,7 +12,7 @@ use crate::server::http::json;
 pub const LIST_DEFAULT: usize = 50;
 pub const LIST_MAX: usize = 100;
 
-fn collection_param<'a>(p: &'a Params) -> Result<&'a str, XrpcError> {
+fn collection_param(p: &Params) -> Result<&str, XrpcError> {
     let c = p.required("collection")?;
     validate_nsid(c).map_err(|e| XrpcError::invalid(format!("collection: {e}")))?;
     Ok(c)

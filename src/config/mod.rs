@@ -446,6 +446,45 @@ mod tests {
     }
 
     #[test]
+    fn hold_section_env_and_validation() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ATCR_HOLD_OWNER_DID", "did:plc:ewvi7nxzyoun6zhxrhs64oiz"),
+                ("ATCR_HOLD_PUBLIC", "false"),
+                ("ATCR_HOLD_PUBLIC_HOST", "hold.example.com:8443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.hold.owner_did, "did:plc:ewvi7nxzyoun6zhxrhs64oiz");
+        assert!(!c.hold.public && c.hold.enabled && !c.hold.allow_all_crew);
+        for (var, val, key) in [
+            ("ATCR_HOLD_OWNER_DID", "alice.bsky.social", "hold.owner_did"),
+            ("ATCR_HOLD_OWNER_DID", "did:plc:", "hold.owner_did"),
+            (
+                "ATCR_HOLD_PUBLIC_HOST",
+                "https://hold.example.com",
+                "hold.public_host",
+            ),
+            (
+                "ATCR_HOLD_PUBLIC_HOST",
+                "hold.example.com/x",
+                "hold.public_host",
+            ),
+            (
+                "ATCR_HOLD_PUBLIC_HOST",
+                "hold.example.com:0",
+                "hold.public_host",
+            ),
+        ] {
+            let e = Config::load(None, env(&[(var, val)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{var}={val}: {e}");
+        }
+    }
+
+    #[test]
     fn file_errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");

@@ -67,7 +67,8 @@ wait_up() { # url pid log
 }
 
 A_PORT="$(free_port)"
-ATCR_SERVER_LISTEN="127.0.0.1:$A_PORT" ATCR_SERVER_DATA_DIR="$T/atcr-data" RUST_LOG=warn \
+# env -u: atcr refuses to start on unknown ATCR_* variables, and ATCR_BIN is ours.
+env -u ATCR_BIN ATCR_SERVER_LISTEN="127.0.0.1:$A_PORT" ATCR_SERVER_DATA_DIR="$T/atcr-data" RUST_LOG=warn \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 PIDS+=($!)
 wait_up "http://127.0.0.1:$A_PORT/v2/" "${PIDS[-1]}" "$T/atcr.log"

@@ -16,7 +16,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -139,11 +139,15 @@ impl BlobStore for FsBlobStore {
                 file.seek(SeekFrom::Start(start))?;
                 let mut left = len;
                 while left > 0 {
-                    let want = left.min(READ_CHUNK as u64) as usize;
-                    let mut buf = BytesMut::zeroed(want);
-                    file.read_exact(&mut buf)?;
-                    left -= want as u64;
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    let want = left.min(READ_CHUNK as u64);
+                    // read_to_end on a Take reads straight into spare capacity: no memset.
+                    let mut buf = Vec::with_capacity(want as usize);
+                    (&mut file).take(want).read_to_end(&mut buf)?;
+                    if buf.len() as u64 != want {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shrank while being read"));
+                    }
+                    left -= want;
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return Ok(()); // client went away
                     }
                 }

@@ -69,7 +69,8 @@ insecure = true
 EOF
 export CONTAINERS_REGISTRIES_CONF="$T/containers/registries.conf"
 
-ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
+# env -u: atcr refuses to start on unknown ATCR_* variables, and ATCR_BIN is ours.
+env -u ATCR_BIN ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
@@ -84,8 +85,8 @@ ok() { PASS=$((PASS + 1)); echo "  ok   $*"; }
 bad() { FAIL=$((FAIL + 1)); echo "  FAIL $*"; }
 # check "what" cmd...: one counted check; the command's output is shown only on failure.
 check() {
-    local what="$1"; shift
-    if out="$("$@" 2>&1)"; then ok "$what"; else bad "$what"; echo "$out" | tail -20 | sed 's/^/       /'; fi
+    local what="$1" _out; shift
+    if _out="$("$@" 2>&1)"; then ok "$what"; else bad "$what"; echo "$_out" | tail -20 | sed 's/^/       /'; fi
 }
 eq() { [[ "$1" == "$2" ]] || { echo "expected: $2"; echo "     got: $1"; return 1; }; }
 section() { echo; echo "== $*"; }

@@ -2,7 +2,9 @@
 # Acceptance check over HTTP: start the real `atcr` binary on a loopback port with a fresh
 # data dir, then have the reference implementation (@atproto/repo) verify the CAR served by
 # com.atproto.sync.getRepo and its commit signature against the key in /.well-known/did.json.
-# Restarts once to check that the same repo (same key, same head) is served afterwards.
+# Restarts once to check that the same repo (same key, same head) is served afterwards, then
+# once more with `public = false`, which updates the captain record in a new commit; the
+# replayed firehose frames are verified each time.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
@@ -19,7 +21,7 @@ owner="did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 base="http://127.0.0.1:$port"
 
 start() {
-  ATCR_SERVER_LISTEN="127.0.0.1:$port" ATCR_SERVER_DATA_DIR="$work/data" \
+  env "$@" ATCR_SERVER_LISTEN="127.0.0.1:$port" ATCR_SERVER_DATA_DIR="$work/data" \
     ATCR_HOLD_OWNER_DID="$owner" ATCR_LOG_LEVEL=warn "$bin" serve >>"$work/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
@@ -31,7 +33,7 @@ start() {
 stop() { kill "$pid"; wait "$pid" || true; pid=""; }
 
 start
-node verify-served.mjs "$base" "$owner"
+node --experimental-websocket verify-served.mjs "$base" "$owner"
 before="$(curl -fs "$base/xrpc/com.atproto.sync.getLatestCommit?did=did:web:localhost%253A$port")"
 key_before="$(curl -fs "$base/.well-known/did.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["verificationMethod"][0]["publicKeyMultibase"])')"
 stop
@@ -41,4 +43,12 @@ key_after="$(curl -fs "$base/.well-known/did.json" | python3 -c 'import json,sys
 [ "$before" = "$after" ] || { echo "FAIL head changed across restart: $before -> $after"; exit 1; }
 [ "$key_before" = "$key_after" ] || { echo "FAIL key changed across restart"; exit 1; }
 echo "ok   restart: same head and key ($after)"
-node verify-served.mjs "$base" "$owner"
+node --experimental-websocket verify-served.mjs "$base" "$owner"
+stop
+start ATCR_HOLD_PUBLIC=false
+changed="$(curl -fs "$base/xrpc/com.atproto.sync.getLatestCommit?did=did:web:localhost%253A$port")"
+[ "$changed" != "$after" ] || { echo "FAIL config change made no commit"; exit 1; }
+curl -fs "$base/xrpc/com.atproto.repo.getRecord?repo=localhost&collection=io.atcr.hold.captain&rkey=self" | grep -q '"public":false' \
+  || { echo "FAIL captain not updated"; exit 1; }
+echo "ok   config change: captain updated in a new commit"
+node --experimental-websocket verify-served.mjs "$base" "$owner"

@@ -14,6 +14,8 @@ const require = createRequire(path.join(here, 'package.json'))
 const repo = require('@atproto/repo')
 const crypto = require('@atproto/crypto')
 const lexData = require('@atproto/lex-data')
+// dependency of @atproto/repo; splits a firehose frame into its two CBOR items
+const common = require('@atproto/common')
 
 const base = process.argv[2]
 const owner = process.argv[3]
@@ -82,7 +84,7 @@ await check('verifyRepoCar: MST, records and commit signature against the did.js
   const captainCid = verified.creates.find((c) => c.collection === 'io.atcr.hold.captain').cid
   const { root, blocks } = await repo.readCarWithRoot(car)
   const captain = repo.cborToLex(blocks.get(captainCid))
-  assert(captain.$type === 'io.atcr.hold.captain' && captain.public === true, JSON.stringify(captain))
+  assert(captain.$type === 'io.atcr.hold.captain' && typeof captain.public === 'boolean', JSON.stringify(captain))
   if (owner) {
     assert(captain.owner === owner, `captain owner ${captain.owner}`)
     assert(paths.some((p) => p.startsWith('io.atcr.hold.crew/')), 'no crew record')
@@ -112,6 +114,52 @@ await check('sync.getRecord: proof CAR proves the captain record served by repo.
   const claim = { collection: 'io.atcr.hold.captain', rkey: 'self', cid: lexData.parseCid(rec.cid) }
   const out = await repo.verifyProofs(proof, [claim], did, didKey)
   assert(out.verified.length === 1, `unverified: ${JSON.stringify(out.unverified)}`)
+})
+
+await check('subscribeRepos: replayed #commit frames verify with verifyDiffCar', async () => {
+  const url = `${base.replace(/^http/, 'ws')}/xrpc/com.atproto.sync.subscribeRepos?cursor=0`
+  const frames = await new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    ws.binaryType = 'arraybuffer'
+    const got = []
+    // Replay is immediate; after a quiet second every stored event has arrived.
+    let timer = setTimeout(() => ws.close(), 1000)
+    ws.onmessage = (e) => {
+      got.push(new Uint8Array(e.data))
+      clearTimeout(timer)
+      timer = setTimeout(() => ws.close(), 1000)
+    }
+    ws.onclose = () => resolve(got)
+    ws.onerror = (e) => reject(new Error(`websocket error ${e?.message ?? ''}`))
+  })
+  assert(frames.length >= 2, `${frames.length} frames`)
+  const events = frames.map((f) => common.cborDecodeMulti(f))
+  events.forEach(([header, body], i) => {
+    assert(header.op === 1 && header.t === '#commit', `header ${JSON.stringify(header)}`)
+    assert(body.seq === i + 1, `seq ${body.seq} at ${i}`)
+    assert(body.repo === did && body.rebase === false && body.tooBig === false, 'body fields')
+    assert(Array.isArray(body.blobs) && typeof body.time === 'string', 'blobs/time')
+  })
+  // Event 1 is the repo's first (empty) commit: its blocks are the whole repo.
+  const first = await repo.readCarWithRoot(events[0][1].blocks)
+  assert(first.root.toString() === events[0][1].commit.toString(), 'first root')
+  const storage = new repo.MemoryBlockstore(first.blocks)
+  let current = await repo.Repo.load(storage, first.root)
+  for (const [, body] of events.slice(1)) {
+    assert(body.since === current.commit.rev, `since ${body.since} != ${current.commit.rev}`)
+    assert(body.prevData.toString() === current.commit.data.toString(), 'prevData')
+    const diff = await repo.verifyDiffCar(current, body.blocks, did, didKey)
+    assert(diff.commit.cid.toString() === body.commit.toString(), `commit ${diff.commit.cid}`)
+    const got = diff.writes.map((w) => `${w.action} ${w.collection}/${w.rkey}`).sort()
+    const want = body.ops.map((o) => `${o.action} ${o.path}`).sort()
+    assert(JSON.stringify(got) === JSON.stringify(want), `writes ${got} != ops ${want}`)
+    const { blocks } = await repo.readCarWithRoot(body.blocks)
+    await storage.putMany(blocks)
+    current = await repo.Repo.load(storage, body.commit)
+  }
+  const latest = await (await get(`/xrpc/com.atproto.sync.getLatestCommit?${q({ did })}`)).json()
+  assert(current.cid.toString() === latest.cid, `replayed head ${current.cid} != ${latest.cid}`)
+  console.log(`     (${events.length} frames, ops: ${events.map(([, b]) => b.ops.length).join(',')})`)
 })
 
 console.log(`${passed} passed, ${failed} failed`)

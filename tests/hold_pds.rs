@@ -880,3 +880,68 @@ async fn export_import_round_trip_with_the_cli() {
     .await;
     assert_eq!(list["records"].as_array().unwrap().len(), 3);
 }
+
+// ---- permissions over the real records ------------------------------------------------------
+
+#[tokio::test]
+async fn permissions_follow_captain_and_crew_records() {
+    use atcr::pds::permissions::{Action, Decision, Deny, Permission};
+    let s = TestServer::start_with(|c| {
+        c.hold.owner_did = OWNER.into();
+        c.hold.public = false;
+    })
+    .await;
+    let h = hold(&s);
+    let alice = "did:plc:alice";
+    assert_eq!(
+        h.authorize(Some(OWNER), Action::Admin).await.unwrap(),
+        Decision::Allow
+    );
+    assert_eq!(
+        h.authorize(None, Action::ReadBlob).await.unwrap(),
+        Decision::Deny(Deny::AuthRequired)
+    );
+    assert_eq!(
+        h.authorize(Some(alice), Action::ReadBlob).await.unwrap(),
+        Decision::Deny(Deny::Forbidden(Permission::BlobRead))
+    );
+    assert_eq!(
+        h.authorize(Some(alice), Action::RequestCrew).await.unwrap(),
+        Decision::Deny(Deny::RegistrationDisabled)
+    );
+    // Add alice as a reader at her deterministic rkey.
+    let rec = record_cbor(&json!({
+        "$type": CREW, "member": alice, "role": "read",
+        "permissions": ["blob:read"], "addedAt": "2026-01-01T00:00:00Z",
+    }))
+    .unwrap();
+    h.apply_writes(vec![Write::Create {
+        collection: CREW.into(),
+        rkey: crew_rkey(alice),
+        record: rec,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(h.crew_member(alice).await.unwrap().unwrap().role, "read");
+    assert_eq!(
+        h.authorize(Some(alice), Action::ReadBlob).await.unwrap(),
+        Decision::Allow
+    );
+    assert_eq!(
+        h.authorize(Some(alice), Action::WriteBlob).await.unwrap(),
+        Decision::Deny(Deny::Forbidden(Permission::BlobWrite))
+    );
+    assert_eq!(
+        h.authorize(Some(alice), Action::RequestCrew).await.unwrap(),
+        Decision::AlreadyMember
+    );
+    assert_eq!(
+        h.crew_member(OWNER)
+            .await
+            .unwrap()
+            .unwrap()
+            .permissions
+            .len(),
+        3
+    );
+}

@@ -6,6 +6,7 @@
 //!   commit.
 //! - [`keys`]: the P-256 repo signing key on disk (`keys/hold-repo.key`, 0600).
 //! - [`records`]: the bootstrap records and their sync from config.
+//! - [`permissions`]: the captain/crew permission model, pure functions.
 //! - [`xrpc`]: the HTTP surface (`/.well-known/*`, `com.atproto.*` read/sync endpoints, the
 //!   websocket firehose).
 //!
@@ -14,6 +15,7 @@
 //! the blocking pool.
 
 pub mod keys;
+pub mod permissions;
 pub mod records;
 pub mod store;
 pub mod xrpc;
@@ -347,6 +349,43 @@ impl HoldPds {
                 .collect()
         })
         .await
+    }
+
+    /// The captain record (`None` only if it was deleted by hand).
+    pub async fn captain(&self) -> Result<Option<permissions::Captain>, HoldError> {
+        Ok(self
+            .get_record(records::CAPTAIN, records::SELF)
+            .await?
+            .and_then(|r| permissions::Captain::from_record(&r.value)))
+    }
+
+    /// The crew record of `member` (at its deterministic rkey).
+    pub async fn crew_member(
+        &self,
+        member: &str,
+    ) -> Result<Option<permissions::CrewMember>, HoldError> {
+        Ok(self
+            .get_record(records::CREW, &records::crew_rkey(member))
+            .await?
+            .and_then(|r| permissions::CrewMember::from_record(&r.value))
+            .filter(|c| c.member == member))
+    }
+
+    /// [`permissions::decide`] with the current records.
+    pub async fn authorize(
+        &self,
+        caller: Option<&str>,
+        action: permissions::Action,
+    ) -> Result<permissions::Decision, HoldError> {
+        let captain = self
+            .captain()
+            .await?
+            .ok_or_else(|| HoldError::Internal("the captain record is missing".into()))?;
+        let crew = match caller {
+            Some(did) => self.crew_member(did).await?,
+            None => None,
+        };
+        Ok(permissions::decide(&captain, crew.as_ref(), caller, action))
     }
 
     /// Distinct collections in the repo (a full key walk; the hold repo is small).

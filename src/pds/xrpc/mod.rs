@@ -32,6 +32,7 @@ pub enum XrpcErrorKind {
     HandleNotFound,
     FutureCursor,
     ConsumerTooSlow,
+    RateLimitExceeded,
     InternalServerError,
 }
 
@@ -66,6 +67,7 @@ impl XrpcError {
             K::HandleNotFound => "HandleNotFound",
             K::FutureCursor => "FutureCursor",
             K::ConsumerTooSlow => "ConsumerTooSlow",
+            K::RateLimitExceeded => "RateLimitExceeded",
             K::InternalServerError => "InternalServerError",
         }
     }
@@ -83,6 +85,7 @@ impl XrpcError {
             | K::ConsumerTooSlow => StatusCode::BAD_REQUEST,
             K::MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             K::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            K::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             K::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -82,8 +82,20 @@ pub async fn subscribe(hold: &Arc<HoldPds>, mut req: Request<Incoming>) -> XrpcR
         .expect("static headers are valid"))
 }
 
+/// A subscriber that cannot take one frame within this time is dropped.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn send(ws: &mut Ws, frame: bytes::Bytes) -> Result<(), StreamError> {
+    match tokio::time::timeout(SEND_TIMEOUT, ws.send(Message::Binary(frame))).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StreamError::Stalled),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
+    #[error("subscriber stalled for {SEND_TIMEOUT:?}")]
+    Stalled,
     #[error(transparent)]
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error(transparent)]
@@ -120,7 +132,7 @@ async fn stream(
                 break;
             }
             for (seq, frame) in batch {
-                ws.send(Message::Binary(frame)).await?;
+                send(&mut ws, frame).await?;
                 last = seq;
             }
         }
@@ -130,7 +142,7 @@ async fn stream(
             ev = sub.live.recv() => match ev {
                 Ok((seq, frame)) => {
                     if seq > last {
-                        ws.send(Message::Binary(frame)).await?;
+                        send(&mut ws, frame).await?;
                         last = seq;
                     }
                 }

@@ -19,6 +19,9 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 owner="did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 base="http://127.0.0.1:$port"
+# Node 22 has a global WebSocket; Node 20 needs the flag.
+wsflag=""
+node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' || wsflag="--experimental-websocket"
 
 start() {
   env "$@" ATCR_SERVER_LISTEN="127.0.0.1:$port" ATCR_SERVER_DATA_DIR="$work/data" \
@@ -33,7 +36,7 @@ start() {
 stop() { kill "$pid"; wait "$pid" || true; pid=""; }
 
 start
-node --experimental-websocket verify-served.mjs "$base" "$owner"
+node $wsflag verify-served.mjs "$base" "$owner"
 before="$(curl -fs "$base/xrpc/com.atproto.sync.getLatestCommit?did=did:web:localhost%253A$port")"
 key_before="$(curl -fs "$base/.well-known/did.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["verificationMethod"][0]["publicKeyMultibase"])')"
 stop
@@ -43,7 +46,7 @@ key_after="$(curl -fs "$base/.well-known/did.json" | python3 -c 'import json,sys
 [ "$before" = "$after" ] || { echo "FAIL head changed across restart: $before -> $after"; exit 1; }
 [ "$key_before" = "$key_after" ] || { echo "FAIL key changed across restart"; exit 1; }
 echo "ok   restart: same head and key ($after)"
-node --experimental-websocket verify-served.mjs "$base" "$owner"
+node $wsflag verify-served.mjs "$base" "$owner"
 stop
 start ATCR_HOLD_PUBLIC=false
 changed="$(curl -fs "$base/xrpc/com.atproto.sync.getLatestCommit?did=did:web:localhost%253A$port")"
@@ -51,4 +54,4 @@ changed="$(curl -fs "$base/xrpc/com.atproto.sync.getLatestCommit?did=did:web:loc
 curl -fs "$base/xrpc/com.atproto.repo.getRecord?repo=localhost&collection=io.atcr.hold.captain&rkey=self" | grep -q '"public":false' \
   || { echo "FAIL captain not updated"; exit 1; }
 echo "ok   config change: captain updated in a new commit"
-node --experimental-websocket verify-served.mjs "$base" "$owner"
+node $wsflag verify-served.mjs "$base" "$owner"

@@ -804,9 +804,18 @@ async fn export_import_round_trip_with_the_cli() {
     put_records(&a, "io.atcr.hold.layer", &["3k2a", "3k2b", "3k2c"]).await;
     let a_config = a.running.state.config.clone();
     let a_dir_keep = a.dir.path().to_path_buf();
+    let bin = env!("CARGO_BIN_EXE_atcr");
+    // While the server holds the database, the CLI refuses with a clear message.
+    let busy = std::process::Command::new(bin)
+        .args(["hold", "export"])
+        .env("ATCR_SERVER_DATA_DIR", &a_dir_keep)
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("in use by another atcr process"), "{err}");
     a.running.stop().await;
 
-    let bin = env!("CARGO_BIN_EXE_atcr");
     let export = std::process::Command::new(bin)
         .args(["hold", "export"])
         .env("ATCR_SERVER_DATA_DIR", &a_dir_keep)

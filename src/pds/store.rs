@@ -67,7 +67,13 @@ pub struct HoldStore {
 
 impl HoldStore {
     pub fn open(path: &Path) -> Result<Arc<HoldStore>, HoldStoreError> {
-        let db = Database::create(path)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => HoldStoreError(format!(
+                "{} is in use by another atcr process (stop `atcr serve` first)",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(BLOCKS)?;

@@ -954,3 +954,34 @@ async fn permissions_follow_captain_and_crew_records() {
         3
     );
 }
+
+#[tokio::test]
+async fn get_repo_streams_a_large_repo() {
+    let s = start().await;
+    let keys: Vec<String> = (0..1500).map(|i| format!("3k{i:05}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    put_records(&s, "io.atcr.hold.layer", &refs).await;
+    let key = served_key(&s).await;
+    let r = s
+        .client
+        .get(s.url(&format!("/xrpc/com.atproto.sync.getRepo?did={DID}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "streamed, not buffered"
+    );
+    let car = r.bytes().await.unwrap();
+    assert!(car.len() > 64 * 1024, "spans several chunks: {}", car.len());
+    let v = verify_repo_car(&car, Some(DID), &key, CarLimits::default()).unwrap();
+    assert_eq!(v.records.len(), 1503);
+    // Same block set as the in-memory export.
+    let h = hold(&s);
+    let full = tokio::task::spawn_blocking(move || h.export_car_blocking().unwrap())
+        .await
+        .unwrap();
+    let (_, expected) = read_car_with_root(&full, CarLimits::default()).unwrap();
+    assert_eq!(v.blocks, expected);
+}

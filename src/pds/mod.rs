@@ -14,6 +14,7 @@
 //! writer (one commit at a time), reads share the read lock. All repo and redb work runs on
 //! the blocking pool.
 
+pub mod export;
 pub mod keys;
 pub mod permissions;
 pub mod records;
@@ -406,6 +407,12 @@ impl HoldPds {
     /// `com.atproto.sync.getRepo`: the whole repo as a CAR (built in memory).
     pub async fn export_car(&self) -> Result<Vec<u8>, HoldError> {
         self.read(|r| Ok(r.export_car()?)).await
+    }
+
+    /// `com.atproto.sync.getRepo` streamed: the repo at the current head, walked on a
+    /// blocking thread with bounded memory (see [`export`]).
+    pub fn export_car_stream(&self) -> crate::blob::ChunkStream {
+        export::car_stream(self.store.clone(), self.latest_commit().0)
     }
 
     /// The whole repo as a CAR, on the calling thread (CLI).

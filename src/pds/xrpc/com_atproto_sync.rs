@@ -1,22 +1,25 @@
 //! `com.atproto.sync.*` reads: getRepo and getRecord (CARs), getLatestCommit, listRepos,
 //! getRepoStatus, getBlob.
 
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{car_response, check_repo, Params, XrpcError, XrpcErrorKind, XrpcResult};
 use crate::atproto::repo::cid::parse_cid;
 use crate::atproto::repo::syntax::{validate_nsid, validate_record_key};
 use crate::pds::HoldPds;
-use crate::server::http::json;
+use crate::server::http::{json, stream_body};
 
-/// The whole repo as a CAR. `since` is accepted and ignored: the full repo is always sent
-/// (a valid answer, just not the smallest). Built in memory: the hold repo holds the hold's
-/// own records only.
+/// The whole repo as a CAR, streamed (chunked transfer, no Content-Length). `since` is
+/// accepted and ignored: the full repo is always sent (valid, just not the smallest).
 pub async fn get_repo(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
     let p = Params::of(&req);
     check_repo(hold, p.required("did")?)?;
-    Ok(car_response(hold.export_car().await?))
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/vnd.ipld.car")
+        .body(stream_body(hold.export_car_stream()))
+        .expect("static headers are valid"))
 }
 
 pub async fn get_record(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {

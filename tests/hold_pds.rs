@@ -985,3 +985,44 @@ async fn get_repo_streams_a_large_repo() {
     let (_, expected) = read_car_with_root(&full, CarLimits::default()).unwrap();
     assert_eq!(v.blocks, expected);
 }
+
+#[tokio::test]
+async fn changing_the_host_re_signs_the_repo_under_the_new_did() {
+    let s = TestServer::start_with(|c| {
+        c.hold.owner_did = OWNER.into();
+        c.hold.public_host = "old.example.com".into();
+    })
+    .await;
+    put_records(&s, "io.atcr.hold.layer", &["3k2a"]).await;
+    let key = served_key(&s).await;
+    let TestServer { running, dir, .. } = s;
+    let mut config = running.state.config.clone();
+    running.stop().await;
+    config.hold.public_host = "new.example.com".into();
+    let running = atcr::server::spawn(config).await.unwrap();
+    let s = TestServer {
+        base: running.base_url(),
+        running,
+        client: reqwest::Client::new(),
+        dir,
+    };
+    let new_did = "did:web:new.example.com";
+    assert_eq!(hold(&s).did(), new_did);
+    let car = get_bytes(&s, &format!("/xrpc/com.atproto.sync.getRepo?did={new_did}"))
+        .await
+        .2;
+    let v = verify_repo_car(&car, Some(new_did), &key, CarLimits::default()).unwrap();
+    assert!(v
+        .records
+        .iter()
+        .any(|(p, _)| p == "io.atcr.hold.layer/3k2a"));
+    assert_err(
+        &get(
+            &s,
+            "/xrpc/com.atproto.sync.getRepo?did=did:web:old.example.com",
+        )
+        .await,
+        400,
+        "RepoNotFound",
+    );
+}

@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::blob::fs::FsBlobStore;
+use crate::blob::s3::{S3BlobStore, S3Settings};
+use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::registry::store::MetaStore;
 use crate::registry::{Limits, Registry};
@@ -30,7 +32,9 @@ pub enum StartError {
     #[error("cannot create data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
     #[error("cannot open blob storage: {0}")]
-    Blobs(std::io::Error),
+    Blobs(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot open the registry database: {0}")]
     Store(#[from] crate::registry::store::StoreError),
     #[error("cannot open the hold: {0}")]
@@ -40,16 +44,41 @@ pub enum StartError {
 }
 
 /// Open storage and build the state (the composition root).
-pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let data = config.server.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(|e| StartError::DataDir(data.clone(), e))?;
-    let blobs = FsBlobStore::open(config.blob_root()).map_err(StartError::Blobs)?;
+    let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
+        "s3" => {
+            let s3 = &config.storage.s3;
+            let settings = S3Settings {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+                path_style: s3.path_style,
+                access_key: s3.access_key.clone(),
+                secret_key: config.s3_secret_key()?,
+                prefix: s3.prefix.trim_matches('/').to_string(),
+                cdn_host: s3.cdn_host.clone(),
+                presign_secs: s3.presign_secs,
+                part_size: s3.part_size_mib * 1024 * 1024,
+                spill_dir: data.join("s3-uploads"),
+            };
+            Arc::new(
+                S3BlobStore::open(settings, s3.create_bucket)
+                    .await
+                    .map_err(|e| StartError::Blobs(e.to_string()))?,
+            )
+        }
+        _ => Arc::new(
+            FsBlobStore::open(config.blob_root()).map_err(|e| StartError::Blobs(e.to_string()))?,
+        ),
+    };
     let store = MetaStore::open(&data.join("registry.redb"))?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
     };
-    let registry = Registry::new(Arc::new(blobs), store, limits);
+    let registry = Registry::new(blobs, store, limits);
     let hold = if config.hold.enabled {
         Some(crate::pds::HoldPds::open(&config)?)
     } else {
@@ -93,7 +122,7 @@ impl Running {
 /// Bind the configured address and serve in the background.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let addr = config.listen_addr();
-    let state = build_state(config)?;
+    let state = build_state(config).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| StartError::Bind(addr, e))?;
@@ -136,7 +165,7 @@ pub async fn run(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(1 << 20);
     let builder = Arc::new(builder);
-    spawn_housekeeping(state.clone());
+    let housekeeping = spawn_housekeeping(state.clone());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -173,6 +202,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    housekeeping.abort();
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
@@ -183,23 +213,18 @@ pub async fn run(
     }
 }
 
-/// Hourly cleanup of abandoned upload sessions. Holds the state weakly, so a stopped
-/// server's databases close (and can be reopened by a restart in the same process).
-fn spawn_housekeeping(state: Arc<AppState>) {
-    let state = Arc::downgrade(&state);
+/// Hourly cleanup of abandoned upload sessions, first run one period after start.
+fn spawn_housekeeping(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // First run an hour after start, not at start: an immediate run raced the first
-        // uploads (staged data listed before its session was recorded got aborted).
-        let hour = Duration::from_secs(3600);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
+        let period = Duration::from_secs(3600);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
-            let Some(state) = state.upgrade() else { break };
             match state.registry.cleanup_uploads().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed stale upload sessions"),
                 Err(e) => tracing::warn!(error = %e, "upload cleanup failed"),
             }
         }
-    });
+    })
 }

@@ -11,6 +11,7 @@
 //! - [`atproto`]: the ATProto layer; [`atproto::repo`] is pure (DAG-CBOR, CID, MST, commits, CAR),
 //!   [`atproto::xrpc`] is the XRPC client, [`atproto::identity`] resolves handles and DIDs.
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
+//! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
@@ -19,5 +20,6 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod oci;
+pub mod pds;
 pub mod registry;
 pub mod server;

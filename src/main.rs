@@ -39,8 +39,29 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The hold's embedded ATProto repo (run these while `atcr serve` is stopped).
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum HoldCommand {
+    /// Write the hold's repo as a CAR file to stdout.
+    Export {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Upsert every record of a repo CAR into the hold's repo, in one commit.
+    Import {
+        /// The CAR file (e.g. from `atcr hold export` or com.atproto.sync.getRepo).
+        file: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +160,7 @@ fn main() -> ExitCode {
                 .expect("tokio runtime");
             rt.block_on(serve(config))
         }
+        Command::Hold { command } => hold_command(command),
         Command::Gc { config, dry_run } => {
             let config = match load_config(config) {
                 Ok(c) => c,
@@ -209,6 +231,48 @@ async fn gc(config: Config, dry_run: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("atcr: gc failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hold_command(command: HoldCommand) -> ExitCode {
+    use std::io::Write as _;
+    let config = match &command {
+        HoldCommand::Export { config } | HoldCommand::Import { config, .. } => config.clone(),
+    };
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let result = match command {
+        HoldCommand::Export { .. } => atcr::pds::HoldPds::open_unsynced(&config).and_then(|hold| {
+            let car = hold.export_car_blocking()?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&car)
+                .and_then(|()| out.flush())
+                .map_err(|e| atcr::pds::HoldError::Io(PathBuf::from("<stdout>"), e))?;
+            eprintln!("exported {} ({} bytes)", hold.did(), car.len());
+            Ok(())
+        }),
+        HoldCommand::Import { file, .. } => atcr::pds::read_import_file(&file).and_then(|car| {
+            let hold = atcr::pds::HoldPds::open(&config)?;
+            let (n, committed) = hold.import_car_blocking(&car)?;
+            match committed {
+                Some(c) => println!(
+                    "imported {n} record(s) in commit {} (rev {})",
+                    c.commit, c.rev
+                ),
+                None => println!("nothing to import: every record is already present"),
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("atcr: {e}");
             ExitCode::FAILURE
         }
     }

@@ -40,6 +40,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub identity: IdentityConfig,
     pub log: LogConfig,
+    pub hold: HoldConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +166,38 @@ pub struct IdentityConfig {
 pub struct LogConfig {
     /// A tracing filter (`info`, `atcr=debug,hyper=info`); RUST_LOG wins when set.
     pub level: String,
+}
+
+/// The hold: blob storage with its embedded ATProto PDS (`did:web:<public host>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HoldConfig {
+    /// Run the hold in this process.
+    pub enabled: bool,
+    /// Host (and port) of the hold's did:web; empty: from server.public_url, else the
+    /// listen address (`localhost` for loopback/unspecified addresses).
+    pub public_host: String,
+    /// DID of the captain (owner). Empty: the hold is its own captain until one is set.
+    pub owner_did: String,
+    /// Anonymous blob reads allowed.
+    pub public: bool,
+    /// Any authenticated user may join the crew with `requestCrew`.
+    pub allow_all_crew: bool,
+    /// Announce pushes as Bluesky posts from the hold's account.
+    pub enable_bluesky_posts: bool,
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        HoldConfig {
+            enabled: true,
+            public_host: String::new(),
+            owner_did: String::new(),
+            public: true,
+            allow_all_crew: false,
+            enable_bluesky_posts: false,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -355,6 +388,51 @@ impl Config {
                 format!("{:?} must be an http(s) URL", self.identity.handle_resolver),
             );
         }
+        self.validate_hold()?;
+        Ok(())
+    }
+
+    fn validate_hold(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let h = &self.hold.public_host;
+        if !h.is_empty() {
+            let (name, port) = match h.rsplit_once(':') {
+                Some((n, p)) => (n, Some(p)),
+                None => (h.as_str(), None),
+            };
+            let name_ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !name_ok || !port_ok {
+                return invalid(
+                    "hold.public_host",
+                    format!(
+                        "{h:?} must be a host name with an optional :port (no scheme, no path)"
+                    ),
+                );
+            }
+        }
+        let o = &self.hold.owner_did;
+        if !o.is_empty() {
+            let ok = o.len() <= 2048
+                && o.strip_prefix("did:")
+                    .and_then(|rest| rest.split_once(':'))
+                    .is_some_and(|(method, id)| {
+                        !method.is_empty()
+                            && method.bytes().all(|b| b.is_ascii_lowercase())
+                            && !id.is_empty()
+                            && !id.ends_with(':')
+                            && id
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b))
+                    });
+            if !ok {
+                return invalid("hold.owner_did", format!("{o:?} is not a DID"));
+            }
+        }
         Ok(())
     }
 
@@ -511,6 +589,45 @@ mod tests {
         let e = Config::load(None, env(&[("ATCR_SERVER_LISTEN", "nope")])).unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
         assert!(Config::load(None, env(&[("ATCR_TEST_ANYTHING", "x"), ("PATH", "/bin")])).is_ok());
+    }
+
+    #[test]
+    fn hold_section_env_and_validation() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ATCR_HOLD_OWNER_DID", "did:plc:ewvi7nxzyoun6zhxrhs64oiz"),
+                ("ATCR_HOLD_PUBLIC", "false"),
+                ("ATCR_HOLD_PUBLIC_HOST", "hold.example.com:8443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.hold.owner_did, "did:plc:ewvi7nxzyoun6zhxrhs64oiz");
+        assert!(!c.hold.public && c.hold.enabled && !c.hold.allow_all_crew);
+        for (var, val, key) in [
+            ("ATCR_HOLD_OWNER_DID", "alice.bsky.social", "hold.owner_did"),
+            ("ATCR_HOLD_OWNER_DID", "did:plc:", "hold.owner_did"),
+            (
+                "ATCR_HOLD_PUBLIC_HOST",
+                "https://hold.example.com",
+                "hold.public_host",
+            ),
+            (
+                "ATCR_HOLD_PUBLIC_HOST",
+                "hold.example.com/x",
+                "hold.public_host",
+            ),
+            (
+                "ATCR_HOLD_PUBLIC_HOST",
+                "hold.example.com:0",
+                "hold.public_host",
+            ),
+        ] {
+            let e = Config::load(None, env(&[(var, val)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{var}={val}: {e}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub auth: Arc<crate::auth::Auth>,
+    /// The hold's embedded PDS (`hold.enabled`).
+    pub hold: Option<Arc<crate::pds::HoldPds>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum StartError {
     Store(#[from] crate::registry::store::StoreError),
     #[error("cannot load keys: {0}")]
     Keys(#[from] crate::auth::keys::KeyError),
+    #[error("cannot open the hold: {0}")]
+    Hold(#[from] crate::pds::HoldError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -78,13 +82,21 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
     };
     let registry = Registry::new(blobs, store.clone(), limits);
+    let hold = if config.hold.enabled {
+        Some(crate::pds::HoldPds::open(&config)?)
+    } else {
+        None
+    };
     let auth = Arc::new(build_auth(&config, store)?);
     if auth.mode() == crate::auth::AuthMode::Atproto {
         // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
         let pds = Arc::new(crate::registry::pds::PdsRecords::new(
             auth.resolver().clone(),
             auth.sessions.clone(),
-            hold_did(&config),
+            // Manifests name the hold that stores their blobs: ours when it runs here.
+            hold.as_ref()
+                .map(|h| h.did().to_string())
+                .unwrap_or_else(|| hold_did(&config)),
         ));
         registry.set_records(pds.clone());
         auth.set_login_hook(pds);
@@ -93,10 +105,11 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         config,
         registry,
         auth,
+        hold,
     }))
 }
 
-/// The local hold's DID: `did:web:` + the public host (`server.public_url`, else
+/// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else
 /// `auth.service`, else `localhost:<listen port>`).
 fn hold_did(config: &Config) -> String {
     use crate::registry::records::did_web_for;
@@ -168,6 +181,14 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        // Connection tasks drop their state handles just after the drain; wait (briefly)
+        // until ours is the last one, so the databases are closed when this returns.
+        for _ in 0..500 {
+            if Arc::strong_count(&self.state) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -265,6 +286,9 @@ pub async fn run(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
+    }
+    if let Some(hold) = &state.hold {
+        hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }
 }
 

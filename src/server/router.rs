@@ -22,6 +22,9 @@ enum RouteId {
     Oci,
     AuthToken,
     Health,
+    Xrpc,
+    DidJson,
+    AtprotoDid,
 }
 
 fn table() -> &'static matchit::Router<RouteId> {
@@ -35,6 +38,9 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/v2/{*oci_path}", RouteId::Oci), // <name>/{manifests,blobs,tags,referrers}/...
             ("/auth/token", RouteId::AuthToken),
             ("/_health", RouteId::Health),
+            ("/xrpc/{nsid}", RouteId::Xrpc), // hold PDS: NSID table in pds/xrpc/mod.rs
+            ("/.well-known/did.json", RouteId::DidJson),
+            ("/.well-known/atproto-did", RouteId::AtprotoDid),
         ];
         for (path, id) in routes {
             r.insert(path, id).expect("route table is consistent");
@@ -79,6 +85,12 @@ pub async fn dispatch(
             }
             RouteId::AuthToken => crate::auth::handler::token(&state, req, peer).await,
             RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            RouteId::Xrpc => {
+                let nsid = m.params.get("nsid").unwrap_or("").to_string();
+                crate::pds::xrpc::dispatch(&state, &nsid, req).await
+            }
+            RouteId::DidJson => crate::pds::xrpc::well_known::did_json(&state, &req),
+            RouteId::AtprotoDid => crate::pds::xrpc::well_known::atproto_did(&state),
         },
         Err(_) => oci_error(
             &OciError::new(ErrorCode::Unsupported, "no such endpoint")

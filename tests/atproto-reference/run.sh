@@ -10,3 +10,4 @@ out="$(mktemp -d)/repo.car"
 trap 'rm -rf "$(dirname "$out")"' EXIT
 (cd "$here/../.." && ATPROTO_REPO_CAR_OUT="$out" cargo test -q --test atproto_interop write_car_for_reference_verifier >/dev/null)
 node verify-with-reference.mjs "$out"
+bash "$here/served-repo.sh"

@@ -1,0 +1,813 @@
+//! The hold's embedded PDS: one ATProto repo (`did:web:<public host>`) holding the hold's
+//! records (captain, crew, profile; later layers, stats, posts), stored in redb, exported as
+//! CAR and streamed on the `com.atproto.sync.subscribeRepos` firehose.
+//!
+//! - [`store`]: the redb carstore (blocks, head, sequenced events), one write transaction per
+//!   commit.
+//! - [`keys`]: the P-256 repo signing key on disk (`keys/hold-repo.key`, 0600).
+//! - [`records`]: the bootstrap records and their sync from config.
+//! - [`permissions`]: the captain/crew permission model, pure functions.
+//! - [`xrpc`]: the HTTP surface (`/.well-known/*`, `com.atproto.*` read/sync endpoints, the
+//!   websocket firehose).
+//!
+//! Concurrency: the in-memory [`Repo`] sits behind an `RwLock`; its write lock is the single
+//! writer (one commit at a time), reads share the read lock. All repo and redb work runs on
+//! the blocking pool.
+
+pub mod export;
+pub mod keys;
+pub mod permissions;
+pub mod records;
+pub mod store;
+pub mod xrpc;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch, Semaphore};
+
+use crate::atproto::repo::dagcbor::{self, Ipld};
+use crate::atproto::repo::datamodel::{ipld_to_json, record_from_json};
+use crate::atproto::repo::{
+    read_car_with_root, Blockstore, CarError, CarLimits, Cid, CommitResult, MemoryBlockstore, Mst,
+    PublicKey, Repo, RepoError, SigningKey, Tid, UnsignedCommit, Write,
+};
+use crate::config::Config;
+use store::{Head, HoldStore, HoldStoreError, StagedStore};
+
+/// Most firehose subscribers served at once.
+pub const MAX_SUBSCRIBERS: usize = 256;
+/// Largest CAR `atcr hold import` accepts.
+pub const MAX_IMPORT_BYTES: u64 = 256 * 1024 * 1024;
+/// Events replayed per redb read when a subscriber catches up from a cursor.
+pub const REPLAY_BATCH: usize = 256;
+/// Firehose `#commit` limits from the lexicon: above them the event is sent `tooBig`.
+const MAX_EVENT_OPS: usize = 200;
+const MAX_EVENT_BLOCKS: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Store(#[from] HoldStoreError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error("hold repo: {0}")]
+    Repo(#[from] RepoError),
+    #[error("CAR: {0}")]
+    Car(#[from] CarError),
+    #[error("cannot create {0}: {1}")]
+    Io(std::path::PathBuf, std::io::Error),
+    #[error("record: {0}")]
+    Record(String),
+    #[error("hold internal error: {0}")]
+    Internal(String),
+}
+
+/// Who the hold is, derived from config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `host[:port]`, lowercase.
+    pub host: String,
+    /// `did:web:<host with : as %3A>`.
+    pub did: String,
+    /// The host without port (the account's handle).
+    pub handle: String,
+    /// Configured public base URL; `None`: taken from each request's Host header.
+    pub public_url: Option<String>,
+}
+
+impl Identity {
+    pub fn from_config(config: &Config) -> Identity {
+        let public_url = &config.server.public_url;
+        let (host, url) = if !config.hold.public_host.is_empty() {
+            let h = config.hold.public_host.to_ascii_lowercase();
+            let url = if public_url.is_empty() {
+                format!("https://{h}")
+            } else {
+                public_url.clone()
+            };
+            (h, Some(url))
+        } else if !public_url.is_empty() {
+            let authority = public_url
+                .split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            (authority.to_ascii_lowercase(), Some(public_url.clone()))
+        } else {
+            let addr = config.listen_addr();
+            let ip = addr.ip();
+            let name = if ip.is_loopback() || ip.is_unspecified() || ip.is_ipv6() {
+                "localhost".to_string()
+            } else {
+                ip.to_string()
+            };
+            let host = match addr.port() {
+                0 => name,
+                p => format!("{name}:{p}"),
+            };
+            (host, None)
+        };
+        let handle = host.split(':').next().unwrap_or_default().to_string();
+        Identity {
+            did: format!("did:web:{}", host.replace(':', "%3A")),
+            host,
+            handle,
+            public_url: url,
+        }
+    }
+}
+
+/// What one commit did (for callers and tests).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub seq: u64,
+    pub commit: Cid,
+    pub rev: String,
+    pub ops: Vec<crate::atproto::repo::RepoOp>,
+}
+
+/// A record as the XRPC API returns it.
+#[derive(Debug, Clone)]
+pub struct RecordView {
+    pub rkey: String,
+    pub cid: Cid,
+    pub value: serde_json::Value,
+}
+
+type SharedRepo = Arc<RwLock<Repo<StagedStore>>>;
+
+pub struct HoldPds {
+    ident: Identity,
+    public_key: PublicKey,
+    key: SigningKey,
+    store: Arc<HoldStore>,
+    repo: SharedRepo,
+    /// (head, rev), updated after each commit: cheap to read on the async runtime.
+    latest: Mutex<(Cid, String)>,
+    events: broadcast::Sender<(u64, Bytes)>,
+    subscribers: Arc<Semaphore>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for HoldPds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldPds")
+            .field("did", &self.ident.did)
+            .finish_non_exhaustive()
+    }
+}
+
+fn poisoned<T>(_: T) -> HoldError {
+    HoldError::Internal("hold repo lock poisoned".into())
+}
+
+impl HoldPds {
+    /// Opens (or creates) the hold repo under `config.server.data_dir` and syncs the
+    /// bootstrap records with the config. Blocking: call at startup or from a blocking thread.
+    pub fn open(config: &Config) -> Result<Arc<HoldPds>, HoldError> {
+        let pds = Self::open_unsynced(config)?;
+        pds.sync_records(&config.hold)?;
+        Ok(pds)
+    }
+
+    /// Opens without syncing the records from config (`atcr hold export`).
+    pub fn open_unsynced(config: &Config) -> Result<Arc<HoldPds>, HoldError> {
+        let data = &config.server.data_dir;
+        std::fs::create_dir_all(data).map_err(|e| HoldError::Io(data.clone(), e))?;
+        let key = keys::load_or_generate(&data.join("keys"))?;
+        let store = HoldStore::open(&data.join("hold.redb"))?;
+        Self::open_with(Identity::from_config(config), key, store)
+    }
+
+    /// Opens with an explicit identity, key and store (tests, `atcr hold export`).
+    pub fn open_with(
+        ident: Identity,
+        key: SigningKey,
+        store: Arc<HoldStore>,
+    ) -> Result<Arc<HoldPds>, HoldError> {
+        let (events, _) = broadcast::channel(1024);
+        let repo = match store.head()? {
+            None => {
+                let (repo, result) =
+                    Repo::create(&ident.did, key.clone(), StagedStore::new(store.clone()))?;
+                persist(&store, repo.store(), &ident.did, &result, None)?;
+                tracing::info!(did = %ident.did, "created the hold repo");
+                repo
+            }
+            Some(head) => {
+                let repo = Repo::load(StagedStore::new(store.clone()), key.clone(), head.commit)?;
+                if repo.did() == ident.did {
+                    repo
+                } else {
+                    tracing::warn!(old = %repo.did(), new = %ident.did, "hold DID changed; re-signing the repo under the new DID");
+                    reroot(&store, repo, &key, &ident.did)?
+                }
+            }
+        };
+        let latest = Mutex::new((repo.head(), repo.rev().to_string()));
+        let (shutdown, _) = watch::channel(false);
+        Ok(Arc::new(HoldPds {
+            public_key: key.public_key(),
+            key,
+            ident,
+            store,
+            repo: Arc::new(RwLock::new(repo)),
+            latest,
+            events,
+            subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            shutdown,
+        }))
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.ident
+    }
+    pub fn did(&self) -> &str {
+        &self.ident.did
+    }
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public_key
+    }
+
+    /// (head commit CID, rev).
+    pub fn latest_commit(&self) -> (Cid, String) {
+        self.latest
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Applies writes computed from the current repo state as one commit, under the single
+    /// writer lock. An empty write list commits nothing and returns `None`. Blocking.
+    pub fn write_blocking(
+        &self,
+        plan: impl FnOnce(&Repo<StagedStore>) -> Result<Vec<Write>, HoldError>,
+    ) -> Result<Option<Committed>, HoldError> {
+        let mut repo = self.repo.write().map_err(poisoned)?;
+        let writes = plan(&repo)?;
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let old_head = repo.head();
+        repo.store().take_pending();
+        let result = match repo.apply_writes(&writes) {
+            Ok(r) => r,
+            Err(e) => {
+                repo.store().take_pending();
+                return Err(e.into());
+            }
+        };
+        match persist(
+            &self.store,
+            repo.store(),
+            &self.ident.did,
+            &result,
+            Some(&self.events),
+        ) {
+            Ok(seq) => {
+                if let Ok(mut l) = self.latest.lock() {
+                    *l = (result.commit_cid, result.rev.clone());
+                }
+                Ok(Some(Committed {
+                    seq,
+                    commit: result.commit_cid,
+                    rev: result.rev,
+                    ops: result.ops,
+                }))
+            }
+            Err(e) => {
+                // The commit never reached disk: forget it in memory too.
+                *repo = Repo::load(
+                    StagedStore::new(self.store.clone()),
+                    self.key.clone(),
+                    old_head,
+                )?;
+                Err(e)
+            }
+        }
+    }
+
+    /// `apply_writes` on the blocking pool.
+    pub async fn apply_writes(
+        self: &Arc<Self>,
+        writes: Vec<Write>,
+    ) -> Result<Option<Committed>, HoldError> {
+        let this = self.clone();
+        run_blocking(move || this.write_blocking(move |_| Ok(writes))).await
+    }
+
+    /// Runs a read against the current repo state on the blocking pool.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Repo<StagedStore>) -> Result<T, HoldError> + Send + 'static,
+    ) -> Result<T, HoldError> {
+        let repo = self.repo.clone();
+        run_blocking(move || {
+            let r = repo.read().map_err(poisoned)?;
+            f(&r)
+        })
+        .await
+    }
+
+    pub async fn get_record(
+        &self,
+        collection: &str,
+        rkey: &str,
+    ) -> Result<Option<RecordView>, HoldError> {
+        let (c, k) = (collection.to_string(), rkey.to_string());
+        self.read(move |r| match r.get_record(&c, &k)? {
+            None => Ok(None),
+            Some((cid, bytes)) => Ok(Some(RecordView {
+                rkey: k,
+                cid,
+                value: record_json(&bytes)?,
+            })),
+        })
+        .await
+    }
+
+    pub async fn list_records(
+        &self,
+        collection: &str,
+        limit: usize,
+        cursor: Option<&str>,
+        reverse: bool,
+    ) -> Result<Vec<RecordView>, HoldError> {
+        let (c, cur) = (collection.to_string(), cursor.map(str::to_string));
+        self.read(move |r| {
+            r.list_records(&c, limit, cur.as_deref(), reverse)?
+                .into_iter()
+                .map(|e| {
+                    Ok(RecordView {
+                        value: record_json(&e.value)?,
+                        rkey: e.rkey,
+                        cid: e.cid,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The captain record (`None` only if it was deleted by hand).
+    pub async fn captain(&self) -> Result<Option<permissions::Captain>, HoldError> {
+        Ok(self
+            .get_record(records::CAPTAIN, records::SELF)
+            .await?
+            .and_then(|r| permissions::Captain::from_record(&r.value)))
+    }
+
+    /// The crew record of `member` (at its deterministic rkey).
+    pub async fn crew_member(
+        &self,
+        member: &str,
+    ) -> Result<Option<permissions::CrewMember>, HoldError> {
+        Ok(self
+            .get_record(records::CREW, &records::crew_rkey(member))
+            .await?
+            .and_then(|r| permissions::CrewMember::from_record(&r.value))
+            .filter(|c| c.member == member))
+    }
+
+    /// [`permissions::decide`] with the current records.
+    pub async fn authorize(
+        &self,
+        caller: Option<&str>,
+        action: permissions::Action,
+    ) -> Result<permissions::Decision, HoldError> {
+        let captain = self
+            .captain()
+            .await?
+            .ok_or_else(|| HoldError::Internal("the captain record is missing".into()))?;
+        let crew = match caller {
+            Some(did) => self.crew_member(did).await?,
+            None => None,
+        };
+        Ok(permissions::decide(&captain, crew.as_ref(), caller, action))
+    }
+
+    /// Distinct collections in the repo (a full key walk; the hold repo is small).
+    pub async fn collections(&self) -> Result<Vec<String>, HoldError> {
+        self.read(|r| {
+            let mut out: Vec<String> = Vec::new();
+            for (path, _) in r.list_all()? {
+                let c = path.split('/').next().unwrap_or_default();
+                if out.last().map(String::as_str) != Some(c) {
+                    out.push(c.to_string());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// `com.atproto.sync.getRepo`: the whole repo as a CAR (built in memory).
+    pub async fn export_car(&self) -> Result<Vec<u8>, HoldError> {
+        self.read(|r| Ok(r.export_car()?)).await
+    }
+
+    /// `com.atproto.sync.getRepo` streamed: the repo at the current head, walked on a
+    /// blocking thread with bounded memory (see [`export`]).
+    pub fn export_car_stream(&self) -> crate::blob::ChunkStream {
+        export::car_stream(self.store.clone(), self.latest_commit().0)
+    }
+
+    /// The whole repo as a CAR, on the calling thread (CLI).
+    pub fn export_car_blocking(&self) -> Result<Vec<u8>, HoldError> {
+        let r = self.repo.read().map_err(poisoned)?;
+        Ok(r.export_car()?)
+    }
+
+    /// `com.atproto.sync.getRecord`: the proof CAR for one record (or its absence).
+    pub async fn record_proof_car(
+        &self,
+        collection: &str,
+        rkey: &str,
+    ) -> Result<Vec<u8>, HoldError> {
+        let (c, k) = (collection.to_string(), rkey.to_string());
+        self.read(move |r| Ok(r.record_proof_car(&c, &k)?)).await
+    }
+
+    /// Upserts every record of a repo CAR (ours or another repo's) in one commit.
+    /// Returns the number of records written (unchanged records are skipped).
+    pub fn import_car_blocking(&self, car: &[u8]) -> Result<(usize, Option<Committed>), HoldError> {
+        if car.len() as u64 > MAX_IMPORT_BYTES {
+            return Err(CarError::TooLarge(MAX_IMPORT_BYTES).into());
+        }
+        let limits = CarLimits {
+            max_total_bytes: MAX_IMPORT_BYTES,
+            ..CarLimits::default()
+        };
+        let (root, blocks) = read_car_with_root(car, limits)?;
+        let commit_bytes = blocks.get(&root).ok_or(RepoError::MissingBlock(root))?;
+        let commit = crate::atproto::repo::Commit::decode(commit_bytes).map_err(RepoError::from)?;
+        let mem = MemoryBlockstore::from_blocks(blocks);
+        let entries = Mst::load(&mem, commit.data)
+            .map_err(RepoError::from)?
+            .entries(&mem)
+            .map_err(RepoError::from)?;
+        let mut records = Vec::with_capacity(entries.len());
+        for (path, cid) in entries {
+            let bytes = mem
+                .get(&cid)
+                .map_err(RepoError::from)?
+                .ok_or(RepoError::MissingBlock(cid))?;
+            let (c, k) = path
+                .split_once('/')
+                .ok_or_else(|| HoldError::Record(format!("bad record path {path}")))?;
+            records.push((c.to_string(), k.to_string(), cid, bytes));
+        }
+        let mut written = 0;
+        let committed = self.write_blocking(|repo| {
+            let mut writes = Vec::new();
+            for (collection, rkey, cid, record) in records {
+                let existing = repo.get_record(&collection, &rkey)?;
+                match existing {
+                    Some((old, _)) if old == cid => continue,
+                    Some(_) => writes.push(Write::Update {
+                        collection,
+                        rkey,
+                        record,
+                    }),
+                    None => writes.push(Write::Create {
+                        collection,
+                        rkey,
+                        record,
+                    }),
+                }
+            }
+            written = writes.len();
+            Ok(writes)
+        })?;
+        Ok((written, committed))
+    }
+
+    /// Events with seq > `after` (at most `limit`), as encoded frames.
+    pub async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, HoldError> {
+        let evs = self
+            .store
+            .run(move |s| s.events_after(after, limit))
+            .await?;
+        Ok(evs.into_iter().map(|(s, b)| (s, Bytes::from(b))).collect())
+    }
+
+    pub async fn last_seq(&self) -> Result<u64, HoldError> {
+        Ok(self.store.run(|s| s.last_seq()).await?)
+    }
+
+    /// A firehose subscription: live events from now on. Replay from a cursor is done by
+    /// the caller with [`HoldPds::events_after`] *after* subscribing, skipping duplicates.
+    pub fn subscribe(&self) -> Option<Subscription> {
+        let permit = self.subscribers.clone().try_acquire_owned().ok()?;
+        Some(Subscription {
+            live: self.events.subscribe(),
+            shutdown: self.shutdown.subscribe(),
+            _permit: permit,
+        })
+    }
+
+    /// Ends every firehose subscription and waits (up to 5 s) until they are gone, so the
+    /// database can be reopened (restart in tests).
+    pub async fn close(&self) {
+        let _ = self.shutdown.send(true);
+        let all = u32::try_from(MAX_SUBSCRIBERS).unwrap_or(u32::MAX);
+        let wait = self.subscribers.acquire_many(all);
+        if let Ok(Ok(p)) = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await {
+            drop(p);
+        }
+    }
+
+    /// Writes the captain/crew/profile bootstrap records, or updates the captain when the
+    /// config changed. Blocking.
+    pub fn sync_records(
+        &self,
+        cfg: &crate::config::HoldConfig,
+    ) -> Result<Option<Committed>, HoldError> {
+        let now = now_rfc3339();
+        let committed =
+            self.write_blocking(|repo| records::bootstrap_writes(repo, &self.ident, cfg, &now))?;
+        if let Some(c) = &committed {
+            tracing::info!(rev = %c.rev, ops = c.ops.len(), "hold records synced with the config");
+        }
+        Ok(committed)
+    }
+}
+
+/// A live firehose subscription; holds a subscriber slot until dropped.
+pub struct Subscription {
+    pub live: broadcast::Receiver<(u64, Bytes)>,
+    pub shutdown: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HoldError> + Send + 'static,
+) -> Result<T, HoldError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HoldError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// A record's DAG-CBOR bytes as ATProto JSON.
+pub fn record_json(bytes: &[u8]) -> Result<serde_json::Value, HoldError> {
+    let v: Ipld = dagcbor::decode(bytes).map_err(|e| HoldError::Record(e.to_string()))?;
+    Ok(ipld_to_json(&v))
+}
+
+/// ATProto JSON to canonical DAG-CBOR record bytes.
+pub fn record_cbor(value: &serde_json::Value) -> Result<Bytes, HoldError> {
+    let ipld = record_from_json(value).map_err(|e| HoldError::Record(e.to_string()))?;
+    Ok(dagcbor::encode(&ipld)
+        .map_err(|e| HoldError::Record(e.to_string()))?
+        .into())
+}
+
+/// Writes one commit (pending blocks + head + event) in one redb transaction, then
+/// broadcasts the event. Returns the event seq.
+fn persist(
+    store: &HoldStore,
+    staged: &StagedStore,
+    did: &str,
+    result: &CommitResult,
+    live: Option<&broadcast::Sender<(u64, Bytes)>>,
+) -> Result<u64, HoldError> {
+    let blocks = staged.take_pending();
+    let head = Head {
+        did: did.to_string(),
+        commit: result.commit_cid,
+        rev: result.rev.clone(),
+    };
+    let time = now_rfc3339();
+    let make = |seq: u64| {
+        encode_commit_frame(seq, did, result, &time).map_err(|e| HoldStoreError(e.to_string()))
+    };
+    let (seq, frame) = store
+        .commit_change(&blocks, &head, Some(&make))?
+        .ok_or_else(|| HoldError::Internal("no event sequenced".into()))?;
+    if let Some(tx) = live {
+        // No receivers is fine.
+        let _ = tx.send((seq, Bytes::from(frame)));
+    }
+    Ok(seq)
+}
+
+/// Re-signs the current data root under a new DID (the configured host changed).
+fn reroot(
+    store: &Arc<HoldStore>,
+    repo: Repo<StagedStore>,
+    key: &SigningKey,
+    did: &str,
+) -> Result<Repo<StagedStore>, HoldError> {
+    let now = Tid::now();
+    let rev = match Tid::parse(repo.rev()) {
+        Ok(prev) if now <= prev => prev.successor(),
+        _ => now,
+    };
+    let commit = UnsignedCommit::new(did, repo.data_root(), rev.as_str(), None)
+        .map_err(RepoError::from)?
+        .sign(key)
+        .map_err(RepoError::from)?;
+    let (cid, bytes) = commit.to_block().map_err(RepoError::from)?;
+    let mut blocks = crate::atproto::repo::BlockMap::new();
+    blocks.insert(cid, Bytes::from(bytes));
+    let car = crate::atproto::repo::write_car(cid, &blocks)?;
+    repo.store().put_many(&blocks).map_err(RepoError::from)?;
+    let result = CommitResult {
+        commit_cid: cid,
+        rev: rev.to_string(),
+        since: Some(repo.rev().to_string()),
+        prev_data: Some(repo.data_root()),
+        data: repo.data_root(),
+        new_blocks: blocks,
+        ops: Vec::new(),
+        car,
+    };
+    persist(store, repo.store(), did, &result, None)?;
+    Ok(Repo::load(
+        StagedStore::new(store.clone()),
+        key.clone(),
+        cid,
+    )?)
+}
+
+#[derive(Serialize)]
+struct FrameHeader<'a> {
+    op: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OpOut<'a> {
+    action: &'a str,
+    path: &'a str,
+    cid: Option<Cid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<Cid>,
+}
+
+#[derive(Serialize)]
+struct CommitEvent<'a> {
+    seq: i64,
+    rebase: bool,
+    #[serde(rename = "tooBig")]
+    too_big: bool,
+    repo: &'a str,
+    commit: Cid,
+    rev: &'a str,
+    since: Option<&'a str>,
+    #[serde(with = "serde_bytes")]
+    blocks: &'a [u8],
+    ops: Vec<OpOut<'a>>,
+    blobs: Vec<Cid>,
+    time: &'a str,
+    #[serde(rename = "prevData", skip_serializing_if = "Option::is_none")]
+    prev_data: Option<Cid>,
+}
+
+/// One firehose frame: DAG-CBOR header `{op: 1, t: "#commit"}` then the `#commit` body.
+/// Commits over the lexicon limits (200 ops, 1 MB of blocks) go out `tooBig` without
+/// blocks or ops; consumers then fetch the repo.
+pub fn encode_commit_frame(
+    seq: u64,
+    did: &str,
+    r: &CommitResult,
+    time: &str,
+) -> Result<Vec<u8>, dagcbor::DagCborError> {
+    let too_big = r.ops.len() > MAX_EVENT_OPS || r.car.len() > MAX_EVENT_BLOCKS;
+    let ops = if too_big {
+        Vec::new()
+    } else {
+        r.ops
+            .iter()
+            .map(|op| OpOut {
+                action: op.action.as_str(),
+                path: &op.path,
+                cid: op.cid,
+                prev: op.prev,
+            })
+            .collect()
+    };
+    let body = CommitEvent {
+        seq: i64::try_from(seq).unwrap_or(i64::MAX),
+        rebase: false,
+        too_big,
+        repo: did,
+        commit: r.commit_cid,
+        rev: &r.rev,
+        since: r.since.as_deref(),
+        blocks: if too_big { &[] } else { &r.car },
+        ops,
+        blobs: Vec::new(),
+        time,
+        prev_data: r.prev_data,
+    };
+    let mut out = dagcbor::encode(&FrameHeader {
+        op: 1,
+        t: Some("#commit"),
+    })?;
+    out.extend(dagcbor::encode(&body)?);
+    Ok(out)
+}
+
+/// An error frame: header `{op: -1}` then `{error, message}`.
+pub fn encode_error_frame(error: &str, message: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct ErrBody<'a> {
+        error: &'a str,
+        message: &'a str,
+    }
+    let mut out = dagcbor::encode(&FrameHeader { op: -1, t: None }).unwrap_or_default();
+    out.extend(dagcbor::encode(&ErrBody { error, message }).unwrap_or_default());
+    out
+}
+
+/// The current time as an RFC 3339 UTC timestamp with milliseconds.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format_rfc3339(d.as_secs(), d.subsec_millis())
+}
+
+pub fn format_rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Reads a file for import, refusing more than [`MAX_IMPORT_BYTES`].
+pub fn read_import_file(path: &Path) -> Result<Vec<u8>, HoldError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| HoldError::Io(path.to_path_buf(), e))?;
+    let mut buf = Vec::new();
+    f.take(MAX_IMPORT_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| HoldError::Io(path.to_path_buf(), e))?;
+    if buf.len() as u64 > MAX_IMPORT_BYTES {
+        return Err(CarError::TooLarge(MAX_IMPORT_BYTES).into());
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(
+            format_rfc3339(1_763_856_000, 999),
+            "2025-11-23T00:00:00.999Z"
+        );
+    }
+
+    #[test]
+    fn identity_derivation() {
+        let mut c = Config::default();
+        c.server.listen = "0.0.0.0:5000".into();
+        let i = Identity::from_config(&c);
+        assert_eq!(i.did, "did:web:localhost%3A5000");
+        assert_eq!(i.handle, "localhost");
+        assert_eq!(i.public_url, None);
+        c.server.public_url = "https://Registry.Example.com".into();
+        let i = Identity::from_config(&c);
+        assert_eq!(i.did, "did:web:registry.example.com");
+        assert_eq!(
+            i.public_url.as_deref(),
+            Some("https://Registry.Example.com")
+        );
+        c.hold.public_host = "hold.example.com:8443".into();
+        let i = Identity::from_config(&c);
+        assert_eq!(i.did, "did:web:hold.example.com%3A8443");
+        assert_eq!(i.handle, "hold.example.com");
+        c.server.listen = "127.0.0.1:0".into();
+        c.server.public_url.clear();
+        c.hold.public_host.clear();
+        assert_eq!(Identity::from_config(&c).did, "did:web:localhost");
+    }
+}

@@ -1,0 +1,160 @@
+//! The hold's own records (atcr-spec 1.2) and their bootstrap on start.
+//!
+//! - `io.atcr.hold.captain`, rkey `self`: `{owner, public, allowAllCrew, enableBlueskyPosts,
+//!   deployedAt}`. Created on first start; on every start the config's values of `owner`,
+//!   `public`, `allowAllCrew` and `enableBlueskyPosts` are synced into it (written only
+//!   when one of them changed; other fields, e.g. `deployedAt`, are kept).
+//! - `io.atcr.hold.crew`, rkey [`crew_rkey`]`(member)`: the owner as first member
+//!   (role `owner`, all permissions), added when missing.
+//! - `app.bsky.actor.profile`, rkey `self`: created once, never overwritten.
+//!
+//! With no `hold.owner_did` configured the captain's `owner` is the hold's own DID, so no
+//! user has captain rights and no crew record is written until an owner is configured.
+
+use sha2::{Digest, Sha256};
+
+use super::{record_cbor, record_json, HoldError, Identity};
+use crate::atproto::repo::{Blockstore, Repo, Write};
+use crate::config::HoldConfig;
+
+pub const CAPTAIN: &str = "io.atcr.hold.captain";
+pub const CREW: &str = "io.atcr.hold.crew";
+pub const PROFILE: &str = "app.bsky.actor.profile";
+pub const SELF: &str = "self";
+
+/// Every permission a crew record can grant.
+pub const ALL_PERMISSIONS: [&str; 3] = ["blob:read", "blob:write", "crew:admin"];
+
+/// Crew record key: lowercase RFC 4648 base32 (no padding) of the first 16 bytes of
+/// sha256(member DID); 26 characters of `[a-z2-7]`, a valid record key, and the same
+/// scheme atcr uses for `io.atcr.hold.stats` keys. Deterministic, so a member's record
+/// is found without scanning the collection.
+pub fn crew_rkey(member_did: &str) -> String {
+    let h = Sha256::digest(member_did.as_bytes());
+    base32_lower(&h[..16])
+}
+
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let mut buf: u32 = 0;
+    let mut bits = 0;
+    for &b in bytes {
+        buf = (buf << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// The captain's owner: the configured DID, else the hold itself.
+pub fn owner_of(ident: &Identity, cfg: &HoldConfig) -> String {
+    if cfg.owner_did.is_empty() {
+        ident.did.clone()
+    } else {
+        cfg.owner_did.clone()
+    }
+}
+
+/// The writes that bring the bootstrap records in line with the config (empty if none).
+pub fn bootstrap_writes<S: Blockstore>(
+    repo: &Repo<S>,
+    ident: &Identity,
+    cfg: &HoldConfig,
+    now: &str,
+) -> Result<Vec<Write>, HoldError> {
+    let mut writes = Vec::new();
+    let owner = owner_of(ident, cfg);
+    let wanted = serde_json::json!({
+        "owner": owner,
+        "public": cfg.public,
+        "allowAllCrew": cfg.allow_all_crew,
+        "enableBlueskyPosts": cfg.enable_bluesky_posts,
+    });
+    match repo.get_record(CAPTAIN, SELF)? {
+        None => {
+            let mut rec = wanted.clone();
+            rec["$type"] = CAPTAIN.into();
+            rec["deployedAt"] = now.into();
+            writes.push(Write::Create {
+                collection: CAPTAIN.into(),
+                rkey: SELF.into(),
+                record: record_cbor(&rec)?,
+            });
+        }
+        Some((_, bytes)) => {
+            let mut rec = record_json(&bytes)?;
+            let mut changed = false;
+            if let (Some(obj), Some(want)) = (rec.as_object_mut(), wanted.as_object()) {
+                for (k, v) in want {
+                    if obj.get(k) != Some(v) {
+                        obj.insert(k.clone(), v.clone());
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                writes.push(Write::Update {
+                    collection: CAPTAIN.into(),
+                    rkey: SELF.into(),
+                    record: record_cbor(&rec)?,
+                });
+            }
+        }
+    }
+    if !cfg.owner_did.is_empty() {
+        let rkey = crew_rkey(&cfg.owner_did);
+        if repo.get_record(CREW, &rkey)?.is_none() {
+            let rec = serde_json::json!({
+                "$type": CREW,
+                "member": cfg.owner_did,
+                "role": "owner",
+                "permissions": ALL_PERMISSIONS,
+                "addedAt": now,
+            });
+            writes.push(Write::Create {
+                collection: CREW.into(),
+                rkey,
+                record: record_cbor(&rec)?,
+            });
+        }
+    }
+    if repo.get_record(PROFILE, SELF)?.is_none() {
+        let rec = serde_json::json!({
+            "$type": PROFILE,
+            "displayName": ident.handle,
+            "description": format!("ATCR hold {} (container image blob storage)", ident.host),
+        });
+        writes.push(Write::Create {
+            collection: PROFILE.into(),
+            rkey: SELF.into(),
+            record: record_cbor(&rec)?,
+        });
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crew_rkey_is_stable_and_valid() {
+        let k = crew_rkey("did:plc:ewvi7nxzyoun6zhxrhs64oiz");
+        assert_eq!(k.len(), 26);
+        assert!(k
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        assert_eq!(k, crew_rkey("did:plc:ewvi7nxzyoun6zhxrhs64oiz"));
+        assert_ne!(k, crew_rkey("did:plc:other"));
+        crate::atproto::repo::syntax::validate_record_key(&k).unwrap();
+        // RFC 4648 test vector, lowercased, unpadded.
+        assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi");
+    }
+}

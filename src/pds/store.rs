@@ -1,0 +1,307 @@
+//! The hold's carstore on redb (`<data_dir>/hold.redb`).
+//!
+//! Tables:
+//! ```text
+//! blocks  CID bytes -> block bytes     (every repo block ever written; no GC yet)
+//! meta    "head" -> CID bytes, "rev" -> rev TID, "did" -> repo DID
+//! events  seq (u64, from 1) -> one encoded firehose frame (header + #commit body)
+//! ```
+//! A logical change (a commit) is written by [`HoldStore::commit_change`]: its blocks, the
+//! new head and rev, and its sequenced event in **one** write transaction, so a crash leaves
+//! either the old repo or the new one, never a head pointing at missing blocks or a commit
+//! without its event.
+//!
+//! Every method blocks; async callers go through [`HoldStore::run`] (spawn_blocking).
+//! [`StagedStore`] is the [`Blockstore`] the in-memory [`Repo`](crate::atproto::repo::Repo)
+//! writes to: it keeps new blocks in memory until the change is committed.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::atproto::repo::{BlockMap, Blockstore, BlockstoreError, Cid};
+
+const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+#[derive(Debug, thiserror::Error)]
+#[error("hold store: {0}")]
+pub struct HoldStoreError(pub String);
+
+macro_rules! impl_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for HoldStoreError {
+            fn from(e: $t) -> Self { HoldStoreError(e.to_string()) }
+        }
+    )*};
+}
+impl_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<HoldStoreError> for BlockstoreError {
+    fn from(e: HoldStoreError) -> Self {
+        BlockstoreError::Backend(Box::new(e))
+    }
+}
+
+/// The persisted repo head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub did: String,
+    pub commit: Cid,
+    pub rev: String,
+}
+
+pub struct HoldStore {
+    db: Database,
+}
+
+impl HoldStore {
+    pub fn open(path: &Path) -> Result<Arc<HoldStore>, HoldStoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => HoldStoreError(format!(
+                "{} is in use by another atcr process (stop `atcr serve` first)",
+                path.display()
+            )),
+            e => e.into(),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(BLOCKS)?;
+            txn.open_table(META)?;
+            txn.open_table(EVENTS)?;
+        }
+        txn.commit()?;
+        Ok(Arc::new(HoldStore { db }))
+    }
+
+    /// Runs blocking store work on the blocking pool.
+    pub async fn run<T: Send + 'static, E: From<HoldStoreError> + Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Arc<HoldStore>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| E::from(HoldStoreError(format!("store task failed: {e}"))))?
+    }
+
+    pub fn head(&self) -> Result<Option<Head>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>, HoldStoreError> {
+            Ok(t.get(k)?.map(|v| v.value().to_vec()))
+        };
+        let (Some(cid), Some(rev), Some(did)) = (get("head")?, get("rev")?, get("did")?) else {
+            return Ok(None);
+        };
+        let commit =
+            Cid::try_from(cid.as_slice()).map_err(|e| HoldStoreError(format!("bad head: {e}")))?;
+        let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| HoldStoreError("bad meta".into()));
+        Ok(Some(Head {
+            did: text(did)?,
+            commit,
+            rev: text(rev)?,
+        }))
+    }
+
+    /// One logical change in one write transaction: the blocks, the new head, and (when
+    /// `make_event` is given) the event, which is built from the seq it is assigned.
+    /// Returns the assigned seq and the event bytes.
+    pub fn commit_change(
+        &self,
+        blocks: &BlockMap,
+        head: &Head,
+        make_event: Option<&dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError>>,
+    ) -> Result<Option<(u64, Vec<u8>)>, HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        let mut out = None;
+        {
+            let mut t = txn.open_table(BLOCKS)?;
+            for (cid, data) in blocks {
+                t.insert(cid.to_bytes().as_slice(), data.as_ref())?;
+            }
+            let mut m = txn.open_table(META)?;
+            m.insert("head", head.commit.to_bytes().as_slice())?;
+            m.insert("rev", head.rev.as_bytes())?;
+            m.insert("did", head.did.as_bytes())?;
+            if let Some(make) = make_event {
+                let mut e = txn.open_table(EVENTS)?;
+                let seq = e.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+                let bytes = make(seq)?;
+                e.insert(seq, bytes.as_slice())?;
+                out = Some((seq, bytes));
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Highest assigned event seq (0 when there are none).
+    pub fn last_seq(&self) -> Result<u64, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(EVENTS)?;
+        let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        Ok(last)
+    }
+
+    /// Up to `limit` events with seq > `after`, in order.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for item in t.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = item?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        Ok(t.get(cid.to_bytes().as_slice())?
+            .map(|v| Bytes::copy_from_slice(v.value())))
+    }
+}
+
+/// Writing blocks directly (one transaction per call) keeps `HoldStore` a complete
+/// [`Blockstore`]; the hold itself writes through [`StagedStore`] + `commit_change`.
+impl Blockstore for HoldStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
+        Ok(self.get_block(cid)?)
+    }
+
+    fn put_many(&self, blocks: &BlockMap) -> Result<(), BlockstoreError> {
+        let run = || -> Result<(), HoldStoreError> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut t = txn.open_table(BLOCKS)?;
+                for (cid, data) in blocks {
+                    t.insert(cid.to_bytes().as_slice(), data.as_ref())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        Ok(run()?)
+    }
+}
+
+/// Reads from redb, keeps writes in memory until [`StagedStore::take_pending`] hands them to
+/// `commit_change`. Only the single writer (under the hold's lock) ever has pending blocks.
+pub struct StagedStore {
+    inner: Arc<HoldStore>,
+    pending: Mutex<BlockMap>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("staged blockstore lock poisoned")]
+struct Poisoned;
+
+impl StagedStore {
+    pub fn new(inner: Arc<HoldStore>) -> StagedStore {
+        StagedStore {
+            inner,
+            pending: Mutex::new(BlockMap::new()),
+        }
+    }
+
+    pub fn take_pending(&self) -> BlockMap {
+        match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
+    pub fn inner(&self) -> &Arc<HoldStore> {
+        &self.inner
+    }
+}
+
+impl Blockstore for StagedStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
+        {
+            let p = self
+                .pending
+                .lock()
+                .map_err(|_| BlockstoreError::Backend(Box::new(Poisoned)))?;
+            if let Some(b) = p.get(cid) {
+                return Ok(Some(b.clone()));
+            }
+        }
+        self.inner.get(cid)
+    }
+
+    fn put_many(&self, blocks: &BlockMap) -> Result<(), BlockstoreError> {
+        let mut p = self
+            .pending
+            .lock()
+            .map_err(|_| BlockstoreError::Backend(Box::new(Poisoned)))?;
+        for (cid, b) in blocks {
+            p.insert(*cid, b.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::atproto::repo::cid_for_dag_cbor;
+
+    #[test]
+    fn change_is_atomic_and_sequenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HoldStore::open(&dir.path().join("h.redb")).unwrap();
+        assert_eq!(store.head().unwrap(), None);
+        let data = Bytes::from_static(&[0xa0]);
+        let cid = cid_for_dag_cbor(&data);
+        let mut blocks = BlockMap::new();
+        blocks.insert(cid, data.clone());
+        let head = Head {
+            did: "did:web:example.com".into(),
+            commit: cid,
+            rev: "3jzfcijpj2z2a".into(),
+        };
+        let ev = |seq: u64| Ok(seq.to_be_bytes().to_vec());
+        let (seq, _) = store
+            .commit_change(&blocks, &head, Some(&ev))
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq, 1);
+        let (seq, _) = store
+            .commit_change(&blocks, &head, Some(&ev))
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq, 2);
+        assert_eq!(store.head().unwrap(), Some(head.clone()));
+        assert_eq!(store.get_block(&cid).unwrap(), Some(data));
+        assert_eq!(store.last_seq().unwrap(), 2);
+        let evs = store.events_after(1, 10).unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].0, 2);
+        // A failing event builder aborts the whole change.
+        let bad = |_: u64| Err(HoldStoreError("boom".into()));
+        let other = Head {
+            rev: "3jzfcijpj2z2b".into(),
+            ..head.clone()
+        };
+        assert!(store.commit_change(&blocks, &other, Some(&bad)).is_err());
+        assert_eq!(store.head().unwrap(), Some(head));
+        assert_eq!(store.last_seq().unwrap(), 2);
+    }
+}

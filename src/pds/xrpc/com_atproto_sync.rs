@@ -1,0 +1,102 @@
+//! `com.atproto.sync.*` reads: getRepo and getRecord (CARs), getLatestCommit, listRepos,
+//! getRepoStatus, getBlob.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{car_response, check_repo, Params, XrpcError, XrpcErrorKind, XrpcResult};
+use crate::atproto::repo::cid::parse_cid;
+use crate::atproto::repo::syntax::{validate_nsid, validate_record_key};
+use crate::pds::HoldPds;
+use crate::server::http::{json, stream_body};
+
+/// The whole repo as a CAR, streamed (chunked transfer, no Content-Length). `since` is
+/// accepted and ignored: the full repo is always sent (valid, just not the smallest).
+pub async fn get_repo(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
+    let p = Params::of(&req);
+    check_repo(hold, p.required("did")?)?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/vnd.ipld.car")
+        .body(stream_body(hold.export_car_stream()))
+        .expect("static headers are valid"))
+}
+
+pub async fn get_record(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
+    let p = Params::of(&req);
+    check_repo(hold, p.required("did")?)?;
+    let collection = p.required("collection")?;
+    validate_nsid(collection).map_err(|e| XrpcError::invalid(format!("collection: {e}")))?;
+    let rkey = p.required("rkey")?;
+    validate_record_key(rkey).map_err(|e| XrpcError::invalid(format!("rkey: {e}")))?;
+    // Like the reference PDS, a missing record is an error; the proof of absence is still
+    // available from the MST but nobody asks for it this way.
+    if hold.get_record(collection, rkey).await?.is_none() {
+        return Err(XrpcError::new(
+            XrpcErrorKind::RecordNotFound,
+            format!(
+                "Could not locate record: at://{}/{collection}/{rkey}",
+                hold.did()
+            ),
+        ));
+    }
+    Ok(car_response(hold.record_proof_car(collection, rkey).await?))
+}
+
+pub async fn get_latest_commit(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
+    let p = Params::of(&req);
+    check_repo(hold, p.required("did")?)?;
+    let (cid, rev) = hold.latest_commit();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"cid": cid.to_string(), "rev": rev}),
+    ))
+}
+
+/// One repo: the hold's. A cursor (any value) means the list is exhausted.
+pub async fn list_repos(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
+    let p = Params::of(&req);
+    p.limit(500, 1000)?;
+    let repos = if p.get("cursor").is_some_and(|c| !c.is_empty()) {
+        Vec::new()
+    } else {
+        let (cid, rev) = hold.latest_commit();
+        vec![serde_json::json!({
+            "did": hold.did(),
+            "head": cid.to_string(),
+            "rev": rev,
+            "active": true,
+        })]
+    };
+    Ok(json(StatusCode::OK, &serde_json::json!({"repos": repos})))
+}
+
+pub async fn get_repo_status(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
+    let p = Params::of(&req);
+    check_repo(hold, p.required("did")?)?;
+    let (_, rev) = hold.latest_commit();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"did": hold.did(), "active": true, "rev": rev}),
+    ))
+}
+
+/// Blobs of the hold repo (avatars, SBOMs) are not stored yet, so every well-formed CID is
+/// `BlobNotFound`. The OCI-digest form (`cid=sha256:...`, routed to the blob store and
+/// gated by `captain.public` / crew `blob:read`) arrives with the `io.atcr.hold.*` API.
+pub async fn get_blob(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
+    let p = Params::of(&req);
+    check_repo(hold, p.required("did")?)?;
+    let cid = p.required("cid")?;
+    if cid.starts_with("sha256:") {
+        return Err(XrpcError::new(
+            XrpcErrorKind::BlobNotFound,
+            "OCI blobs are not served by this endpoint yet",
+        ));
+    }
+    parse_cid(cid).map_err(|e| XrpcError::invalid(format!("cid: {e}")))?;
+    Err(XrpcError::new(
+        XrpcErrorKind::BlobNotFound,
+        "Blob not found",
+    ))
+}

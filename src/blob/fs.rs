@@ -144,7 +144,10 @@ impl BlobStore for FsBlobStore {
                     let mut buf = Vec::with_capacity(want as usize);
                     (&mut file).take(want).read_to_end(&mut buf)?;
                     if buf.len() as u64 != want {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shrank while being read"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "blob shrank while being read",
+                        ));
                     }
                     left -= want;
                     if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {

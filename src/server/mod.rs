@@ -160,10 +160,14 @@ pub async fn run(
     }
 }
 
-/// Hourly cleanup of abandoned upload sessions.
+/// Hourly cleanup of abandoned upload sessions. The first run is one period after start, not
+/// at start: `cleanup_uploads` lists sessions, then staged uploads, so an upload started
+/// between the two lists loses its staged data; at start-up that raced with the first
+/// requests (flaky `oci_conformance` under load).
 fn spawn_housekeeping(state: Arc<AppState>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let period = Duration::from_secs(3600);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             match state.registry.cleanup_uploads().await {

@@ -116,7 +116,7 @@ pub async fn run(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(1 << 20);
     let builder = Arc::new(builder);
-    spawn_housekeeping(state.clone());
+    let housekeeping = spawn_housekeeping(state.clone());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -158,13 +158,17 @@ pub async fn run(
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
     }
+    // The housekeeping task holds the state (and so the redb file lock): end it before
+    // returning, so the same data directory can be opened again (restart in tests).
+    housekeeping.abort();
+    let _ = housekeeping.await;
 }
 
 /// Hourly cleanup of abandoned upload sessions. The first run is one period after start, not
 /// at start: `cleanup_uploads` lists sessions, then staged uploads, so an upload started
 /// between the two lists loses its staged data; at start-up that raced with the first
 /// requests (flaky `oci_conformance` under load).
-fn spawn_housekeeping(state: Arc<AppState>) {
+fn spawn_housekeeping(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let period = Duration::from_secs(3600);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -176,5 +180,5 @@ fn spawn_housekeeping(state: Arc<AppState>) {
                 Err(e) => tracing::warn!(error = %e, "upload cleanup failed"),
             }
         }
-    });
+    })
 }

@@ -11,7 +11,8 @@
 #         PUT ?digest=  (wall clock of the three requests)
 #   pull  curl: GET blob -> /dev/null
 #   skopeo copy of a one-layer image (BLOB_MB layer) oci: -> docker:// and back
-#   HEAD  requests/second for a manifest and a blob (wrk, keep-alive)
+#   HEAD  requests/second for a manifest and a blob (ab -k -i: keep-alive HEAD; wrk is not
+#         usable here, it waits for a body after HEAD responses with Content-Length > 0)
 # Each push uses a fresh random blob (new digest) so no server can short-circuit by dedup.
 # Iterations alternate the order A B / B A so neither server always goes first (page-cache
 # writeback of one push then lands on the other equally). Every sample is kept; median and
@@ -30,13 +31,13 @@ RPS_CONNS="${RPS_CONNS:-8}"
 need=()
 for t in curl jq python3 skopeo gzip; do command -v "$t" >/dev/null || need+=("$t"); done
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
-command -v wrk >/dev/null || need+=(wrk)
+command -v ab >/dev/null || need+=(apache2-utils)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null || echo "(some packages failed to install)"
 fi
-command -v wrk >/dev/null && HAVE_WRK=1 || HAVE_WRK=0
+command -v ab >/dev/null && HAVE_AB=1 || HAVE_AB=0
 
 if [[ -z "${ATCR_BIN:-}" ]]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -98,6 +99,7 @@ PIDS+=($!)
 wait_up "http://127.0.0.1:$D_PORT/v2/" "${PIDS[-1]}" "$T/distribution.log"
 
 declare -A URL=([atcr]="http://127.0.0.1:$A_PORT" [distribution]="http://127.0.0.1:$D_PORT")
+declare -A SPID=([atcr]="${PIDS[0]}" [distribution]="${PIDS[1]}")
 REPO=alice.test/bench
 
 # --- helpers ---------------------------------------------------------------------------
@@ -135,8 +137,15 @@ pull_blob() {
 # Fresh blob: overwrite the first 32 bytes in place (no 200 MB copy), then hash it.
 freshen() { head -c 32 /dev/urandom | dd of="$1" bs=32 count=1 conv=notrunc status=none; echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
 
+# Server CPU time (user+system) in ms, from /proc: a load-independent cost measure, useful
+# when other work on the machine makes wall-clock numbers noisy.
+TCK=$(getconf CLK_TCK)
+cpu_ms() { awk -v t="$TCK" '{print int(($14 + $15) * 1000 / t)}' "/proc/${SPID[$1]}/stat"; }
+
 mbps() { python3 -c "print(f'{$BLOB_BYTES / ($1 / 1e9) / 1e6:.1f}')"; }
 
+# server CPU seconds per GB moved, from a ms delta
+cpu_per_gb() { python3 -c "print(f'{$1 / 1000 / ($BLOB_BYTES / 1e9):.2f}')"; }
 declare -A LAST=()
 declare -A SAMPLES # key "reg dir" -> space-separated MB/s values
 record() { SAMPLES["$1 $2"]+="$3 "; }
@@ -146,7 +155,7 @@ BLOB="$T/blob.bin"
 echo "generating ${BLOB_MB} MB of random data ..."
 head -c $((BLOB_MB * 1024 * 1024)) /dev/urandom >"$BLOB"
 BLOB_BYTES=$(stat -c %s "$BLOB")
-echo "atcr:         $ATCR_BIN ($("$ATCR_BIN" version 2>/dev/null || echo ?)) on :$A_PORT"
+echo "atcr:         $ATCR_BIN ($("$ATCR_BIN" version 2>/dev/null || echo ?), tree $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo ?)) on :$A_PORT"
 echo "distribution: $(/usr/bin/docker-registry --version) on :$D_PORT"
 echo "machine:      $(nproc) cores, $(uname -r); blob ${BLOB_MB} MB; ${ITER} iterations"
 echo
@@ -156,9 +165,12 @@ for i in $(seq "$ITER"); do
     for reg in "${order[@]}"; do
         digest="$(freshen "$BLOB")"
         sync # start each push with no dirty pages from the previous one
-        ns="$(push_blob "$reg" "$BLOB" "$digest")"; up="$(mbps "$ns")"; record "$reg" push "$up"
-        ns="$(pull_blob "$reg" "$digest")"; down="$(mbps "$ns")"; record "$reg" pull "$down"
-        printf '  iter %d %-12s push %7s MB/s   pull %7s MB/s\n' "$i" "$reg" "$up" "$down"
+        c0=$(cpu_ms "$reg"); ns="$(push_blob "$reg" "$BLOB" "$digest")"; c1=$(cpu_ms "$reg")
+        up="$(mbps "$ns")"; record "$reg" push "$up"; record "$reg" push-cpu "$(cpu_per_gb $((c1 - c0)))"
+        ns="$(pull_blob "$reg" "$digest")"; c2=$(cpu_ms "$reg")
+        down="$(mbps "$ns")"; record "$reg" pull "$down"; record "$reg" pull-cpu "$(cpu_per_gb $((c2 - c1)))"
+        printf '  iter %d %-12s push %7s MB/s (server CPU %4d ms)   pull %7s MB/s (server CPU %4d ms)\n' \
+            "$i" "$reg" "$up" $((c1 - c0)) "$down" $((c2 - c1))
         LAST[$reg]="$digest"
     done
 done
@@ -201,14 +213,14 @@ for reg in atcr distribution; do
 done
 small_layer="$(jq -r '.layers[0].digest' "$T/small/blobs/sha256/$(jq -r '.manifests[0].digest' "$T/small/index.json" | cut -d: -f2)")"
 ACCEPT='application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-cat >"$T/head.lua" <<EOF
-wrk.method = "HEAD"
-wrk.headers["Accept"] = "$ACCEPT"
-EOF
 rps() { # url -> "requests/s non2xx"
-    if ((HAVE_WRK)); then
-        local out; out="$(wrk -t1 -c"$RPS_CONNS" -d"${RPS_SECS}s" -s "$T/head.lua" "$1")"
-        echo "$(awk '/Requests\/sec/{print $2}' <<<"$out") $(awk '/Non-2xx/{print $NF}' <<<"$out" | grep . || echo 0)"
+    if ((HAVE_AB)); then
+        # -i HEAD, -k keep-alive, -t seconds (a huge -n so the time limit is what stops it).
+        local out; out="$(ab -q -i -k -c "$RPS_CONNS" -t "$RPS_SECS" -n 100000000 -H "Accept: $ACCEPT" "$1" 2>&1)"
+        local failed non2xx
+        failed="$(awk '/^Failed requests/{print $3}' <<<"$out")"
+        non2xx="$(awk '/^Non-2xx responses/{print $3}' <<<"$out")"
+        echo "$(awk '/^Requests per second/{printf "%.0f", $4}' <<<"$out") $((${failed:-0} + ${non2xx:-0}))"
     else
         # Fallback: one keep-alive connection, python http.client, RPS_SECS seconds.
         python3 - "$1" "$RPS_SECS" "$ACCEPT" <<'PY'
@@ -222,22 +234,28 @@ print(f"{n / dur:.0f} {bad}")
 PY
     fi
 }
-declare -A RPS
+declare -A RPS CPUREQ
 for what in manifest blob; do
     for reg in atcr distribution; do
         if [[ $what == manifest ]]; then path="/v2/alice.test/small/manifests/v1"; else path="/v2/alice.test/small/blobs/$small_layer"; fi
         code="$(curl -sS -o /dev/null -w '%{http_code}' -I -H "Accept: $ACCEPT" "${URL[$reg]}$path")"
         [[ "$code" == 200 ]] || { echo "HEAD $what on $reg -> $code" >&2; exit 1; }
+        c0=$(cpu_ms "$reg")
         read -r r nonok < <(rps "${URL[$reg]}$path")
+        c1=$(cpu_ms "$reg")
         RPS["$reg $what"]="$r"
-        printf '  %-8s HEAD %-12s %10s req/s  (non-2xx: %s)\n' "$what" "$reg" "$r" "$nonok"
+        # server CPU microseconds per request
+        CPUREQ["$reg $what"]="$(python3 -c "print(f'{($c1 - $c0) * 1000 / max(1, $r * $RPS_SECS):.0f}')")"
+        printf '  %-8s HEAD %-12s %10s req/s  %6s us server CPU/req  (failed or non-2xx: %s)\n' \
+            "$what" "$reg" "$r" "${CPUREQ["$reg $what"]}" "$nonok"
     done
 done
-((HAVE_WRK)) || echo "  (wrk unavailable: single-connection python loop)"
+((HAVE_AB)) || echo "  (ab unavailable: single-connection python loop)"
 
 # --- summary ---------------------------------------------------------------------------
-stat2() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'{statistics.median(v):.1f} {min(v):.1f}')" $1; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+# stat2 "v1 v2 ..." [decimals] -> "median min"
+stat2() { python3 -c "import statistics,sys; p=int(sys.argv[1]); v=[float(x) for x in sys.argv[2:]]; print(f'{statistics.median(v):.{p}f} {min(v):.{p}f}')" "${2:-1}" $1; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else 'n/a')"; }
 echo
 echo "== summary: MB/s (MB = 10^6 bytes), blob ${BLOB_MB} MiB, ${ITER} iterations each, higher is better"
 printf '%-14s %12s %12s %12s %12s %10s\n' measure "atcr med" "atcr min" "dist med" "dist min" "atcr/dist"
@@ -246,8 +264,24 @@ for dir in push pull skopeo-push skopeo-pull; do
     read -r dm dmin <<<"$(stat2 "${SAMPLES["distribution $dir"]}")"
     printf '%-14s %12s %12s %12s %12s %10s\n' "$dir" "$am" "$amin" "$dm" "$dmin" "$(ratio "$am" "$dm")x"
 done
-printf '%-14s %12s %12s %12s %12s %10s\n' "req/s" "atcr" "" "dist" "" ""
+echo
+echo "== server CPU cost, lower is better (user+system time of the server process)"
+printf '%-22s %12s %12s %10s\n' measure atcr dist "atcr/dist"
+for dir in push pull; do
+    read -r a _ <<<"$(stat2 "${SAMPLES["atcr $dir-cpu"]}" 2)"
+    read -r d _ <<<"$(stat2 "${SAMPLES["distribution $dir-cpu"]}" 2)"
+    printf '%-22s %12s %12s %10s\n' "$dir CPU s/GB (med)" "$a" "$d" "$(ratio "$a" "$d")x"
+done
 for what in manifest blob; do
-    printf '%-14s %12s %12s %12s %12s %10s\n' "HEAD $what" "${RPS["atcr $what"]}" "" "${RPS["distribution $what"]}" "" \
+    a="${CPUREQ["atcr $what"]}" d="${CPUREQ["distribution $what"]}"
+    printf '%-22s %12s %12s %10s\n' "HEAD $what CPU us/req" "$a" "$d" "$(ratio "$a" "$d")x"
+done
+echo
+echo "== HEAD requests/second, higher is better"
+printf '%-22s %12s %12s %10s\n' measure atcr dist "atcr/dist"
+for what in manifest blob; do
+    printf '%-22s %12s %12s %10s\n' "HEAD $what req/s" "${RPS["atcr $what"]}" "${RPS["distribution $what"]}" \
         "$(ratio "${RPS["atcr $what"]}" "${RPS["distribution $what"]}")x"
 done
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (other work inflates wall-clock noise)"

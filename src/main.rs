@@ -71,10 +71,14 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 fn load_config(given: Option<PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(config_path(given).as_deref(), std::env::vars()).map_err(|e| {
+    let config = Config::load(config_path(given).as_deref(), std::env::vars()).map_err(|e| {
         eprintln!("atcr: invalid configuration: {e}");
         ExitCode::from(EXIT_BAD_CONFIG)
-    })
+    })?;
+    for w in &config.warnings {
+        eprintln!("atcr: warning: {w}");
+    }
+    Ok(config)
 }
 
 fn init_logging(config: &Config) {
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => match load_config(config) {
             Ok(c) => {
-                print!("{}", toml::to_string_pretty(&c).unwrap_or_default());
+                print!("{}", c.to_redacted_toml());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -160,7 +164,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let addr = config.listen_addr();
-    let state = match atcr::server::build_state(config) {
+    let state = match atcr::server::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
@@ -196,7 +200,7 @@ async fn shutdown_signal() {
 }
 
 async fn gc(config: Config, dry_run: bool) -> ExitCode {
-    let state = match atcr::server::build_state(config) {
+    let state = match atcr::server::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("atcr: {e}");

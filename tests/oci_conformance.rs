@@ -325,3 +325,36 @@ async fn catalog_lists_repositories_with_paging() {
     let v = json(get(&s, &format!("/v2/_catalog?n=5&last={}", sorted[1])).await).await;
     assert_eq!(v["repositories"], serde_json::json!([sorted[2]]));
 }
+
+// --- uploads started right after startup ---------------------------------------------------
+
+/// An upload session started while the startup housekeeping pass runs must not lose its
+/// staged data: POST (202) followed by PUT must be 201, never 404 `BLOB_UPLOAD_UNKNOWN`
+/// (spec: end-6 succeeds with 201 for an active session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_started_right_after_startup_completes() {
+    let mut failures = vec![];
+    for i in 0..15u64 {
+        let s = TestServer::start().await;
+        let data = bytes(1000, i);
+        let loc = start_upload(&s, REPO).await;
+        let resp = s
+            .client
+            .put(resolve(
+                &s,
+                &with_query(&loc, &format!("digest={}", sha256(&data))),
+            ))
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() != 201 {
+            failures.push(format!(
+                "start {i}: {} {}",
+                resp.status(),
+                resp.text().await.unwrap()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -264,6 +264,54 @@ async fn out_of_order_chunk_is_416() {
     );
 }
 
+/// spec: "The final chunk MAY be uploaded using a `PATCH` request or it MAY be uploaded in
+/// the closing `PUT` request", and "If a chunk is uploaded out of order, the registry MUST
+/// respond with a `416 Requested Range Not Satisfiable` code." A closing PUT whose
+/// `Content-Range` does not continue the upload is 416, and the session survives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_final_chunk_in_put_is_416() {
+    let s = TestServer::start().await;
+    let data = b"Hello, how are you today?";
+    let digest = sha256(data);
+    let loc = start_upload(&s, REPO).await;
+    let resp = patch(&s, &loc, Some("0-2"), &data[..3]).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let loc = location(&resp);
+    let resp = s
+        .client
+        .put(resolve(&s, &with_query(&loc, &format!("digest={digest}"))))
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Range", "5-24")
+        .header("Content-Length", "20")
+        .body(data[5..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        416,
+        "out-of-order final chunk in PUT"
+    );
+    let resp = s.client.get(resolve(&s, &loc)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "session survives the 416");
+    assert_eq!(header(&resp, "Range").as_deref(), Some("0-2"));
+    let resp = s
+        .client
+        .put(resolve(&s, &with_query(&loc, &format!("digest={digest}"))))
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Range", "3-24")
+        .header("Content-Length", "22")
+        .body(data[3..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(
+        blob_content(&s, REPO, &digest).await.as_deref(),
+        Some(&data[..])
+    );
+}
+
 /// end-13 `GET /v2/<name>/blobs/uploads/<reference>` -> 204 with Location (fresh session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_status_of_fresh_session_is_204() {

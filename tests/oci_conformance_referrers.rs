@@ -281,9 +281,42 @@ async fn referrer_without_artifact_type_reports_config_media_type() {
         list[0]["annotations"],
         json!({"org.example.kind": "config-typed"})
     );
-    // ...and the filter matches on that derived artifactType.
-    let (_, list) = referrers(&s, REPO, &subject, &format!("?artifactType={config_type}")).await;
-    assert_eq!(list.len(), 1);
+}
+
+/// The `artifactType` filter applies to the descriptor's `artifactType`, which for an image
+/// manifest without one is its config `mediaType`. The official suite (03_discovery_test.go
+/// "GET request to existing blob with filter should yield 200") filters on
+/// `testRefArtifactTypeA` and expects 2 results: one manifest with that `artifactType` and one
+/// whose config `mediaType` is it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_filter_matches_config_media_type() {
+    let s = TestServer::start().await;
+    let (subject_body, subject) = push_image(&s, REPO, "v1", 80).await;
+    let type_a = "application/vnd.example.type-a";
+    // A: artifactType field.
+    let (a_layer, _) = artifact(&s, REPO, type_a, (&subject, subject_body.len()), "layer-a").await;
+    let da = push_manifest(&s, REPO, &sha256(&a_layer), OCI_MANIFEST, &a_layer).await;
+    // B: no artifactType, config mediaType = type A.
+    let config = b"{\"kind\":\"a\"}";
+    push_blob(&s, REPO, config).await;
+    let b = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(type_a, config),
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_body.len()},
+    }))
+    .unwrap();
+    let db = push_manifest(&s, REPO, &sha256(&b), OCI_MANIFEST, &b).await;
+    // C: another type.
+    let (c, _) = artifact(&s, REPO, SIG, (&subject, subject_body.len()), "c").await;
+    push_manifest(&s, REPO, &sha256(&c), OCI_MANIFEST, &c).await;
+
+    let (filters, list) = referrers(&s, REPO, &subject, &format!("?artifactType={type_a}")).await;
+    assert_eq!(filters.as_deref(), Some("artifactType"));
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(find(&list, &da)["artifactType"], type_a);
+    assert_eq!(find(&list, &db)["artifactType"], type_a);
 }
 
 /// An image index may carry `subject` too (the suite's `refsIndexArtifact`). With an

@@ -5,6 +5,7 @@
 //! Every backend must pass [`suite`], the shared conformance suite.
 
 pub mod fs;
+pub mod s3;
 pub mod suite;
 
 use std::io;
@@ -89,4 +90,19 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Ids of every staged upload (restart recovery and cleanup).
     async fn upload_list(&self) -> Result<Vec<String>, BlobError>;
+
+    /// Remove backend-side leftovers of uploads not in `keep` (S3: abandoned multipart
+    /// uploads). Returns how many were removed.
+    async fn cleanup_orphans(
+        &self,
+        _keep: &std::collections::HashSet<String>,
+    ) -> Result<usize, BlobError> {
+        Ok(0)
+    }
+
+    /// A URL the client can fetch the blob from directly (S3 presigned GET), if the backend
+    /// offers one. Pulls then answer 307 and the bytes never pass through this process.
+    async fn redirect_url(&self, _digest: &Digest) -> Result<Option<String>, BlobError> {
+        Ok(None)
+    }
 }

@@ -33,7 +33,8 @@ async fn read_all(store: &dyn BlobStore, d: &Digest, range: Option<ByteRange>) -
 
 /// Run every check against `store`. `tag` keeps upload ids unique when stores are shared.
 pub async fn run(store: &dyn BlobStore, tag: &str) {
-    let data: Vec<u8> = (0..3_000_000u32)
+    // 12 MB: more than two 5 MiB S3 parts, so multipart paths run too.
+    let data: Vec<u8> = (0..12_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     let digest = Digest::sha256_of(&data);

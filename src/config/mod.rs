@@ -31,6 +31,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Things worth telling the operator that are not errors (unknown ATCR_* variables).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
@@ -56,10 +59,71 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `filesystem` (S3 arrives with its own issue).
+    /// `filesystem` or `s3`.
     pub backend: String,
     /// Filesystem blob root; empty means `<data_dir>/blobs`.
     pub root: PathBuf,
+    pub s3: S3Config,
+}
+
+/// A secret config value: never shown by `Debug` (so never in logs).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// S3 endpoint URL, e.g. https://s3.us-chi1.upcloudobjects.com.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Path-style addressing (endpoint/bucket/key) instead of bucket.endpoint/key.
+    pub path_style: bool,
+    pub access_key: String,
+    /// Prefer `secret_key_file` or ATCR_STORAGE_S3_SECRET_KEY over writing it here.
+    pub secret_key: Secret,
+    /// A file whose content (trimmed) is the secret key.
+    pub secret_key_file: PathBuf,
+    /// Key prefix (distribution's layout is docker/registry/v2).
+    pub prefix: String,
+    /// Host that replaces the S3 host in presigned URLs (a CDN pull zone in front of S3).
+    pub cdn_host: String,
+    /// Lifetime of presigned GET URLs, seconds.
+    pub presign_secs: u32,
+    /// Multipart part size in MiB (5..=512): the memory one upload may hold is twice this.
+    pub part_size_mib: usize,
+    /// Create the bucket on start if missing (handy for tests and fresh buckets).
+    pub create_bucket: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            path_style: true,
+            access_key: String::new(),
+            secret_key: Secret::default(),
+            secret_key_file: PathBuf::new(),
+            prefix: "docker/registry/v2".into(),
+            cdn_host: String::new(),
+            presign_secs: 1200,
+            part_size_mib: 16,
+            create_bucket: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +178,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: "filesystem".into(),
             root: PathBuf::new(),
+            s3: S3Config::default(),
         }
     }
 }
@@ -173,8 +238,8 @@ impl Config {
             }
             None => (toml::Table::new(), "(defaults)".to_string()),
         };
-        apply_env(&mut value, env)?;
-        let config: Config =
+        let warnings = apply_env(&mut value, env)?;
+        let mut config: Config =
             toml::Value::Table(value)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
@@ -182,6 +247,7 @@ impl Config {
                     message: e.to_string(),
                 })?;
         config.validate()?;
+        config.warnings = warnings;
         Ok(config)
     }
 
@@ -244,6 +310,29 @@ impl Config {
         self.server.listen.parse().expect("validated")
     }
 
+    /// The S3 secret, from the config value or its file.
+    pub fn s3_secret_key(&self) -> Result<String, ConfigError> {
+        let s3 = &self.storage.s3;
+        if !s3.secret_key.0.is_empty() {
+            return Ok(s3.secret_key.0.clone());
+        }
+        std::fs::read_to_string(&s3.secret_key_file)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| ConfigError::Invalid {
+                key: "storage.s3.secret_key_file",
+                message: format!("cannot read {}: {e}", s3.secret_key_file.display()),
+            })
+    }
+
+    /// The resolved configuration as TOML with secrets masked (`config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        if !c.storage.s3.secret_key.0.is_empty() {
+            c.storage.s3.secret_key = Secret("<redacted>".into());
+        }
+        toml::to_string_pretty(&c).unwrap_or_default()
+    }
+
     pub fn blob_root(&self) -> PathBuf {
         if self.storage.root.as_os_str().is_empty() {
             self.server.data_dir.join("blobs")
@@ -280,20 +369,21 @@ fn env_keys() -> BTreeMap<String, (Vec<String>, toml::Value)> {
     out
 }
 
+/// Apply `ATCR_*` overrides. Unknown `ATCR_*` names are returned as warnings (scripts export
+/// their own ATCR_-prefixed variables), so a typo is visible without stopping the service.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
     let keys = env_keys();
     for (var, raw) in env {
         if !var.starts_with("ATCR_") || var.starts_with("ATCR_TEST_") {
             continue;
         }
         let Some((path, default)) = keys.get(&var) else {
-            return Err(ConfigError::Env {
-                var,
-                message: "not a configuration key (see `atcr config init`)".into(),
-            });
+            warnings.push(format!("ignoring environment variable {var}: not a configuration key (see `atcr config init -`)"));
+            continue;
         };
         let err = |m: &str| ConfigError::Env {
             var: var.clone(),
@@ -324,7 +414,7 @@ fn apply_env(
         }
         cur.insert(path[path.len() - 1].clone(), value);
     }
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]
@@ -360,8 +450,12 @@ mod tests {
         assert_eq!(c.server.max_connections, 5);
         let e = Config::load(None, env(&[("ATCR_SERVER_MAX_CONNECTIONS", "many")])).unwrap_err();
         assert!(e.to_string().contains("ATCR_SERVER_MAX_CONNECTIONS"), "{e}");
-        let e = Config::load(None, env(&[("ATCR_SERVR_LISTEN", "x")])).unwrap_err();
-        assert!(e.to_string().contains("ATCR_SERVR_LISTEN"), "{e}");
+        let c = Config::load(None, env(&[("ATCR_SERVR_LISTEN", "x")])).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("ATCR_SERVR_LISTEN")),
+            "{:?}",
+            c.warnings
+        );
         let e = Config::load(None, env(&[("ATCR_SERVER_LISTEN", "nope")])).unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
         assert!(Config::load(None, env(&[("ATCR_TEST_ANYTHING", "x"), ("PATH", "/bin")])).is_ok());

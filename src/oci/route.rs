@@ -17,12 +17,33 @@ use super::types::{Digest, Name, Reference};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OciRoute {
-    Manifest { name: Name, reference: Reference },
-    Blob { name: Name, digest: Digest },
-    UploadStart { name: Name },
-    Upload { name: Name, id: String },
-    Tags { name: Name },
-    Referrers { name: Name, digest: Digest },
+    Manifest {
+        name: Name,
+        reference: Reference,
+    },
+    /// A manifest path whose reference is not a valid tag: unknown to GET, invalid to PUT.
+    ManifestBadTag {
+        name: Name,
+        tag: String,
+    },
+    Blob {
+        name: Name,
+        digest: Digest,
+    },
+    UploadStart {
+        name: Name,
+    },
+    Upload {
+        name: Name,
+        id: String,
+    },
+    Tags {
+        name: Name,
+    },
+    Referrers {
+        name: Name,
+        digest: Digest,
+    },
 }
 
 /// Parse the part of the path after `/v2/`.
@@ -76,9 +97,13 @@ pub fn parse(path: &str) -> Result<OciRoute, OciError> {
         });
     }
     if n >= 2 && segs[n - 2] == "manifests" {
-        return Ok(OciRoute::Manifest {
-            name: name_of(n - 2)?,
-            reference: segs[n - 1].parse()?,
+        let name = name_of(n - 2)?;
+        return Ok(match segs[n - 1].parse::<Reference>() {
+            Ok(reference) => OciRoute::Manifest { name, reference },
+            Err(crate::oci::types::NameError::BadTag(tag)) => {
+                OciRoute::ManifestBadTag { name, tag }
+            }
+            Err(e) => return Err(e.into()),
         });
     }
     if n >= 2 && segs[n - 2] == "referrers" {
@@ -147,10 +172,10 @@ mod tests {
             parse("a/blobs/sha256:zz").unwrap_err().code,
             ErrorCode::DigestInvalid
         );
-        assert_eq!(
-            parse("a/manifests/bad tag").unwrap_err().code,
-            ErrorCode::ManifestInvalid
-        );
+        assert!(matches!(
+            parse("a/manifests/.bad"),
+            Ok(OciRoute::ManifestBadTag { .. })
+        ));
         assert_eq!(
             parse("a/b/c").unwrap_err().status(),
             http::StatusCode::NOT_FOUND

@@ -141,6 +141,12 @@ impl Registry {
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
+    /// A direct URL for the blob when the backend offers one (S3 presigned GET).
+    pub async fn blob_redirect(&self, name: &Name, digest: &Digest) -> Result<Option<String>> {
+        self.blob_size(name, digest).await?;
+        Ok(self.blobs.redirect_url(digest).await?)
+    }
+
     pub async fn blob_read(
         &self,
         name: &Name,
@@ -197,13 +203,19 @@ impl Registry {
 
     pub async fn upload_start(&self, name: &Name) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.blobs.upload_create(&id).await?;
+        // The session record goes first: cleanup treats staged data without a record as an
+        // orphan, and it lists staged data before records, so a new upload is never one.
         let rec = UploadRecord {
             repo: name.to_string(),
             created_unix: now_unix(),
         };
         let id2 = id.clone();
         self.store.run(move |s| s.put_upload(&id2, &rec)).await?;
+        if let Err(e) = self.blobs.upload_create(&id).await {
+            let id2 = id.clone();
+            let _ = self.store.run(move |s| s.delete_upload(&id2)).await;
+            return Err(e.into());
+        }
         let cell = Arc::new(tokio::sync::Mutex::new(Session {
             repo: name.to_string(),
             len: 0,
@@ -338,11 +350,20 @@ impl Registry {
         name: &Name,
         id: &str,
         digest: &Digest,
+        start: Option<u64>,
         declared_len: Option<u64>,
         body: Option<ChunkStream>,
     ) -> Result<u64> {
         let cell = self.session(name, id).await?;
         let mut session = cell.lock().await;
+        if let Some(start) = start {
+            if start != session.len {
+                return Err(RegistryError::UploadOutOfOrder {
+                    expected: session.len,
+                    given: start,
+                });
+            }
+        }
         if let Some(body) = body {
             self.append_locked(id, &mut session, declared_len, body)
                 .await?;
@@ -394,23 +415,34 @@ impl Registry {
 
     /// Abort sessions older than the TTL and staged data no session owns. Returns how many.
     pub async fn cleanup_uploads(&self) -> Result<usize> {
+        // Staged data is listed before the records: every upload_start writes its record
+        // before its staged data, so anything listed here without a record is an orphan.
+        let staged = self.blobs.upload_list().await?;
         let records = self.store.run(|s| s.list_uploads()).await?;
         let cutoff = now_unix().saturating_sub(self.limits.upload_ttl.as_secs());
-        let mut removed = 0;
         let known: std::collections::HashSet<String> =
             records.iter().map(|(id, _)| id.clone()).collect();
-        for (id, rec) in records {
+        let mut removed = 0;
+        for (id, rec) in &records {
             if rec.created_unix < cutoff {
-                self.drop_session(&id).await;
+                self.drop_session(id).await;
                 removed += 1;
             }
         }
-        for id in self.blobs.upload_list().await? {
+        for id in staged {
             if !known.contains(&id) {
                 self.blobs.upload_abort(&id).await?;
                 removed += 1;
             }
         }
+        let live: std::collections::HashSet<String> = self
+            .store
+            .run(|s| s.list_uploads())
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        removed += self.blobs.cleanup_orphans(&live).await?;
         Ok(removed)
     }
 

@@ -51,19 +51,39 @@ pub fn body_stream(body: Incoming) -> ChunkStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
-/// Collect a small body (manifests), refusing more than `limit` bytes.
-pub async fn collect_limited(body: Incoming, limit: usize) -> Result<Vec<u8>, CollectError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes().to_vec()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(CollectError::TooLarge)
+/// Read and discard up to `max` more bytes of a body we refuse, so a client still sending it
+/// reads our error instead of a reset connection. Bigger bodies are cut off.
+pub async fn drain(body: Incoming, max: u64) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+        seen += chunk.len() as u64;
+        if seen > max {
+            break;
         }
-        Err(e) => Err(CollectError::Io(e.to_string())),
     }
+}
+
+/// Collect a small body (manifests), refusing more than `limit` bytes. An oversized body is
+/// still read (up to 4x the limit) so the client gets to see the 413.
+pub async fn collect_limited(body: Incoming, limit: usize) -> Result<Vec<u8>, CollectError> {
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| CollectError::Io(e.to_string()))?;
+        if out.len() + chunk.len() > limit {
+            let mut seen = (out.len() + chunk.len()) as u64;
+            while let Some(Ok(c)) = futures_util::StreamExt::next(&mut stream).await {
+                seen += c.len() as u64;
+                if seen > 4 * limit as u64 {
+                    break;
+                }
+            }
+            return Err(CollectError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]
@@ -72,10 +92,24 @@ pub enum CollectError {
     Io(String),
 }
 
-/// Decoded query parameters (first value wins).
+/// Decoded query parameters (first value wins). Plain percent-decoding: `+` is a literal plus
+/// (media types such as `application/vnd.oci.image.config.v1+json` carry one), not a space.
 pub fn query(uri: &http::Uri) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     uri.query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (decode(k), decode(v)),
+                    None => (decode(p), String::new()),
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 

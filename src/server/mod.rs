@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::blob::fs::FsBlobStore;
+use crate::blob::s3::{S3BlobStore, S3Settings};
+use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::registry::store::MetaStore;
 use crate::registry::{Limits, Registry};
@@ -29,7 +31,9 @@ pub enum StartError {
     #[error("cannot create data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
     #[error("cannot open blob storage: {0}")]
-    Blobs(std::io::Error),
+    Blobs(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot open the registry database: {0}")]
     Store(#[from] crate::registry::store::StoreError),
     #[error("cannot listen on {0}: {1}")]
@@ -37,16 +41,41 @@ pub enum StartError {
 }
 
 /// Open storage and build the state (the composition root).
-pub fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let data = config.server.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(|e| StartError::DataDir(data.clone(), e))?;
-    let blobs = FsBlobStore::open(config.blob_root()).map_err(StartError::Blobs)?;
+    let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
+        "s3" => {
+            let s3 = &config.storage.s3;
+            let settings = S3Settings {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+                path_style: s3.path_style,
+                access_key: s3.access_key.clone(),
+                secret_key: config.s3_secret_key()?,
+                prefix: s3.prefix.trim_matches('/').to_string(),
+                cdn_host: s3.cdn_host.clone(),
+                presign_secs: s3.presign_secs,
+                part_size: s3.part_size_mib * 1024 * 1024,
+                spill_dir: data.join("s3-uploads"),
+            };
+            Arc::new(
+                S3BlobStore::open(settings, s3.create_bucket)
+                    .await
+                    .map_err(|e| StartError::Blobs(e.to_string()))?,
+            )
+        }
+        _ => Arc::new(
+            FsBlobStore::open(config.blob_root()).map_err(|e| StartError::Blobs(e.to_string()))?,
+        ),
+    };
     let store = MetaStore::open(&data.join("registry.redb"))?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
     };
-    let registry = Registry::new(Arc::new(blobs), store, limits);
+    let registry = Registry::new(blobs, store, limits);
     Ok(Arc::new(AppState { config, registry }))
 }
 
@@ -73,7 +102,7 @@ impl Running {
 /// Bind the configured address and serve in the background.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let addr = config.listen_addr();
-    let state = build_state(config)?;
+    let state = build_state(config).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| StartError::Bind(addr, e))?;
@@ -153,21 +182,15 @@ pub async fn run(
         });
     }
     drop(listener);
+    housekeeping.abort();
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
     }
-    // The housekeeping task holds the state (and so the redb file lock): end it before
-    // returning, so the same data directory can be opened again (restart in tests).
-    housekeeping.abort();
-    let _ = housekeeping.await;
 }
 
-/// Hourly cleanup of abandoned upload sessions. The first run is one period after start, not
-/// at start: `cleanup_uploads` lists sessions, then staged uploads, so an upload started
-/// between the two lists loses its staged data; at start-up that raced with the first
-/// requests (flaky `oci_conformance` under load).
+/// Hourly cleanup of abandoned upload sessions, first run one period after start.
 fn spawn_housekeeping(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let period = Duration::from_secs(3600);

@@ -93,6 +93,16 @@ async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>)
         (R::Manifest { name, reference }, &Method::DELETE) => {
             oci::manifest_delete(state, name, reference).await
         }
+        (R::ManifestBadTag { tag, .. }, &Method::PUT) => Err(OciError::new(
+            ErrorCode::ManifestInvalid,
+            format!("invalid tag {tag:?}"),
+        )),
+        (R::ManifestBadTag { tag, .. }, &Method::GET | &Method::HEAD | &Method::DELETE) => {
+            Err(OciError::new(
+                ErrorCode::ManifestUnknown,
+                format!("no manifest is tagged {tag:?}"),
+            ))
+        }
         (R::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
             oci::blob_get(state, req, name, digest).await
         }
@@ -111,5 +121,15 @@ async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>)
             format!("{m} is not allowed here"),
         )),
     };
-    result.unwrap_or_else(|e| oci_error(&e))
+    let mut resp = result.unwrap_or_else(|e| oci_error(&e));
+    // An error may leave the request body unread; the connection cannot be reused then, so
+    // say so instead of letting the client's next request hit a closed socket.
+    let has_body = matches!(m, Method::POST | Method::PATCH | Method::PUT);
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }

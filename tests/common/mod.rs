@@ -2,6 +2,8 @@
 //! real HTTP client.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use atcr::config::Config;
 use atcr::server::Running;
 

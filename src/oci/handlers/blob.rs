@@ -34,6 +34,15 @@ pub async fn blob_get(
             .body(empty())
             .expect("valid"));
     }
+    if let Some(url) = state.registry.blob_redirect(&name, &digest).await? {
+        // The bytes come straight from object storage; Range goes along with the client.
+        return Ok(base()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(http::header::LOCATION, hv(&url))
+            .header(CONTENT_LENGTH, 0)
+            .body(empty())
+            .expect("valid"));
+    }
     match range {
         RangeOutcome::Unsatisfiable => Ok(Response::builder()
             .status(StatusCode::RANGE_NOT_SATISFIABLE)

@@ -42,6 +42,7 @@ pub async fn manifest_put(
     let (parts, body) = req.into_parts();
     let too_large = || OciError::from(RegistryError::ManifestTooLarge { limit });
     if header_u64(&parts, &CONTENT_LENGTH).is_some_and(|n| n > limit as u64) {
+        crate::server::http::drain(body, 4 * limit as u64).await;
         return Err(too_large());
     }
     let bytes = match collect_limited(body, limit).await {

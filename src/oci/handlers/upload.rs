@@ -76,12 +76,55 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
         let s = state.registry.upload_start(&name).await?;
         state
             .registry
-            .upload_finish(&name, &s.id, &digest, declared, Some(body_stream(body)))
+            .upload_finish(
+                &name,
+                &s.id,
+                &digest,
+                None,
+                declared,
+                Some(body_stream(body)),
+            )
             .await?;
         return created(&name, &digest);
     }
     let s = state.registry.upload_start(&name).await?;
     Ok(session_response(StatusCode::ACCEPTED, &name, &s))
+}
+
+/// The start offset a `Content-Range` names, checked against `Content-Length`.
+fn content_range_start(
+    parts: &http::request::Parts,
+    declared: Option<u64>,
+) -> Result<Option<u64>, OciError> {
+    let Some(h) = header_str(parts, &http::header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let r = parse_content_range(h).ok_or_else(|| {
+        OciError::new(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Range must be <start>-<end>",
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    })?;
+    if declared.is_some_and(|len| len != r.len()) {
+        return Err(OciError::new(
+            ErrorCode::SizeInvalid,
+            "Content-Length does not match Content-Range",
+        ));
+    }
+    Ok(Some(r.start))
+}
+
+/// An out-of-order chunk: 416 with where the upload really stands, so the client can resume.
+async fn out_of_order(state: &AppState, name: &Name, id: &str, e: RegistryError) -> HandlerResult {
+    let mut resp = crate::server::http::oci_error(&OciError::from(e));
+    if let Ok(s) = state.registry.upload_status(name, id).await {
+        let h = resp.headers_mut();
+        h.insert(LOCATION, hv(&upload_location(name, &s.id)));
+        h.insert("Range", hv(&range_header(s.len)));
+        h.insert("Docker-Upload-UUID", hv(&s.id));
+    }
+    Ok(resp)
 }
 
 /// `PATCH <location>`: append a chunk (with `Content-Range`) or stream the rest (without).
@@ -93,44 +136,14 @@ pub async fn upload_patch(
 ) -> HandlerResult {
     let (parts, body) = req.into_parts();
     let declared = header_u64(&parts, &CONTENT_LENGTH);
-    let start = match header_str(&parts, &http::header::CONTENT_RANGE) {
-        Some(h) => {
-            let r = parse_content_range(h).ok_or_else(|| {
-                OciError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    "Content-Range must be <start>-<end>",
-                )
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-            })?;
-            if let Some(len) = declared {
-                if len != r.len() {
-                    return Err(OciError::new(
-                        ErrorCode::SizeInvalid,
-                        "Content-Length does not match Content-Range",
-                    ));
-                }
-            }
-            Some(r.start)
-        }
-        None => None,
-    };
+    let start = content_range_start(&parts, declared)?;
     match state
         .registry
         .upload_append(&name, &id, start, declared, body_stream(body))
         .await
     {
         Ok(s) => Ok(session_response(StatusCode::ACCEPTED, &name, &s)),
-        Err(e @ RegistryError::UploadOutOfOrder { .. }) => {
-            // Tell the client where the upload really stands so it can resume.
-            let mut resp = crate::server::http::oci_error(&OciError::from(e));
-            if let Ok(s) = state.registry.upload_status(&name, &id).await {
-                let h = resp.headers_mut();
-                h.insert(LOCATION, hv(&upload_location(&name, &s.id)));
-                h.insert("Range", hv(&range_header(s.len)));
-                h.insert("Docker-Upload-UUID", hv(&s.id));
-            }
-            Ok(resp)
-        }
+        Err(e @ RegistryError::UploadOutOfOrder { .. }) => out_of_order(state, &name, &id, e).await,
         Err(e) => Err(e.into()),
     }
 }
@@ -148,16 +161,21 @@ pub async fn upload_put(
     })?)?;
     let (parts, body) = req.into_parts();
     let declared = header_u64(&parts, &CONTENT_LENGTH);
+    let start = content_range_start(&parts, declared)?;
     let body = if declared == Some(0) {
         None
     } else {
         Some(body_stream(body))
     };
-    state
+    match state
         .registry
-        .upload_finish(&name, &id, &digest, declared, body)
-        .await?;
-    created(&name, &digest)
+        .upload_finish(&name, &id, &digest, start, declared, body)
+        .await
+    {
+        Ok(_) => created(&name, &digest),
+        Err(e @ RegistryError::UploadOutOfOrder { .. }) => out_of_order(state, &name, &id, e).await,
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET <location>`: where the upload stands.

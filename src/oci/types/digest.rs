@@ -170,6 +170,30 @@ impl Hasher {
         }
     }
 
+    /// The hash state as bytes (algorithm tag + the hash's own serialized state), so an upload
+    /// whose bytes cannot be re-read (S3 multipart parts) can resume after a restart.
+    pub fn to_state(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => [&[1u8][..], h.serialize().as_slice()].concat(),
+            Hasher::Sha512(h) => [&[2u8][..], h.serialize().as_slice()].concat(),
+        }
+    }
+
+    pub fn from_state(state: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        let (&tag, rest) = state.split_first()?;
+        match tag {
+            1 => sha2::Sha256::deserialize(rest.try_into().ok()?)
+                .ok()
+                .map(Hasher::Sha256),
+            2 => sha2::Sha512::deserialize(rest.try_into().ok()?)
+                .ok()
+                .map(Hasher::Sha512),
+            _ => None,
+        }
+    }
+
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
             Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
@@ -233,5 +257,20 @@ mod tests {
             h.update(chunk);
         }
         assert_eq!(h.finish(), Digest::sha256_of(&data));
+    }
+
+    #[test]
+    fn state_round_trips_mid_stream() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut h = alg.hasher();
+            h.update(b"first part, not a whole block");
+            let mut resumed = Hasher::from_state(&h.to_state()).expect("state parses");
+            h.update(b" and the rest");
+            resumed.update(b" and the rest");
+            assert_eq!(h.finish(), resumed.finish());
+        }
+        assert!(Hasher::from_state(b"").is_none());
+        assert!(Hasher::from_state(&[1, 2, 3]).is_none());
+        assert!(Hasher::from_state(&[9; 41]).is_none());
     }
 }

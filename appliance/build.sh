@@ -45,7 +45,7 @@ stamp() { echo "[build +$(( $(date +%s) - t_start ))s] $*"; }
 # 1. Host tools (Debian/Ubuntu). qemu-utils only for qemu-img convert.
 need=()
 for p in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk qemu-img:qemu-utils xz:xz-utils \
-         mkfs.vfat:dosfstools mcopy:mtools zstd:zstd; do
+         mkfs.vfat:dosfstools mcopy:mtools zstd:zstd objcopy:binutils; do
   command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

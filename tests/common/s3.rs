@@ -11,8 +11,9 @@ pub const SECRET_KEY: &str = "testsecret";
 pub struct S3Server {
     pub addr: SocketAddr,
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+        _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for S3Server {
@@ -32,20 +33,25 @@ impl S3Server {
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
+                let (stopped, watch) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
+                let Ok((sock, _)) = listener.accept().await else { continue };
                 let service = service.clone();
+                let mut watch = watch.clone();
                 tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(sock), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(sock), service);
+                    // Dropping the connection closes its socket: kept-alive clients are cut too.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = watch.wait_for(|s| *s) => {}
+                    }
                 });
             }
         });
         S3Server {
+            stopped,
             addr,
             endpoint: format!("http://{addr}"),
             _dir: dir,
@@ -54,8 +60,9 @@ impl S3Server {
     }
 
     /// Stop answering (the "S3 unreachable mid-push" fault, for real: the port closes).
-    pub fn stop(&self) {
+        pub fn stop(&self) {
         self.task.abort();
+        let _ = self.stopped.send(true);
     }
 
     pub fn settings(&self, bucket: &str, spill: &std::path::Path) -> atcr::blob::s3::S3Settings {

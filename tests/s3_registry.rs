@@ -29,7 +29,10 @@ async fn chunked_push(s: &TestServer, data: &[u8], chunk: usize) -> String {
             .client
             .patch(resolve(s, &loc))
             .header("Content-Type", "application/octet-stream")
-            .header("Content-Range", format!("{start}-{}", start + piece.len() - 1))
+            .header(
+                "Content-Range",
+                format!("{start}-{}", start + piece.len() - 1),
+            )
             .body(piece.to_vec())
             .send()
             .await
@@ -37,8 +40,18 @@ async fn chunked_push(s: &TestServer, data: &[u8], chunk: usize) -> String {
         assert_eq!(resp.status().as_u16(), 202, "PATCH {i}");
         loc = location(&resp);
     }
-    let resp = s.client.put(resolve(s, &with_query(&loc, &format!("digest={digest}")))).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 201, "PUT: {}", resp.text().await.unwrap_or_default());
+    let resp = s
+        .client
+        .put(resolve(s, &with_query(&loc, &format!("digest={digest}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "PUT: {}",
+        resp.text().await.unwrap_or_default()
+    );
     digest
 }
 
@@ -59,15 +72,30 @@ async fn pulls_redirect_to_presigned_s3_urls() {
     let resp = get(&s, &format!("/v2/{REPO}/blobs/{digest}")).await;
     assert_eq!(resp.status().as_u16(), 307);
     let url = location(&resp);
-    assert!(url.starts_with(&s3.endpoint), "redirect must point at S3: {url}");
-    assert!(url.contains("X-Amz-Signature="), "redirect must be presigned: {url}");
+    assert!(
+        url.starts_with(&s3.endpoint),
+        "redirect must point at S3: {url}"
+    );
+    assert!(
+        url.contains("X-Amz-Signature="),
+        "redirect must be presigned: {url}"
+    );
     let fetched = reqwest::get(&url).await.unwrap();
     assert_eq!(fetched.status().as_u16(), 200);
     assert_eq!(sha256(&fetched.bytes().await.unwrap()), digest);
     // Range requests go to S3 along with the redirect.
-    let ranged = s.client.get(&url).header("Range", "bytes=5000000-5000009").send().await.unwrap();
+    let ranged = s
+        .client
+        .get(&url)
+        .header("Range", "bytes=5000000-5000009")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ranged.status().as_u16(), 206);
-    assert_eq!(&ranged.bytes().await.unwrap()[..], &data[5_000_000..5_000_010]);
+    assert_eq!(
+        &ranged.bytes().await.unwrap()[..],
+        &data[5_000_000..5_000_010]
+    );
     // A hot layer does not cost a signature per request: the URL is cached.
     let again = location(&get(&s, &format!("/v2/{REPO}/blobs/{digest}")).await);
     assert_eq!(again, url);
@@ -77,7 +105,10 @@ async fn pulls_redirect_to_presigned_s3_urls() {
     let mut tampered = url.clone().into_bytes();
     tampered[sig_at] = if tampered[sig_at] == b'0' { b'1' } else { b'0' };
     let tampered = String::from_utf8(tampered).unwrap();
-    assert_eq!(reqwest::get(&tampered).await.unwrap().status().as_u16(), 403);
+    assert_eq!(
+        reqwest::get(&tampered).await.unwrap().status().as_u16(),
+        403
+    );
     // So is the URL for another object.
     let other = url.replace(&digest[7..], &sha256(b"other")[7..]);
     assert_eq!(reqwest::get(&other).await.unwrap().status().as_u16(), 403);
@@ -85,7 +116,10 @@ async fn pulls_redirect_to_presigned_s3_urls() {
     // Manifests are served by us; the whole image round-trips.
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     push_blob(&s, REPO, &config).await;
-    let manifest = image_manifest(descriptor(OCI_CONFIG, &config), vec![descriptor(OCI_LAYER, &data)]);
+    let manifest = image_manifest(
+        descriptor(OCI_CONFIG, &config),
+        vec![descriptor(OCI_LAYER, &data)],
+    );
     push_manifest(&s, REPO, "v1", OCI_MANIFEST, &manifest).await;
     let got = get(&s, &format!("/v2/{REPO}/manifests/v1")).await;
     assert_eq!(got.bytes().await.unwrap().to_vec(), manifest);
@@ -100,11 +134,24 @@ async fn expired_presigned_urls_are_refused() {
     assert_eq!(resp.status().as_u16(), 307);
     let url = location(&resp);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 403, "expired URL must be refused");
+    assert_eq!(
+        reqwest::get(&url).await.unwrap().status().as_u16(),
+        403,
+        "expired URL must be refused"
+    );
     // A fresh request gets a fresh URL that works.
     let fresh = location(&get(&s, &format!("/v2/{REPO}/blobs/{digest}")).await);
     assert_ne!(fresh, url);
-    assert_eq!(reqwest::get(&fresh).await.unwrap().bytes().await.unwrap().as_ref(), b"short-lived");
+    assert_eq!(
+        reqwest::get(&fresh)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"short-lived"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +185,13 @@ async fn s3_down_mid_push_fails_clearly_and_shows_nothing() {
     let body: serde_json::Value = second.json().await.unwrap();
     assert_eq!(body["errors"][0]["detail"], "internal server error");
     // Nothing half-written is visible.
-    assert_eq!(head(&s, &format!("/v2/{REPO}/blobs/{digest}")).await.status().as_u16(), 404);
+    assert_eq!(
+        head(&s, &format!("/v2/{REPO}/blobs/{digest}"))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,9 +224,17 @@ async fn s3_upload_survives_a_restart() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
     let url = location(&get(&s, &format!("/v2/{REPO}/blobs/{digest}")).await);
-    assert_eq!(sha256(&reqwest::get(&url).await.unwrap().bytes().await.unwrap()), digest);
+    assert_eq!(
+        sha256(&reqwest::get(&url).await.unwrap().bytes().await.unwrap()),
+        digest
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub const SECRET_KEY: &str = "testsecret";
 pub struct S3Server {
     pub addr: SocketAddr,
     pub endpoint: String,
-        _dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
     stopped: tokio::sync::watch::Sender<bool>,
 }
@@ -33,14 +33,17 @@ impl S3Server {
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
-                let (stopped, watch) = tokio::sync::watch::channel(false);
+        let (stopped, watch) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 let service = service.clone();
                 let mut watch = watch.clone();
                 tokio::spawn(async move {
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection(TokioIo::new(sock), service);
                     // Dropping the connection closes its socket: kept-alive clients are cut too.
                     tokio::select! {
@@ -60,7 +63,7 @@ impl S3Server {
     }
 
     /// Stop answering (the "S3 unreachable mid-push" fault, for real: the port closes).
-        pub fn stop(&self) {
+    pub fn stop(&self) {
         self.task.abort();
         let _ = self.stopped.send(true);
     }

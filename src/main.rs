@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use atcr::config::{Config, DEFAULT_CONFIG_TOML};
+use atcr::server::systemd;
 
 #[derive(Parser)]
 #[command(
@@ -104,10 +105,17 @@ fn load_config(given: Option<PathBuf>) -> Result<Config, ExitCode> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if systemd::stderr_is_journal() {
+        // Under systemd: journald adds time and unit; `<N>` prefixes carry the priority.
+        builder
+            .event_format(systemd::JournalFormat::default())
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -192,7 +200,10 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "atcr listening");
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "atcr listening");
+    systemd::notify_ready(&format!("listening on {bound}"));
+    systemd::spawn_watchdog();
     atcr::server::run(listener, state, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -206,6 +217,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term.recv() => {},
     }
+    systemd::notify_stopping();
     tracing::info!("shutting down: finishing in-flight requests");
 }
 

@@ -432,6 +432,20 @@ impl Config {
             if !ok {
                 return invalid("hold.owner_did", format!("{o:?} is not a DID"));
             }
+            // did:plc identifiers are exactly 24 base32 characters; this also catches an
+            // unreplaced template placeholder before the hold adopts it as captain.
+            if let Some(id) = o.strip_prefix("did:plc:") {
+                let plc_ok = id.len() == 24
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+                if !plc_ok {
+                    return invalid(
+                        "hold.owner_did",
+                        format!("{o:?} is not a did:plc (24 base32 characters)"),
+                    );
+                }
+            }
         }
         Ok(())
     }

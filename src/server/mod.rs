@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod router;
+pub mod systemd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

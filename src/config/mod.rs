@@ -344,14 +344,50 @@ impl Config {
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1".into());
         }
-        if self.storage.backend != "filesystem" {
-            return invalid(
-                "storage.backend",
-                format!(
-                    "{:?} is not a known backend (filesystem)",
-                    self.storage.backend
-                ),
-            );
+        match self.storage.backend.as_str() {
+            "filesystem" => {}
+            "s3" => {
+                let s3 = &self.storage.s3;
+                if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://")) {
+                    return invalid(
+                        "storage.s3.endpoint",
+                        format!("{:?} must be an http(s) URL", s3.endpoint),
+                    );
+                }
+                if s3.bucket.is_empty() {
+                    return invalid(
+                        "storage.s3.bucket",
+                        "must be set when storage.backend is s3".into(),
+                    );
+                }
+                if s3.access_key.is_empty() {
+                    return invalid(
+                        "storage.s3.access_key",
+                        "must be set when storage.backend is s3".into(),
+                    );
+                }
+                if s3.secret_key.0.is_empty() && s3.secret_key_file.as_os_str().is_empty() {
+                    return invalid(
+                        "storage.s3.secret_key",
+                        "set it, or storage.s3.secret_key_file".into(),
+                    );
+                }
+                if !(5..=512).contains(&s3.part_size_mib) {
+                    return invalid(
+                        "storage.s3.part_size_mib",
+                        format!("{} is outside 5..=512", s3.part_size_mib),
+                    );
+                }
+                if !(1..=7 * 24 * 3600).contains(&s3.presign_secs) {
+                    return invalid("storage.s3.presign_secs", "must be 1..=604800".into());
+                }
+            }
+            other => {
+                return invalid(
+                    "storage.backend",
+                    format!("{other:?} is not a known backend (filesystem, s3)"),
+                )
+            }
         }
         let m = self.registry.max_manifest_bytes;
         if !(1024..=64 * 1024 * 1024).contains(&m) {
@@ -642,6 +678,38 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{var}={val}: {e}");
         }
+    }
+
+    #[test]
+    fn s3_settings_are_validated() {
+        let base = [
+            ("ATCR_STORAGE_BACKEND", "s3"),
+            ("ATCR_STORAGE_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("ATCR_STORAGE_S3_BUCKET", "blobs"),
+            ("ATCR_STORAGE_S3_ACCESS_KEY", "ak"),
+            ("ATCR_STORAGE_S3_SECRET_KEY", "sk"),
+        ];
+        let c = Config::load(None, env(&base)).unwrap();
+        assert_eq!(c.storage.backend, "s3");
+        assert_eq!(c.s3_secret_key().unwrap(), "sk");
+        for (drop, key) in [
+            (1, "storage.s3.endpoint"),
+            (2, "storage.s3.bucket"),
+            (4, "storage.s3.secret_key"),
+        ] {
+            let partial: Vec<_> = base
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != drop)
+                .map(|(_, kv)| *kv)
+                .collect();
+            let e = Config::load(None, env(&partial)).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let e = Config::load(None, env(&[("ATCR_STORAGE_BACKEND", "ftp")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.backend"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ BUILDAH_OPTS=(--root "$T/storage" --runroot "$T/runroot" --storage-driver vfs)
 cleanup() {
     local rc=$?
     if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    [[ -f "$T/s3/pid" ]] && bash "$ROOT/tests/support/s3-test-server.sh" stop "$T/s3" >/dev/null 2>&1 || true
     # podman/buildah vfs storage may hold read-only dirs; let them remove it themselves first.
     podman "${PODMAN_OPTS[@]}" rmi -a -f >/dev/null 2>&1 || true
     buildah "${BUILDAH_OPTS[@]}" rm -a >/dev/null 2>&1 || true
@@ -69,9 +70,20 @@ insecure = true
 EOF
 export CONTAINERS_REGISTRIES_CONF="$T/containers/registries.conf"
 
-# env -u: atcr refuses to start on unknown ATCR_* variables, and ATCR_BIN is ours.
+# E2E_S3=1: S3 (s3s-fs, a real SigV4-checking server on loopback) is the only blob store,
+# so every pull below goes through a presigned 307 redirect.
+STORAGE_ENV=()
+if [[ "${E2E_S3:-0}" == 1 ]]; then
+    S3_SCRIPT="$ROOT/tests/support/s3-test-server.sh"
+    eval "$(bash "$S3_SCRIPT" start "$T/s3")"
+    STORAGE_ENV=(ATCR_STORAGE_BACKEND=s3 ATCR_STORAGE_S3_ENDPOINT="$S3_ENDPOINT" ATCR_STORAGE_S3_BUCKET=e2e
+        ATCR_STORAGE_S3_ACCESS_KEY="$S3_AK" ATCR_STORAGE_S3_SECRET_KEY="$S3_SK" ATCR_STORAGE_S3_CREATE_BUCKET=true
+        ATCR_STORAGE_S3_PART_SIZE_MIB=8)
+    echo "== blob storage: S3 at $S3_ENDPOINT"
+fi
+# env -u: ATCR_BIN is ours, not a config key.
 env -u ATCR_BIN ATCR_AUTH_MODE=none ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" RUST_LOG="${RUST_LOG:-atcr=debug}" \
-    "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
+    "${STORAGE_ENV[@]}" "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
     curl -fsS "http://$REG/_health" >/dev/null 2>&1 && break

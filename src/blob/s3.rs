@@ -398,8 +398,9 @@ impl BlobStore for S3BlobStore {
                     }
                     let upload_id = self.ensure_multipart(id, &mut cp).await?;
                     let number = cp.parts.len() as u32 + 1;
-                    let data = buf.split().freeze().to_vec();
-                    buf.reserve(part_size);
+                    // Hand the full buffer over without copying it (rust-s3 takes a Vec).
+                    let full = std::mem::replace(&mut buf, BytesMut::with_capacity(part_size));
+                    let data: Vec<u8> = full.into();
                     let (bucket, key) = (self.bucket.clone(), key.clone());
                     in_flight = Some(tokio::spawn(async move {
                         bucket

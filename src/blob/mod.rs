@@ -36,6 +36,8 @@ pub enum BlobError {
     NotFound(Digest),
     #[error("client body failed: {0}")]
     Client(io::Error),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
 }

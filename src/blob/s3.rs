@@ -434,10 +434,13 @@ impl BlobStore for S3BlobStore {
         match checkpointed {
             Some(h) if h.algorithm() == algorithm => Ok(Appended { len: cp.len, hasher: h }),
             None if cp.len == 0 => Ok(Appended { len: 0, hasher: algorithm.hasher() }),
-            _ => Err(BlobError::Io(io::Error::other(format!(
-                "S3 uploads are hashed with their streaming algorithm only; {} needs the digest algorithm given at upload start",
+                        // Unfinished multipart parts cannot be read back to hash them another way.
+            Some(h) => Err(BlobError::Unsupported(format!(
+                "this upload was hashed with {}; for a {} digest on object storage, give ?digest= when the upload starts",
+                h.algorithm().as_str(),
                 algorithm.as_str()
-            )))),
+            ))),
+            None => Err(BlobError::Io(io::Error::other("upload checkpoint has no hash state"))),
         }
     }
 

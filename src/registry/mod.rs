@@ -66,6 +66,7 @@ impl From<BlobError> for RegistryError {
             BlobError::Client(e) => {
                 RegistryError::UploadInvalid(format!("request body failed: {e}"))
             }
+            BlobError::Unsupported(m) => RegistryError::Unsupported(m),
             other => RegistryError::Storage(other),
         }
     }
@@ -222,7 +223,9 @@ impl Registry {
 
     // ---- uploads ------------------------------------------------------------------------------
 
-    pub async fn upload_start(&self, name: &Name) -> Result<UploadState> {
+    /// Open an upload session hashing with `algorithm` (the client's `?digest=` algorithm when
+    /// it gave one up front, else sha256).
+    pub async fn upload_start(&self, name: &Name, algorithm: Algorithm) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
         // The session record goes first: cleanup treats staged data without a record as an
         // orphan, and it lists staged data before records, so a new upload is never one.
@@ -240,7 +243,7 @@ impl Registry {
         let cell = Arc::new(tokio::sync::Mutex::new(Session {
             repo: name.to_string(),
             len: 0,
-            hasher: Some(Algorithm::Sha256.hasher()),
+            hasher: Some(algorithm.hasher()),
         }));
         self.sessions
             .lock()

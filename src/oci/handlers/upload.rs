@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 use super::{blob_location, HandlerResult};
 use crate::oci::error::{ErrorCode, OciError};
 use crate::oci::types::range::parse_content_range;
-use crate::oci::types::{Digest, Name};
+use crate::oci::types::{Algorithm, Digest, Name};
 use crate::registry::{RegistryError, UploadState};
 use crate::server::http::{body_stream, empty, header_str, header_u64, hv, query, query_get};
 use crate::server::AppState;
@@ -66,14 +66,20 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
             return created(&name, &digest);
         }
         // Not mountable: fall back to a plain session, as the spec asks.
-        let s = state.registry.upload_start(&name).await?;
+        let s = state
+            .registry
+            .upload_start(&name, digest.algorithm())
+            .await?;
         return Ok(session_response(StatusCode::ACCEPTED, &name, &s));
     }
     if let Some(d) = query_get(&q, "digest") {
         let digest = parse_digest(d)?;
         let (parts, body) = req.into_parts();
         let declared = header_u64(&parts, &CONTENT_LENGTH);
-        let s = state.registry.upload_start(&name).await?;
+        let s = state
+            .registry
+            .upload_start(&name, digest.algorithm())
+            .await?;
         state
             .registry
             .upload_finish(
@@ -87,7 +93,10 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
             .await?;
         return created(&name, &digest);
     }
-    let s = state.registry.upload_start(&name).await?;
+    let s = state
+        .registry
+        .upload_start(&name, Algorithm::Sha256)
+        .await?;
     Ok(session_response(StatusCode::ACCEPTED, &name, &s))
 }
 

@@ -156,32 +156,27 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve { config } => {
-            let config = match load_config(config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            init_logging(&config);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(serve(config))
-        }
+        Command::Serve { config } => run_async(config, serve),
         Command::Hold { command } => hold_command(command),
-        Command::Gc { config, dry_run } => {
-            let config = match load_config(config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            init_logging(&config);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(gc(config, dry_run))
-        }
+        Command::Gc { config, dry_run } => run_async(config, move |c| gc(c, dry_run)),
     }
+}
+
+/// Load the configuration, start logging and a runtime, and run `task` to completion.
+fn run_async<F: std::future::Future<Output = ExitCode>>(
+    given: Option<PathBuf>,
+    task: impl FnOnce(Config) -> F,
+) -> ExitCode {
+    let config = match load_config(given) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(task(config))
 }
 
 async fn serve(config: Config) -> ExitCode {

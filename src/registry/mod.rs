@@ -97,6 +97,19 @@ struct Session {
     hasher: Option<Hasher>,
 }
 
+impl Session {
+    /// A chunk must start exactly where the upload stands (Content-Range start), else 416.
+    fn check_start(&self, start: Option<u64>) -> Result<()> {
+        match start {
+            Some(given) if given != self.len => Err(RegistryError::UploadOutOfOrder {
+                expected: self.len,
+                given,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 type SessionCell = Arc<tokio::sync::Mutex<Session>>;
 
 pub struct Registry {
@@ -313,14 +326,7 @@ impl Registry {
     ) -> Result<UploadState> {
         let cell = self.session(name, id).await?;
         let mut session = cell.lock().await;
-        if let Some(start) = start {
-            if start != session.len {
-                return Err(RegistryError::UploadOutOfOrder {
-                    expected: session.len,
-                    given: start,
-                });
-            }
-        }
+        session.check_start(start)?;
         self.append_locked(id, &mut session, declared_len, body)
             .await?;
         Ok(UploadState {
@@ -380,14 +386,7 @@ impl Registry {
     ) -> Result<u64> {
         let cell = self.session(name, id).await?;
         let mut session = cell.lock().await;
-        if let Some(start) = start {
-            if start != session.len {
-                return Err(RegistryError::UploadOutOfOrder {
-                    expected: session.len,
-                    given: start,
-                });
-            }
-        }
+        session.check_start(start)?;
         if let Some(body) = body {
             self.append_locked(id, &mut session, declared_len, body)
                 .await?;

@@ -122,6 +122,10 @@ pub struct Registry {
     /// Where manifests and tags are written besides the local copy (the owner's PDS);
     /// `None` in local mode (`auth.mode = "none"`).
     records: std::sync::RwLock<Option<Arc<dyn records::ManifestRecords>>>,
+    /// Readers: paths that make a stored blob reachable (commit or stat, then link). The
+    /// writer: garbage collection re-checking and deleting one blob, so it never deletes a
+    /// blob between its commit and its link.
+    gc_guard: tokio::sync::RwLock<()>,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -146,6 +150,7 @@ impl Registry {
             limits,
             sessions: std::sync::Mutex::new(HashMap::new()),
             records: std::sync::RwLock::new(None),
+            gc_guard: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -223,6 +228,7 @@ impl Registry {
             None => None,
         };
         let Some(size) = size else { return Ok(false) };
+        let _reachable = self.gc_guard.read().await;
         // The bytes must really be there: a link can outlive a blob only through corruption.
         if self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
@@ -408,6 +414,7 @@ impl Registry {
                 actual,
             });
         }
+        let _reachable = self.gc_guard.read().await;
         let size = self.blobs.upload_commit(id, digest).await?;
         let (id2, repo, d) = (id.to_string(), name.to_string(), digest.clone());
         self.store
@@ -738,12 +745,20 @@ impl Registry {
         let referenced = self.store.run(|s| s.referenced_digests()).await?;
         let mut swept = Vec::new();
         for d in self.blobs.list().await? {
-            if !referenced.contains(&d.to_string()) {
-                if !dry_run {
-                    self.blobs.delete(&d).await?;
-                }
-                swept.push(d);
+            if referenced.contains(&d.to_string()) {
+                continue;
             }
+            if !dry_run {
+                // The snapshot may be stale: a push may have linked this blob since. Re-check
+                // under the guard that push and mount hold from commit to link.
+                let _exclusive = self.gc_guard.write().await;
+                let d2 = d.clone();
+                if self.store.run(move |s| s.is_linked_anywhere(&d2)).await? {
+                    continue;
+                }
+                self.blobs.delete(&d).await?;
+            }
+            swept.push(d);
         }
         Ok(swept)
     }

@@ -200,6 +200,18 @@ impl MetaStore {
     }
 
     /// Every digest any repository links or any manifest is stored under (GC mark set).
+    /// Whether any repository links the blob (garbage collection's last check before a delete).
+    pub fn is_linked_anywhere(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let wanted = digest.to_string();
+        for row in txn.open_table(BLOB_LINKS)?.iter()? {
+            if row?.0.value().1 == wanted {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn referenced_digests(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         let txn = self.db.begin_read()?;
         let mut out = std::collections::BTreeSet::new();

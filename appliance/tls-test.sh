@@ -74,8 +74,9 @@ wait_port "$ACME_PORT" && ok "pebble ACME directory up on localhost:$ACME_PORT" 
 # 4. atcr (plain HTTP on loopback, as in the appliance).
 mkdir -p "$R/data"
 # atcr rejects unknown ATCR_* variables (e.g. ATCR_BIN), so start it with only its own.
+# This checks the TLS transport, so auth is off (auth through the proxy: tests/atproto-e2e.sh).
 env $(env | sed -n 's/^\(ATCR_[A-Za-z0-9_]*\)=.*/-u \1/p') \
-  ATCR_SERVER_LISTEN=127.0.0.1:$ATCR_PORT ATCR_SERVER_DATA_DIR=$R/data ATCR_SERVER_PUBLIC_URL=https://$NAME:$HTTPS_PORT \
+  ATCR_AUTH_MODE=none ATCR_SERVER_LISTEN=127.0.0.1:$ATCR_PORT ATCR_SERVER_DATA_DIR=$R/data ATCR_SERVER_PUBLIC_URL=https://$NAME:$HTTPS_PORT \
   "$ATCR_BIN" serve >"$R/atcr.log" 2>&1 &
 PIDS+=($!)
 wait_port "$ATCR_PORT" && ok "atcr up on 127.0.0.1:$ATCR_PORT" || bad "atcr did not start"

@@ -18,6 +18,7 @@ pub mod export;
 pub mod keys;
 pub mod permissions;
 pub mod records;
+pub mod service_auth;
 pub mod store;
 pub mod xrpc;
 
@@ -288,6 +289,14 @@ impl HoldPds {
                 Err(e)
             }
         }
+    }
+
+    /// [`HoldPds::write_blocking`] on the blocking pool.
+    pub async fn write_async(
+        self: Arc<Self>,
+        plan: impl FnOnce(&Repo<StagedStore>) -> Result<Vec<Write>, HoldError> + Send + 'static,
+    ) -> Result<Option<Committed>, HoldError> {
+        run_blocking(move || self.write_blocking(plan)).await
     }
 
     /// `apply_writes` on the blocking pool.

@@ -5,6 +5,7 @@
 //! [`crate::blob::BlobStore`] for bytes and [`store::MetaStore`] for metadata.
 
 pub mod pds;
+pub mod push_hook;
 pub mod records;
 pub mod store;
 
@@ -53,6 +54,9 @@ pub enum RegistryError {
     /// The owner's PDS could not store or serve the records; nothing was stored locally.
     #[error("{0}")]
     Records(#[from] records::RecordsError),
+    /// Refused by the hold before anything was stored (quota).
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl From<BlobError> for RegistryError {
@@ -122,6 +126,7 @@ pub struct Registry {
     /// Where manifests and tags are written besides the local copy (the owner's PDS);
     /// `None` in local mode (`auth.mode = "none"`).
     records: std::sync::RwLock<Option<Arc<dyn records::ManifestRecords>>>,
+    push_hook: std::sync::RwLock<Option<Arc<dyn push_hook::PushHook>>>,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -146,12 +151,24 @@ impl Registry {
             limits,
             sessions: std::sync::Mutex::new(HashMap::new()),
             records: std::sync::RwLock::new(None),
+            push_hook: std::sync::RwLock::new(None),
         })
     }
 
     /// Install the record store (the PDS writer); done once at start.
     pub fn set_records(&self, r: Arc<dyn records::ManifestRecords>) {
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+
+    pub fn set_push_hook(&self, h: Arc<dyn push_hook::PushHook>) {
+        *self.push_hook.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    fn push_hook(&self) -> Option<Arc<dyn push_hook::PushHook>> {
+        self.push_hook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn records(&self) -> Option<Arc<dyn records::ManifestRecords>> {
@@ -453,7 +470,8 @@ impl Registry {
             }
         }
         for id in staged {
-            if !known.contains(&id) {
+            // The hold's own uploads (io.atcr.hold.initiateUpload) are the hold's to expire.
+            if !known.contains(&id) && !id.starts_with(crate::hold::uploads::UPLOAD_ID_PREFIX) {
                 self.blobs.upload_abort(&id).await?;
                 removed += 1;
             }
@@ -561,6 +579,12 @@ impl Registry {
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.to_string())),
         };
         self.check_references(name, &parsed).await?;
+        let hook = self.push_hook();
+        if let Some(h) = &hook {
+            h.before_push(name, &parsed)
+                .await
+                .map_err(RegistryError::Denied)?;
+        }
         // The PDS is the source of truth: write it first; on failure nothing is stored here
         // (the blobs stay).
         if let Some(r) = self.records() {
@@ -574,10 +598,13 @@ impl Registry {
                 })?;
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let (n, d) = (name.clone(), digest.clone());
+        let (n, d, p, t) = (name.clone(), digest.clone(), parsed.clone(), tag.clone());
         self.store
-            .run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref()))
+            .run(move |s| s.put_manifest(&n, &d, &p, &bytes, t.as_deref()))
             .await?;
+        if let Some(h) = hook {
+            h.after_push(name, &digest, &parsed, tag.as_deref()).await;
+        }
         Ok(PutManifest { digest, subject })
     }
 

@@ -176,8 +176,11 @@ struct CompleteIn {
 
 /// The JSON procedures (POST).
 async fn procedure(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> XrpcResult {
-    // The caller is authenticated before the body is read.
+    // The caller is authenticated before the body is read; every procedure needs one.
     let who = caller(svc, nsid, &req).await?;
+    if who.is_none() {
+        return Err(api_error(HoldApiError::AuthRequired));
+    }
     let base = public_url(svc.pds(), &req);
     let who = who.as_deref();
     let body = req.into_body();

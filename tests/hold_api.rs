@@ -1176,3 +1176,25 @@ async fn registry_push_records_layers_and_enforces_quota() {
     let (status, _, text) = push("v1b", layer).await;
     assert_eq!(status, 201, "{text}");
 }
+
+/// Quota counts the sizes the blob store knows, not the sizes a caller claims.
+#[tokio::test]
+async fn quota_uses_stored_sizes() {
+    let h = start(false, |c| {
+        c.hold.tiers = "tiny=1KB".into();
+        c.hold.default_tier = "tiny".into();
+    })
+    .await;
+    let data = oci::bytes(2000, 11);
+    assert_eq!(h.upload(WRITER, &data, 2000).await.0, 200);
+    let lie = manifest_body(WRITER, "app", &[(&sha256(&data), 10)], None);
+    let r = h
+        .post(Some(WRITER), "io.atcr.hold.notifyManifest", lie)
+        .await;
+    assert_err(&r, 400, "QuotaExceeded");
+    assert!(
+        r.1["message"].as_str().unwrap().contains("adds 2000"),
+        "{}",
+        r.1
+    );
+}

@@ -212,6 +212,16 @@ impl HoldService {
                 req.user_did
             )));
         }
+        let mut req = req;
+        // Quota is counted from sizes: take them from the blob store where it has the
+        // blob, not from the caller's word.
+        for layer in &mut req.manifest.layers {
+            if let Ok(d) = layer.digest.parse::<crate::oci::types::Digest>() {
+                if let Ok(Some(size)) = self.blobs.stat(&d).await {
+                    layer.size = size;
+                }
+            }
+        }
         self.record_push(req, base_url).await
     }
 

@@ -30,8 +30,12 @@ pub const UPLOAD_ID_PREFIX: &str = "hold-";
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most open upload sessions at once (all users).
 pub const MAX_SESSIONS: usize = 1024;
+/// Most open upload sessions of one user.
+pub const MAX_SESSIONS_PER_USER: usize = 64;
 /// Most parts of one upload (S3's own limit).
 pub const MAX_PARTS: u32 = 10_000;
+/// Largest part (S3's own limit); a longer body is cut off with `UploadFailed`.
+pub const MAX_PART_BYTES: u64 = 5 << 30;
 
 struct Session {
     owner: String,
@@ -109,7 +113,11 @@ impl HoldService {
                 .sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if map.len() >= MAX_SESSIONS {
+            let mine = map
+                .values()
+                .filter(|c| c.try_lock().map(|s| s.owner == caller).unwrap_or(true))
+                .count();
+            if map.len() >= MAX_SESSIONS || mine >= MAX_SESSIONS_PER_USER {
                 return Err(HoldApiError::UploadFailed(
                     "too many uploads in progress on this hold; retry later".into(),
                 ));
@@ -176,6 +184,7 @@ impl HoldService {
             HoldApiError::UploadFailed("an earlier part failed; abort this upload".into())
         })?;
         let before = s.len;
+        let body = capped(body, MAX_PART_BYTES);
         let appended = self
             .blobs
             .upload_append(id, before, hasher, body)
@@ -291,6 +300,22 @@ impl HoldService {
         }
         Ok(n)
     }
+}
+
+/// Ends the stream with an error once more than `max` bytes went through.
+fn capped(body: ChunkStream, max: u64) -> ChunkStream {
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > max {
+            return Err(std::io::Error::other(format!(
+                "part is larger than {max} bytes"
+            )));
+        }
+        Ok(chunk)
+    }))
 }
 
 fn check_next_part(s: &Session, part: u32) -> Result<()> {

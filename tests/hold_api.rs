@@ -514,6 +514,25 @@ async fn crew_rules_on_every_endpoint_private_hold() {
         .await;
     let id = v["uploadId"].as_str().unwrap();
     assert_err(&h.put_part(READER, id, 1, vec![1]).await, 403, "Forbidden");
+    // The other upload procedures: blob:write first, whatever the upload id.
+    for who in [READER, ADMIN, STRANGER] {
+        for nsid in [
+            "io.atcr.hold.getPartUploadUrl",
+            "io.atcr.hold.completeUpload",
+            "io.atcr.hold.abortUpload",
+        ] {
+            let body = json!({"uploadId": id, "partNumber": 1, "digest": digest, "parts": []});
+            assert_err(&h.post(Some(who), nsid, body).await, 403, "Forbidden");
+        }
+    }
+    let r = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.getPartUploadUrl",
+            json!({"uploadId": id, "partNumber": 1}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
     // Someone else's upload id is unknown to another writer.
     let r = h
         .post(

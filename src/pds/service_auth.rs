@@ -206,10 +206,17 @@ pub fn check_claims(
     Ok(())
 }
 
+/// Least time between two forced re-resolutions of one DID: a stream of tokens with bad
+/// signatures must not turn into a stream of DID-document fetches.
+pub const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// DIDs remembered for [`REFRESH_INTERVAL`] (bounded; cleared when full).
+const MAX_REFRESH_ENTRIES: usize = 4096;
+
 /// Verifies service tokens for one hold.
 pub struct ServiceAuth {
     hold_did: String,
     resolver: Arc<Resolver>,
+    refreshed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl ServiceAuth {
@@ -217,6 +224,7 @@ impl ServiceAuth {
         ServiceAuth {
             hold_did: hold_did.into(),
             resolver,
+            refreshed: std::sync::Mutex::default(),
         }
     }
 
@@ -233,6 +241,9 @@ impl ServiceAuth {
         // have rotated keys since we cached it: drop it and resolve once more.
         for attempt in 0..2 {
             if attempt == 1 {
+                if !self.may_refresh(&did) {
+                    break;
+                }
                 self.resolver.invalidate(&did);
             }
             let doc =
@@ -252,6 +263,23 @@ impl ServiceAuth {
             }
         }
         Err(ServiceAuthError::Signature(did))
+    }
+}
+
+impl ServiceAuth {
+    fn may_refresh(&self, did: &str) -> bool {
+        let mut m = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if m.get(did)
+            .is_some_and(|t| now.duration_since(*t) < REFRESH_INTERVAL)
+        {
+            return false;
+        }
+        if m.len() >= MAX_REFRESH_ENTRIES {
+            m.clear();
+        }
+        m.insert(did.to_string(), now);
+        true
     }
 }
 

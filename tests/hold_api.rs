@@ -1226,3 +1226,83 @@ async fn quota_uses_stored_sizes() {
         r.1
     );
 }
+
+async fn upload_survives_restart(h: Hold) {
+    let data = oci::bytes(6 * 1024 * 1024 + 5, 12);
+    let digest = sha256(&data);
+    let (split1, split2) = (5 * 1024 * 1024 + 1, 6 * 1024 * 1024);
+    let (_, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.initiateUpload",
+            json!({"digest": digest}),
+        )
+        .await;
+    let id = v["uploadId"].as_str().unwrap().to_string();
+    let (st, e1) = h.put_part(WRITER, &id, 1, data[..split1].to_vec()).await;
+    assert_eq!(st, 200, "{e1}");
+    let Hold { s, dir } = h;
+    let s = s.restart().await;
+    let h = Hold { s, dir };
+    // Part 2 after the restart, then the next part number is still checked.
+    assert_err(
+        &h.put_part(WRITER, &id, 3, data[split1..split2].to_vec())
+            .await,
+        400,
+        "InvalidPartNumber",
+    );
+    let (st, e2) = h
+        .put_part(WRITER, &id, 2, data[split1..split2].to_vec())
+        .await;
+    assert_eq!(st, 200, "{e2}");
+    let (st, e3) = h.put_part(WRITER, &id, 3, data[split2..].to_vec()).await;
+    assert_eq!(st, 200, "{e3}");
+    let parts = json!([
+        {"partNumber": 1, "etag": e1["etag"]},
+        {"partNumber": 2, "etag": e2["etag"]},
+        {"partNumber": 3, "etag": e3["etag"]},
+    ]);
+    let r = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": digest, "parts": parts}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = h.get_blob(Some(WRITER), &digest).await;
+    let status = r.status().as_u16();
+    let bytes = if status == 307 {
+        let loc = oci::header(&r, "location").unwrap();
+        reqwest::get(&loc).await.unwrap().bytes().await.unwrap()
+    } else {
+        assert_eq!(status, 200);
+        r.bytes().await.unwrap()
+    };
+    assert_eq!(bytes.as_ref(), &data[..]);
+    // Finished sessions do not come back after another restart.
+    let Hold { s, dir } = h;
+    let s = s.restart().await;
+    let h = Hold { s, dir };
+    assert_err(
+        &h.post(
+            Some(WRITER),
+            "io.atcr.hold.abortUpload",
+            json!({"uploadId": id}),
+        )
+        .await,
+        400,
+        "InvalidUploadId",
+    );
+}
+
+#[tokio::test]
+async fn upload_survives_restart_fs() {
+    upload_survives_restart(start(false, |_| {}).await).await;
+}
+
+#[tokio::test]
+async fn upload_survives_restart_s3() {
+    let s3 = common::s3::S3Server::start().await;
+    upload_survives_restart(start(false, |c| s3.configure(c, "hold-restart")).await).await;
+}

@@ -9,13 +9,14 @@
 //! presigned S3 part URL would send the bytes around the hasher and cost a full re-read of
 //! the object to verify the digest.
 //!
-//! Sessions live in memory (owner DID, digest, hash state, parts) and expire after
-//! [`SESSION_TTL`]; staged data of sessions lost in a restart is removed at start
-//! ([`super::HoldService::drop_stale_uploads`]).
+//! Sessions (owner DID, digest, length, serialized hash state, parts) are kept in memory
+//! and in the hold's redb (`uploads` table), written after every part, so an upload goes on
+//! after a restart ([`super::HoldService::restore_uploads`]). They expire after
+//! [`SESSION_TTL`]; staged data without a session is removed at start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +45,55 @@ struct Session {
     /// `None` after a failed part: the stream state is unknown, the upload must be aborted.
     hasher: Option<Hasher>,
     parts: Vec<(u32, String)>,
-    created: Instant,
+    created_unix: u64,
+}
+
+/// The persisted form of a [`Session`].
+#[derive(Serialize, Deserialize)]
+struct SavedSession {
+    owner: String,
+    digest: String,
+    len: u64,
+    /// Hex of [`Hasher::to_state`]; empty when the hash state is lost.
+    hasher: String,
+    parts: Vec<(u32, String)>,
+    created_unix: u64,
+}
+
+impl Session {
+    fn save(&self) -> Vec<u8> {
+        serde_json::to_vec(&SavedSession {
+            owner: self.owner.clone(),
+            digest: self.digest.to_string(),
+            len: self.len,
+            hasher: self
+                .hasher
+                .as_ref()
+                .map(|h| hex::encode(h.to_state()))
+                .unwrap_or_default(),
+            parts: self.parts.clone(),
+            created_unix: self.created_unix,
+        })
+        .unwrap_or_default()
+    }
+
+    fn load(bytes: &[u8]) -> Option<Session> {
+        let s: SavedSession = serde_json::from_slice(bytes).ok()?;
+        Some(Session {
+            owner: s.owner,
+            digest: s.digest.parse().ok()?,
+            len: s.len,
+            hasher: hex::decode(&s.hasher)
+                .ok()
+                .and_then(|b| Hasher::from_state(&b)),
+            parts: s.parts,
+            created_unix: s.created_unix,
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    crate::pds::service_auth::unix_now()
 }
 
 #[derive(Default)]
@@ -130,13 +179,17 @@ impl HoldService {
                     digest,
                     len: 0,
                     parts: Vec::new(),
-                    created: Instant::now(),
+                    created_unix: unix_now(),
                 })),
             );
         }
         if let Err(e) = self.blobs.upload_create(&id).await {
             self.uploads.remove(&id);
             return Err(e.into());
+        }
+        if let Some(cell) = self.uploads.get(&id) {
+            let state = cell.lock().await.save();
+            self.persist(&id, Some(state)).await?;
         }
         Ok(id)
     }
@@ -185,17 +238,21 @@ impl HoldService {
         })?;
         let before = s.len;
         let body = capped(body, MAX_PART_BYTES);
-        let appended = self
-            .blobs
-            .upload_append(id, before, hasher, body)
-            .await
-            .map_err(|e| HoldApiError::UploadFailed(format!("part {part}: {e}")))?;
+        let appended = match self.blobs.upload_append(id, before, hasher, body).await {
+            Ok(a) => a,
+            Err(e) => {
+                // The hash state is gone (the session says so from now on).
+                self.persist(id, Some(s.save())).await?;
+                return Err(HoldApiError::UploadFailed(format!("part {part}: {e}")));
+            }
+        };
         s.len = appended.len;
         s.hasher = Some(appended.hasher);
         // Opaque to the client; tells parts apart and binds the list sent to completeUpload
         // to what was actually written.
         let etag = format!("{part}-{before:x}-{:x}", appended.len - before);
         s.parts.push((part, etag.clone()));
+        self.persist(id, Some(s.save())).await?;
         Ok(etag)
     }
 
@@ -242,6 +299,7 @@ impl HoldService {
         if actual != s.digest {
             let _ = self.blobs.upload_abort(id).await;
             self.uploads.remove(id);
+            self.persist(id, None).await?;
             return Err(HoldApiError::InvalidDigest(format!(
                 "content digest is {actual}, not {}; the upload was discarded",
                 s.digest
@@ -253,6 +311,7 @@ impl HoldService {
             .await
             .map_err(|e| HoldApiError::CompletionFailed(e.to_string()))?;
         self.uploads.remove(id);
+        self.persist(id, None).await?;
         Ok(digest)
     }
 
@@ -264,6 +323,7 @@ impl HoldService {
         let _s = cell.lock().await;
         self.blobs.upload_abort(id).await?;
         self.uploads.remove(id);
+        self.persist(id, None).await?;
         Ok(())
     }
 
@@ -277,7 +337,7 @@ impl HoldService {
             .iter()
             .filter(|(_, c)| {
                 c.try_lock()
-                    .map(|s| s.created.elapsed() > SESSION_TTL)
+                    .map(|s| unix_now().saturating_sub(s.created_unix) > SESSION_TTL.as_secs())
                     .unwrap_or(false)
             })
             .map(|(id, _)| id.clone())
@@ -285,7 +345,57 @@ impl HoldService {
         for id in stale {
             let _ = self.blobs.upload_abort(&id).await;
             self.uploads.remove(&id);
+            let _ = self.persist(&id, None).await;
         }
+    }
+
+    /// Writes (`Some`) or forgets (`None`) a session's persisted state.
+    async fn persist(&self, id: &str, state: Option<Vec<u8>>) -> Result<()> {
+        let id = id.to_string();
+        self.pds
+            .store()
+            .run(move |st| match state {
+                Some(b) => st.put_upload(&id, &b),
+                None => st.delete_upload(&id),
+            })
+            .await
+            .map_err(|e| HoldApiError::Hold(e.into()))
+    }
+
+    /// At start: sessions saved by the last run come back when their staged data is still
+    /// there with the saved length (otherwise the hash state cannot be trusted: the client
+    /// must abort). Staged data of the hold without a session is removed. Returns
+    /// (restored, removed).
+    pub async fn restore_uploads(&self) -> Result<(usize, usize)> {
+        let saved = self
+            .pds
+            .store()
+            .run(|st| st.list_uploads())
+            .await
+            .map_err(|e| HoldApiError::Hold(e.into()))?;
+        let mut restored = 0;
+        for (id, bytes) in saved {
+            let Some(mut session) = Session::load(&bytes) else {
+                self.persist(&id, None).await?;
+                continue;
+            };
+            match self.blobs.upload_len(&id).await? {
+                None => {
+                    self.persist(&id, None).await?;
+                    continue;
+                }
+                Some(len) if len != session.len => session.hasher = None,
+                Some(_) => {}
+            }
+            self.uploads
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+            restored += 1;
+        }
+        let removed = self.drop_stale_uploads().await?;
+        Ok((restored, removed))
     }
 
     /// Staged uploads of the hold left by an earlier process (their sessions were in

@@ -233,6 +233,11 @@ impl HoldPds {
         &self.public_key
     }
 
+    /// The redb store (the hold API keeps its upload sessions there).
+    pub fn store(&self) -> &Arc<HoldStore> {
+        &self.store
+    }
+
     /// (head commit CID, rev).
     pub fn latest_commit(&self) -> (Cid, String) {
         self.latest

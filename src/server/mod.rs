@@ -110,10 +110,12 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
                 .map_err(|e| crate::pds::HoldError::Internal(e.to_string()))?;
             let svc =
                 crate::hold::HoldService::new(pds.clone(), blobs, auth.resolver().clone(), tiers);
-            match svc.drop_stale_uploads().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(n, "removed hold uploads left by the last run"),
-                Err(e) => tracing::warn!(error = %e, "cannot list the hold's staged uploads"),
+            match svc.restore_uploads().await {
+                Ok((0, 0)) => {}
+                Ok((restored, removed)) => {
+                    tracing::info!(restored, removed, "hold uploads of the last run")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot restore the hold's uploads"),
             }
             let resolver =
                 (auth.mode() == crate::auth::AuthMode::Atproto).then(|| auth.resolver().clone());

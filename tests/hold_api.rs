@@ -1306,3 +1306,37 @@ async fn upload_survives_restart_s3() {
     let s3 = common::s3::S3Server::start().await;
     upload_survives_restart(start(false, |c| s3.configure(c, "hold-restart")).await).await;
 }
+
+/// `atcr gc` keeps blobs the hold's layer records name, though no OCI repository links them.
+#[tokio::test]
+async fn gc_keeps_blobs_of_hold_layer_records() {
+    let h = start(false, |_| {}).await;
+    let (kept, orphan) = (oci::bytes(500, 20), oci::bytes(600, 21));
+    assert_eq!(h.upload(WRITER, &kept, 500).await.0, 200);
+    assert_eq!(h.upload(WRITER, &orphan, 600).await.0, 200);
+    let r = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.notifyManifest",
+            manifest_body(WRITER, "app", &[(&sha256(&kept), 500)], None),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let swept = atcr::server::collect_garbage(&h.s.running.state, false)
+        .await
+        .unwrap();
+    let swept: Vec<String> = swept.iter().map(|d| d.to_string()).collect();
+    assert_eq!(swept, vec![sha256(&orphan)]);
+    assert_eq!(
+        h.get_blob(Some(WRITER), &sha256(&kept))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_err(
+        &reply(h.get_blob(Some(WRITER), &sha256(&orphan)).await).await,
+        400,
+        "BlobNotFound",
+    );
+}

@@ -312,6 +312,18 @@ impl HoldService {
         Ok(json!({"success": true}))
     }
 
+    /// Every digest a layer record names (garbage collection keeps these blobs).
+    pub async fn referenced_digests(&self) -> Result<std::collections::HashSet<String>> {
+        let layers = self
+            .pds
+            .read(|repo| collection_where(repo, LAYER, |_| true))
+            .await?;
+        Ok(layers
+            .into_iter()
+            .filter_map(|(_, v)| v["digest"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// `listTiers`: public.
     pub fn list_tiers(&self) -> Value {
         json!({

@@ -762,10 +762,19 @@ impl Registry {
     /// Garbage collection: blobs in storage that no repository links. With `dry_run` nothing
     /// is deleted. Returns the digests (that would be) removed.
     pub async fn gc(&self, dry_run: bool) -> Result<Vec<Digest>> {
+        self.gc_keeping(dry_run, &Default::default()).await
+    }
+
+    /// [`Registry::gc`] that also keeps `keep` (digests the hold's layer records name).
+    pub async fn gc_keeping(
+        &self,
+        dry_run: bool,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<Vec<Digest>> {
         let referenced = self.store.run(|s| s.referenced_digests()).await?;
         let mut swept = Vec::new();
         for d in self.blobs.list().await? {
-            if !referenced.contains(&d.to_string()) {
+            if !referenced.contains(&d.to_string()) && !keep.contains(&d.to_string()) {
                 if !dry_run {
                     self.blobs.delete(&d).await?;
                 }

@@ -142,6 +142,26 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     }))
 }
 
+/// `atcr gc`: blobs no repository links and no hold layer record names are removed (or
+/// listed with `dry_run`). If the hold's records cannot be read nothing is removed.
+pub async fn collect_garbage(
+    state: &AppState,
+    dry_run: bool,
+) -> Result<Vec<crate::oci::types::Digest>, String> {
+    let keep = match &state.hold_api {
+        Some(h) => h
+            .referenced_digests()
+            .await
+            .map_err(|e| format!("cannot read the hold's layer records: {e}"))?,
+        None => Default::default(),
+    };
+    state
+        .registry
+        .gc_keeping(dry_run, &keep)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else
 /// `auth.service`, else `localhost:<listen port>`).
 fn hold_did(config: &Config) -> String {

@@ -12,6 +12,7 @@
 //!   [`atproto::xrpc`] is the XRPC client, [`atproto::identity`] resolves handles and DIDs.
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
+//! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
@@ -19,6 +20,7 @@ pub mod atproto;
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod hold;
 pub mod oci;
 pub mod pds;
 pub mod registry;

@@ -224,7 +224,7 @@ async fn gc(config: Config, dry_run: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match state.registry.gc(dry_run).await {
+    match atcr::server::collect_garbage(&state, dry_run).await {
         Ok(swept) => {
             for d in &swept {
                 println!("{}{d}", if dry_run { "would delete " } else { "deleted " });

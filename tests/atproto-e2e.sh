@@ -138,6 +138,10 @@ check "io.atcr.tag record for podman:v2" bash -c "
 check "io.atcr.sailor.profile/self exists" bash -c "
     curl -fsS '$PDS/xrpc/com.atproto.repo.getRecord?repo=$ALICE_DID&collection=io.atcr.sailor.profile&rkey=self' |
     jq -e '.value.defaultHold|startswith(\"did:web:\")' >/dev/null"
+check "the hold recorded alice's layers (io.atcr.hold.layer via the push hook)" bash -c "
+    curl -fsS 'http://$REG/xrpc/com.atproto.repo.listRecords?repo=localhost&collection=io.atcr.hold.layer&limit=100' |
+    jq -e --arg u 'at://$ALICE_DID/io.atcr.manifest/${WANT#sha256:}' \
+       '[.records[] | select(.value.userDid==\"$ALICE_DID\" and .value.manifest==\$u)] | length == 2' >/dev/null"
 check "no password or token in the server log" bash -c "! grep -qF '$ALICE_PW' '$T/atcr.log' && ! grep -q 'eyJ' '$T/atcr.log'"
 
 echo "== PDS stopped mid-push (stops the network; last)"

@@ -495,3 +495,148 @@ async fn identity_and_xrpc_against_the_reference_pds() {
         .unwrap();
     assert!(recs.records.len() <= 1);
 }
+
+/// Service tokens minted by the reference PDS (`com.atproto.server.getServiceAuth`) for
+/// alice are accepted by the hold; a forged, an expired and a wrong-audience one are not.
+#[tokio::test]
+async fn hold_accepts_service_tokens_from_the_reference_pds() {
+    use atcr::atproto::repo::crypto::KeyAlgorithm;
+    use atcr::atproto::repo::SigningKey;
+    use atcr::atproto::xrpc::XrpcClient;
+    let Some(net) = atnet::atnet() else { return };
+    let alice = net.account("alice.test");
+    let bob = net.account("bob.test");
+    let owner = alice.did.clone();
+    let (plc, pds) = (net.plc.clone(), net.pds.clone());
+    let s = TestServer::start_with(move |c| {
+        c.server.listen = format!("127.0.0.1:{}", free_port());
+        c.auth.mode = "atproto".into();
+        c.identity.plc_url = plc;
+        c.identity.handle_resolver = pds;
+        c.hold.owner_did = owner;
+        c.hold.public = false;
+    })
+    .await;
+    let hold_did = s.running.state.hold.as_ref().unwrap().did().to_string();
+    assert!(hold_did.starts_with("did:web:localhost%3A"), "{hold_did}");
+    let xrpc = XrpcClient::default();
+    let session = xrpc
+        .create_session(&net.pds, "alice.test", &alice.app_password)
+        .await
+        .unwrap();
+    let mint = |aud: String, lxm: Option<&'static str>, exp: Option<u64>| {
+        let (xrpc, pds, jwt) = (xrpc.clone(), net.pds.clone(), session.access_jwt.clone());
+        async move { xrpc.get_service_auth(&pds, &jwt, &aud, lxm, exp).await }
+    };
+    let call = |nsid: &'static str, token: String| {
+        let req = s
+            .client
+            .get(s.url(&format!("/xrpc/{nsid}")))
+            .query(&[("userDid", alice.did.as_str())])
+            .bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (status, v)
+        }
+    };
+    const QUOTA: &str = "io.atcr.hold.getQuota";
+
+    // Accepted: the real PDS's ES256K token, bound to the method.
+    let good = mint(hold_did.clone(), Some(QUOTA), None).await.unwrap();
+    let r = call(QUOTA, good.clone()).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["userDid"], alice.did);
+    let c = claims(&good);
+    assert_eq!(c["iss"], alice.did);
+    assert_eq!(c["aud"], hold_did);
+    assert_eq!(c["lxm"], QUOTA);
+    // The same token for another method: refused.
+    let r = call("io.atcr.hold.exportUserData", good.clone()).await;
+    assert_eq!(r.0, 401, "{}", r.1);
+    assert_eq!(r.1["error"], "BadJwtLexiconMethod");
+
+    // Wrong audience.
+    let other = mint("did:web:elsewhere.test".into(), Some(QUOTA), None)
+        .await
+        .unwrap();
+    let r = call(QUOTA, other).await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (401, Some("BadJwtAudience")),
+        "{}",
+        r.1
+    );
+
+    // Forged: the PDS's claims, signed by a key that is not alice's.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let forger = SigningKey::from_bytes(KeyAlgorithm::K256, &[77u8; 32]).unwrap();
+    let forged = atcr::pds::service_auth::sign_token(&forger, &c);
+    let r = call(QUOTA, forged).await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (401, Some("BadJwtSignature")),
+        "{}",
+        r.1
+    );
+    // Tampered: alice's signature over claims changed to bob's DID.
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    let mut as_bob = c.clone();
+    as_bob["iss"] = bob.did.clone().into();
+    parts[1] = b64.encode(serde_json::to_vec(&as_bob).unwrap());
+    let r = call(QUOTA, parts.join(".")).await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (401, Some("BadJwtSignature")),
+        "{}",
+        r.1
+    );
+
+    // Crew rules apply to PDS-minted tokens: bob is not crew of this private hold.
+    let bob_session = xrpc
+        .create_session(&net.pds, "bob.test", &bob.app_password)
+        .await
+        .unwrap();
+    let bob_token = xrpc
+        .get_service_auth(
+            &net.pds,
+            &bob_session.access_jwt,
+            &hold_did,
+            Some("io.atcr.hold.initiateUpload"),
+            None,
+        )
+        .await
+        .unwrap();
+    let r = s
+        .client
+        .post(s.url("/xrpc/io.atcr.hold.initiateUpload"))
+        .bearer_auth(bob_token)
+        .json(&serde_json::json!({"digest": oci::sha256(b"x")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Expired: the PDS refuses an exp in the past, so ask for a short one and outlive it
+    // (plus the hold's clock leeway).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let past = mint(hold_did.clone(), Some(QUOTA), Some(now - 30)).await;
+    assert_eq!(past.unwrap_err().error_name(), Some("BadExpiration"));
+    let short = mint(hold_did.clone(), Some(QUOTA), Some(now + 2))
+        .await
+        .unwrap();
+    assert_eq!(call(QUOTA, short.clone()).await.0, 200);
+    let wait = 2 + atcr::pds::service_auth::LEEWAY_SECS + 1;
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let r = call(QUOTA, short).await;
+    assert_eq!(
+        (r.0, r.1["error"].as_str()),
+        (401, Some("ExpiredToken")),
+        "{}",
+        r.1
+    );
+}

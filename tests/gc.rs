@@ -23,8 +23,10 @@ async fn gc_sweeps_only_unlinked_blobs() {
         assert_eq!(r.status(), 202, "unlink {d} from {repo}");
     }
 
-    let registry = &s.running.state.registry;
-    let preview = registry.gc(true).await.expect("dry run");
+    let state = &s.running.state;
+    let preview = atcr::server::collect_garbage(state, true)
+        .await
+        .expect("dry run");
     let preview: Vec<String> = preview.iter().map(|d| d.to_string()).collect();
     assert_eq!(
         preview,
@@ -32,8 +34,7 @@ async fn gc_sweeps_only_unlinked_blobs() {
         "dry run lists only the orphan"
     );
     // A dry run deletes nothing: the orphan is still in storage (mountable by digest).
-    let again: Vec<String> = registry
-        .gc(true)
+    let again: Vec<String> = atcr::server::collect_garbage(state, true)
         .await
         .unwrap()
         .iter()
@@ -41,8 +42,7 @@ async fn gc_sweeps_only_unlinked_blobs() {
         .collect();
     assert_eq!(again, preview);
 
-    let swept: Vec<String> = registry
-        .gc(false)
+    let swept: Vec<String> = atcr::server::collect_garbage(state, false)
         .await
         .expect("gc")
         .iter()
@@ -50,7 +50,10 @@ async fn gc_sweeps_only_unlinked_blobs() {
         .collect();
     assert_eq!(swept, vec![orphan_d.clone()]);
     assert!(
-        registry.gc(true).await.unwrap().is_empty(),
+        atcr::server::collect_garbage(state, true)
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing left to sweep"
     );
 

@@ -185,6 +185,11 @@ pub struct HoldConfig {
     pub allow_all_crew: bool,
     /// Announce pushes as Bluesky posts from the hold's account.
     pub enable_bluesky_posts: bool,
+    /// Storage tiers in rank order, `name=size` separated by commas (units B/KB/MB/GB/TB/PB,
+    /// 1024-based). Empty: no quotas. The captain is never limited.
+    pub tiers: String,
+    /// Tier of crew members whose record names none (or an unknown one).
+    pub default_tier: String,
 }
 
 impl Default for HoldConfig {
@@ -196,6 +201,8 @@ impl Default for HoldConfig {
             public: true,
             allow_all_crew: false,
             enable_bluesky_posts: false,
+            tiers: "deckhand=5GB, bosun=50GB, quartermaster=100GB".into(),
+            default_tier: "deckhand".into(),
         }
     }
 }
@@ -482,6 +489,10 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Err(e) = crate::hold::quota::Tiers::parse(&self.hold.tiers, &self.hold.default_tier)
+        {
+            return invalid("hold.tiers", e.0);
         }
         Ok(())
     }

@@ -205,6 +205,7 @@ impl From<RegistryError> for OciError {
             R::ManifestTooLarge { .. } => OciError::new(ErrorCode::ManifestInvalid, detail)
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE),
             R::NameUnknown => OciError::new(ErrorCode::NameUnknown, detail),
+            R::Denied(_) => OciError::new(ErrorCode::Denied, detail),
             R::Unsupported(_) => OciError::new(ErrorCode::Unsupported, detail),
             R::Records(r) => {
                 use crate::registry::records::RecordsError as E;

@@ -4,7 +4,8 @@
 //!
 //! - [`store`]: the redb carstore (blocks, head, sequenced events), one write transaction per
 //!   commit.
-//! - [`keys`]: the P-256 repo signing key on disk (`keys/hold-repo.key`, 0600).
+//! - the P-256 repo signing key on disk (`keys/hold-repo.key`, 0600) comes from
+//!   [`crate::auth::keys`], the one key-file module.
 //! - [`records`]: the bootstrap records and their sync from config.
 //! - [`permissions`]: the captain/crew permission model, pure functions.
 //! - [`xrpc`]: the HTTP surface (`/.well-known/*`, `com.atproto.*` read/sync endpoints, the
@@ -15,9 +16,9 @@
 //! the blocking pool.
 
 pub mod export;
-pub mod keys;
 pub mod permissions;
 pub mod records;
+pub mod service_auth;
 pub mod store;
 pub mod xrpc;
 
@@ -52,7 +53,7 @@ pub enum HoldError {
     #[error(transparent)]
     Store(#[from] HoldStoreError),
     #[error(transparent)]
-    Key(#[from] keys::KeyError),
+    Key(#[from] crate::auth::keys::KeyError),
     #[error("hold repo: {0}")]
     Repo(#[from] RepoError),
     #[error("CAR: {0}")]
@@ -177,7 +178,7 @@ impl HoldPds {
     pub fn open_unsynced(config: &Config) -> Result<Arc<HoldPds>, HoldError> {
         let data = &config.server.data_dir;
         std::fs::create_dir_all(data).map_err(|e| HoldError::Io(data.clone(), e))?;
-        let key = keys::load_or_generate(&data.join("keys"))?;
+        let key = crate::auth::keys::hold_repo_key(&data.join("keys"))?;
         let store = HoldStore::open(&data.join("hold.redb"))?;
         Self::open_with(Identity::from_config(config), key, store)
     }
@@ -230,6 +231,11 @@ impl HoldPds {
     }
     pub fn public_key(&self) -> &PublicKey {
         &self.public_key
+    }
+
+    /// The redb store (the hold API keeps its upload sessions there).
+    pub fn store(&self) -> &Arc<HoldStore> {
+        &self.store
     }
 
     /// (head commit CID, rev).
@@ -288,6 +294,14 @@ impl HoldPds {
                 Err(e)
             }
         }
+    }
+
+    /// [`HoldPds::write_blocking`] on the blocking pool.
+    pub async fn write_async(
+        self: Arc<Self>,
+        plan: impl FnOnce(&Repo<StagedStore>) -> Result<Vec<Write>, HoldError> + Send + 'static,
+    ) -> Result<Option<Committed>, HoldError> {
+        run_blocking(move || self.write_blocking(plan)).await
     }
 
     /// `apply_writes` on the blocking pool.

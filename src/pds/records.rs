@@ -34,6 +34,12 @@ pub fn crew_rkey(member_did: &str) -> String {
     base32_lower(&h[..16])
 }
 
+/// `io.atcr.hold.stats` record key: the same scheme over `owner + "/" + repository`.
+pub fn stats_rkey(owner_did: &str, repository: &str) -> String {
+    let h = Sha256::digest(format!("{owner_did}/{repository}").as_bytes());
+    base32_lower(&h[..16])
+}
+
 fn base32_lower(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);

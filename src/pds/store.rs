@@ -5,6 +5,7 @@
 //! blocks  CID bytes -> block bytes     (every repo block ever written; no GC yet)
 //! meta    "head" -> CID bytes, "rev" -> rev TID, "did" -> repo DID
 //! events  seq (u64, from 1) -> one encoded firehose frame (header + #commit body)
+//! uploads upload id -> JSON state of an io.atcr.hold multipart upload (hold/uploads.rs)
 //! ```
 //! A logical change (a commit) is written by [`HoldStore::commit_change`]: its blocks, the
 //! new head and rev, and its sequenced event in **one** write transaction, so a crash leaves
@@ -26,6 +27,7 @@ use crate::atproto::repo::{BlockMap, Blockstore, BlockstoreError, Cid};
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 
 #[derive(Debug, thiserror::Error)]
 #[error("hold store: {0}")]
@@ -79,6 +81,7 @@ impl HoldStore {
             txn.open_table(BLOCKS)?;
             txn.open_table(META)?;
             txn.open_table(EVENTS)?;
+            txn.open_table(UPLOADS)?;
         }
         txn.commit()?;
         Ok(Arc::new(HoldStore { db }))
@@ -147,6 +150,32 @@ impl HoldStore {
     }
 
     /// Highest assigned event seq (0 when there are none).
+    /// Stores (or replaces) the state of a hold upload.
+    pub fn put_upload(&self, id: &str, state: &[u8]) -> Result<(), HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.insert(id, state)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_upload(&self, id: &str) -> Result<(), HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.remove(id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn list_uploads(&self) -> Result<Vec<(String, Vec<u8>)>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UPLOADS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     pub fn last_seq(&self) -> Result<u64, HoldStoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(EVENTS)?;

@@ -5,6 +5,7 @@
 //! [`crate::blob::BlobStore`] for bytes and [`store::MetaStore`] for metadata.
 
 pub mod pds;
+pub mod push_hook;
 pub mod records;
 pub mod store;
 
@@ -53,6 +54,9 @@ pub enum RegistryError {
     /// The owner's PDS could not store or serve the records; nothing was stored locally.
     #[error("{0}")]
     Records(#[from] records::RecordsError),
+    /// Refused by the hold before anything was stored (quota).
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl From<BlobError> for RegistryError {
@@ -126,6 +130,7 @@ pub struct Registry {
     /// writer: garbage collection re-checking and deleting one blob, so it never deletes a
     /// blob between its commit and its link.
     gc_guard: tokio::sync::RwLock<()>,
+    push_hook: std::sync::RwLock<Option<Arc<dyn push_hook::PushHook>>>,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -151,12 +156,24 @@ impl Registry {
             sessions: std::sync::Mutex::new(HashMap::new()),
             records: std::sync::RwLock::new(None),
             gc_guard: tokio::sync::RwLock::new(()),
+            push_hook: std::sync::RwLock::new(None),
         })
     }
 
     /// Install the record store (the PDS writer); done once at start.
     pub fn set_records(&self, r: Arc<dyn records::ManifestRecords>) {
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+
+    pub fn set_push_hook(&self, h: Arc<dyn push_hook::PushHook>) {
+        *self.push_hook.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    fn push_hook(&self) -> Option<Arc<dyn push_hook::PushHook>> {
+        self.push_hook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn records(&self) -> Option<Arc<dyn records::ManifestRecords>> {
@@ -460,7 +477,8 @@ impl Registry {
             }
         }
         for id in staged {
-            if !known.contains(&id) {
+            // The hold's own uploads (io.atcr.hold.initiateUpload) are the hold's to expire.
+            if !known.contains(&id) && !id.starts_with(crate::hold::uploads::UPLOAD_ID_PREFIX) {
                 self.blobs.upload_abort(&id).await?;
                 removed += 1;
             }
@@ -568,6 +586,12 @@ impl Registry {
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.to_string())),
         };
         self.check_references(name, &parsed).await?;
+        let hook = self.push_hook();
+        if let Some(h) = &hook {
+            h.before_push(name, &parsed)
+                .await
+                .map_err(RegistryError::Denied)?;
+        }
         // The PDS is the source of truth: write it first; on failure nothing is stored here
         // (the blobs stay).
         if let Some(r) = self.records() {
@@ -581,10 +605,13 @@ impl Registry {
                 })?;
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let (n, d) = (name.clone(), digest.clone());
+        let (n, d, p, t) = (name.clone(), digest.clone(), parsed.clone(), tag.clone());
         self.store
-            .run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref()))
+            .run(move |s| s.put_manifest(&n, &d, &p, &bytes, t.as_deref()))
             .await?;
+        if let Some(h) = hook {
+            h.after_push(name, &digest, &parsed, tag.as_deref()).await;
+        }
         Ok(PutManifest { digest, subject })
     }
 
@@ -739,13 +766,20 @@ impl Registry {
         Ok(all)
     }
 
-    /// Garbage collection: blobs in storage that no repository links. With `dry_run` nothing
-    /// is deleted. Returns the digests (that would be) removed.
-    pub async fn gc(&self, dry_run: bool) -> Result<Vec<Digest>> {
+    /// Garbage collection: blobs in storage that no repository links and `keep` (the digests
+    /// the hold's layer records name) does not hold. With `dry_run` nothing is deleted.
+    /// Returns the digests (that would be) removed. Callers go through
+    /// `server::collect_garbage`, which gathers `keep`: a sweep without it would delete blobs
+    /// uploaded through the hold API.
+    pub async fn gc_keeping(
+        &self,
+        dry_run: bool,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<Vec<Digest>> {
         let referenced = self.store.run(|s| s.referenced_digests()).await?;
         let mut swept = Vec::new();
         for d in self.blobs.list().await? {
-            if referenced.contains(&d.to_string()) {
+            if referenced.contains(&d.to_string()) || keep.contains(&d.to_string()) {
                 continue;
             }
             if !dry_run {

@@ -27,6 +27,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The hold's embedded PDS (`hold.enabled`).
     pub hold: Option<Arc<crate::pds::HoldPds>>,
+    /// The `io.atcr.hold.*` API over that PDS and the blob store.
+    pub hold_api: Option<Arc<crate::hold::HoldService>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
     };
-    let registry = Registry::new(blobs, store.clone(), limits);
+    let registry = Registry::new(blobs.clone(), store.clone(), limits);
     let hold = if config.hold.enabled {
         Some(crate::pds::HoldPds::open(&config)?)
     } else {
@@ -102,12 +104,62 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         registry.set_records(pds.clone());
         auth.set_login_hook(pds);
     }
+    let hold_api = match &hold {
+        Some(pds) => {
+            let tiers = crate::hold::Tiers::parse(&config.hold.tiers, &config.hold.default_tier)
+                .map_err(|e| crate::pds::HoldError::Internal(e.to_string()))?;
+            let svc =
+                crate::hold::HoldService::new(pds.clone(), blobs, auth.resolver().clone(), tiers);
+            match svc.restore_uploads().await {
+                Ok((0, 0)) => {}
+                Ok((restored, removed)) => {
+                    tracing::info!(restored, removed, "hold uploads of the last run")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot restore the hold's uploads"),
+            }
+            let resolver =
+                (auth.mode() == crate::auth::AuthMode::Atproto).then(|| auth.resolver().clone());
+            let base = pds
+                .identity()
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", pds.identity().host));
+            registry.set_push_hook(Arc::new(crate::hold::registry_hook::HoldPushHook::new(
+                svc.clone(),
+                resolver,
+                base,
+            )));
+            Some(svc)
+        }
+        None => None,
+    };
     Ok(Arc::new(AppState {
         config,
         registry,
         auth,
         hold,
+        hold_api,
     }))
+}
+
+/// `atcr gc`: blobs no repository links and no hold layer record names are removed (or
+/// listed with `dry_run`). If the hold's records cannot be read nothing is removed.
+pub async fn collect_garbage(
+    state: &AppState,
+    dry_run: bool,
+) -> Result<Vec<crate::oci::types::Digest>, String> {
+    let keep = match &state.hold_api {
+        Some(h) => h
+            .referenced_digests()
+            .await
+            .map_err(|e| format!("cannot read the hold's layer records: {e}"))?,
+        None => Default::default(),
+    };
+    state
+        .registry
+        .gc_keeping(dry_run, &keep)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else

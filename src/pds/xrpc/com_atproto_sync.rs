@@ -1,11 +1,10 @@
 //! `com.atproto.sync.*` reads: getRepo and getRecord (CARs), getLatestCommit, listRepos,
-//! getRepoStatus, getBlob.
+//! getRepoStatus (getBlob, gated by crew rules, is in `io_atcr_hold.rs`).
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{car_response, check_repo, Params, XrpcError, XrpcErrorKind, XrpcResult};
-use crate::atproto::repo::cid::parse_cid;
 use crate::atproto::repo::syntax::{validate_nsid, validate_record_key};
 use crate::pds::HoldPds;
 use crate::server::http::{json, stream_body};
@@ -78,25 +77,5 @@ pub async fn get_repo_status(hold: &HoldPds, req: Request<Incoming>) -> XrpcResu
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"did": hold.did(), "active": true, "rev": rev}),
-    ))
-}
-
-/// Blobs of the hold repo (avatars, SBOMs) are not stored yet, so every well-formed CID is
-/// `BlobNotFound`. The OCI-digest form (`cid=sha256:...`, routed to the blob store and
-/// gated by `captain.public` / crew `blob:read`) arrives with the `io.atcr.hold.*` API.
-pub async fn get_blob(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
-    let p = Params::of(&req);
-    check_repo(hold, p.required("did")?)?;
-    let cid = p.required("cid")?;
-    if cid.starts_with("sha256:") {
-        return Err(XrpcError::new(
-            XrpcErrorKind::BlobNotFound,
-            "OCI blobs are not served by this endpoint yet",
-        ));
-    }
-    parse_cid(cid).map_err(|e| XrpcError::invalid(format!("cid: {e}")))?;
-    Err(XrpcError::new(
-        XrpcErrorKind::BlobNotFound,
-        "Blob not found",
     ))
 }

@@ -8,6 +8,7 @@ pub mod com_atproto_identity;
 pub mod com_atproto_repo;
 pub mod com_atproto_server;
 pub mod com_atproto_sync;
+pub mod io_atcr_hold;
 pub mod subscribe_repos;
 pub mod well_known;
 
@@ -34,6 +35,8 @@ pub enum XrpcErrorKind {
     ConsumerTooSlow,
     RateLimitExceeded,
     InternalServerError,
+    /// A method-specific error from a lexicon (`QuotaExceeded`, `InvalidUploadId`, ...).
+    Named(&'static str, StatusCode),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -69,6 +72,7 @@ impl XrpcError {
             K::ConsumerTooSlow => "ConsumerTooSlow",
             K::RateLimitExceeded => "RateLimitExceeded",
             K::InternalServerError => "InternalServerError",
+            K::Named(name, _) => name,
         }
     }
 
@@ -87,6 +91,7 @@ impl XrpcError {
             K::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             K::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             K::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            K::Named(_, status) => status,
         }
     }
 
@@ -155,7 +160,6 @@ fn method(nsid: &str) -> Option<(Kind, Handler)> {
         "com.atproto.sync.getLatestCommit" => (Kind::Query, h!(sync::get_latest_commit)),
         "com.atproto.sync.listRepos" => (Kind::Query, h!(sync::list_repos)),
         "com.atproto.sync.getRepoStatus" => (Kind::Query, h!(sync::get_repo_status)),
-        "com.atproto.sync.getBlob" => (Kind::Query, h!(sync::get_blob)),
         "com.atproto.identity.resolveHandle" => (Kind::Query, h!(identity::resolve_handle)),
         "com.atproto.sync.subscribeRepos" => (Kind::Subscription, h!(subscribe_repos::subscribe)),
         _ => return None,
@@ -171,6 +175,9 @@ pub async fn dispatch(state: &AppState, nsid: &str, req: Request<Incoming>) -> R
         )
         .response();
     };
+    if nsid.starts_with("io.atcr.hold.") || nsid == "com.atproto.sync.getBlob" {
+        return io_atcr_hold::dispatch(state, nsid, req).await;
+    }
     let Some((kind, handler)) = method(nsid) else {
         return XrpcError::new(
             XrpcErrorKind::MethodNotImplemented,

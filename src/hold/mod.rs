@@ -1,0 +1,186 @@
+//! The hold's `io.atcr.hold.*` API as domain logic (atcr-spec 5.1-5.6), without HTTP: the
+//! handlers in `pds/xrpc/io_atcr_hold.rs` parse requests, authenticate the caller
+//! ([`HoldService::caller`], service tokens from [`crate::pds::service_auth`]) and call here.
+//!
+//! - [`uploads`]: multipart blob uploads (initiate, part URL, part, complete, abort) on top
+//!   of the [`BlobStore`] staged uploads: hashed while written, visible only after
+//!   `completeUpload` verified the digest.
+//! - [`manifest`]: `notifyManifest` (layer records + stats in one commit, quota, optional
+//!   Bluesky post), also called in-process by the registry's push path ([`PushHook`]).
+//! - [`users`]: crew requests, quota, per-user export and deletion, stats, tiers.
+//! - [`quota`]: tiers and usage arithmetic, pure.
+//!
+//! Every entry point takes the caller's DID (or `None` for anonymous) and decides with
+//! [`crate::pds::permissions::decide`] through [`HoldService::require`].
+
+pub mod manifest;
+pub mod quota;
+pub mod registry_hook;
+pub mod uploads;
+pub mod users;
+
+use std::sync::Arc;
+
+use crate::atproto::identity::Resolver;
+use crate::blob::{BlobError, BlobStore};
+use crate::pds::permissions::{Action, Decision, Deny, Permission};
+use crate::pds::service_auth::{ServiceAuth, ServiceAuthError};
+use crate::pds::{HoldError, HoldPds};
+
+pub use manifest::{NotifyManifest, NotifyOutcome};
+pub use quota::Tiers;
+
+pub const LAYER: &str = "io.atcr.hold.layer";
+pub const STATS: &str = "io.atcr.hold.stats";
+pub const POST: &str = "app.bsky.feed.post";
+
+/// Errors of the hold API, each with its lexicon error name (mapped to an XRPC body in
+/// `pds/xrpc/io_atcr_hold.rs`, the one place).
+#[derive(Debug, thiserror::Error)]
+pub enum HoldApiError {
+    #[error(transparent)]
+    Auth(#[from] ServiceAuthError),
+    #[error("authentication required")]
+    AuthRequired,
+    #[error("this needs the {0} permission on this hold")]
+    Forbidden(&'static str),
+    #[error("this hold does not accept new crew members")]
+    RegistrationDisabled,
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidDigest(String),
+    #[error("unknown upload id")]
+    InvalidUploadId,
+    #[error("{0}")]
+    InvalidPartNumber(String),
+    #[error("{0}")]
+    UploadFailed(String),
+    #[error("{0}")]
+    MissingParts(String),
+    #[error("{0}")]
+    CompletionFailed(String),
+    #[error("{0}")]
+    InvalidOperation(String),
+    #[error("{0}")]
+    UserMismatch(String),
+    #[error("{0}")]
+    InvalidUserDid(String),
+    #[error("{0}")]
+    InvalidOwner(String),
+    #[error("{0}")]
+    InvalidRepository(String),
+    #[error("{0}")]
+    BlobNotFound(String),
+    #[error(transparent)]
+    Hold(#[from] HoldError),
+    #[error("blob storage: {0}")]
+    Blob(#[from] BlobError),
+}
+
+impl From<Deny> for HoldApiError {
+    fn from(d: Deny) -> Self {
+        match d {
+            Deny::AuthRequired => HoldApiError::AuthRequired,
+            Deny::Forbidden(p) => HoldApiError::Forbidden(p.as_str()),
+            Deny::RegistrationDisabled => HoldApiError::RegistrationDisabled,
+        }
+    }
+}
+
+pub type Result<T, E = HoldApiError> = std::result::Result<T, E>;
+
+pub struct HoldService {
+    pds: Arc<HoldPds>,
+    blobs: Arc<dyn BlobStore>,
+    auth: ServiceAuth,
+    tiers: Tiers,
+    uploads: uploads::Uploads,
+}
+
+impl std::fmt::Debug for HoldService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldService")
+            .field("did", &self.pds.did())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HoldService {
+    pub fn new(
+        pds: Arc<HoldPds>,
+        blobs: Arc<dyn BlobStore>,
+        resolver: Arc<Resolver>,
+        tiers: Tiers,
+    ) -> Arc<HoldService> {
+        Arc::new(HoldService {
+            auth: ServiceAuth::new(pds.did(), resolver),
+            pds,
+            blobs,
+            tiers,
+            uploads: uploads::Uploads::default(),
+        })
+    }
+
+    pub fn pds(&self) -> &Arc<HoldPds> {
+        &self.pds
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
+    }
+
+    /// The authenticated caller of `nsid`: `None` without an `Authorization` header, the
+    /// token's issuer DID when it carries a valid service token, an error otherwise (a bad
+    /// token is never treated as anonymous).
+    pub async fn caller(&self, authorization: Option<&str>, nsid: &str) -> Result<Option<String>> {
+        if authorization.is_none() {
+            return Ok(None);
+        }
+        let token = crate::pds::service_auth::bearer(authorization)?;
+        Ok(Some(self.auth.verify(token, nsid).await?))
+    }
+
+    /// Like [`HoldService::caller`] but anonymous callers are refused.
+    pub async fn authenticated(&self, authorization: Option<&str>, nsid: &str) -> Result<String> {
+        self.caller(authorization, nsid)
+            .await?
+            .ok_or(HoldApiError::AuthRequired)
+    }
+
+    /// Crew rules for `action` ([`crate::pds::permissions::decide`]).
+    pub async fn require(&self, caller: Option<&str>, action: Action) -> Result<()> {
+        match self.pds.authorize(caller, action).await? {
+            Decision::Allow | Decision::AlreadyMember => Ok(()),
+            Decision::Deny(d) => Err(d.into()),
+        }
+    }
+
+    /// True when `caller` is the captain or has `crew:admin`.
+    pub async fn is_admin(&self, caller: &str) -> Result<bool> {
+        Ok(matches!(
+            self.pds.authorize(Some(caller), Action::Admin).await?,
+            Decision::Allow
+        ))
+    }
+
+    /// The user themself, or an admin, may act on `user`'s data.
+    pub async fn require_self_or_admin(&self, caller: &str, user: &str) -> Result<()> {
+        if caller == user || self.is_admin(caller).await? {
+            Ok(())
+        } else {
+            Err(HoldApiError::Forbidden(Permission::CrewAdmin.as_str()))
+        }
+    }
+}
+
+/// A DID syntax check for request fields (full validation happens on resolution).
+pub fn check_did(s: &str) -> bool {
+    crate::atproto::repo::syntax::validate_did(s).is_ok()
+}

@@ -1,0 +1,104 @@
+//! The hold side of the registry's [`PushHook`]: the in-process push path (`/v2/` manifest
+//! PUT) reports to the hold like atcr.io's AppView calls `notifyManifest`, without a token:
+//! the OCI auth already checked that the pusher owns the name. So crew rules are not applied
+//! here (any user who may push to this registry stores blobs in its hold); the quota is: a
+//! push over the user's tier is refused before anything is visible.
+
+use std::sync::Arc;
+
+use super::manifest::{Descriptor, ManifestSummary, NotifyManifest};
+use super::{HoldApiError, HoldService};
+use crate::atproto::identity::Resolver;
+use crate::oci::types::manifest::ParsedManifest;
+use crate::oci::types::{Digest, Name};
+use crate::registry::push_hook::PushHook;
+
+pub struct HoldPushHook {
+    svc: Arc<HoldService>,
+    /// Handle -> DID for names like `alice.test/app`; `None` (auth off): only DID names count.
+    resolver: Option<Arc<Resolver>>,
+    /// Public base URL for post links.
+    base_url: String,
+}
+
+impl HoldPushHook {
+    pub fn new(svc: Arc<HoldService>, resolver: Option<Arc<Resolver>>, base_url: String) -> Self {
+        HoldPushHook {
+            svc,
+            resolver,
+            base_url,
+        }
+    }
+
+    /// The pushing user's DID: the name's identity segment (the OCI auth checked that it
+    /// resolves to the token's subject). `None` for names that are no identity (auth off).
+    async fn user_did(&self, name: &Name) -> Option<String> {
+        let id = name.identity();
+        if id.starts_with("did:") {
+            return Some(id.to_string());
+        }
+        self.resolver.as_ref()?.resolve_did_of(id).await.ok()
+    }
+}
+
+fn layers(m: &ParsedManifest) -> Vec<Descriptor> {
+    m.layers
+        .iter()
+        .map(|d| Descriptor {
+            digest: d.digest.to_string(),
+            size: d.size,
+            media_type: d.media_type.clone(),
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl PushHook for HoldPushHook {
+    async fn before_push(&self, name: &Name, manifest: &ParsedManifest) -> Result<(), String> {
+        let Some(did) = self.user_did(name).await else {
+            return Ok(());
+        };
+        match self.svc.check_quota(&did, &layers(manifest)).await {
+            Ok(()) => Ok(()),
+            Err(HoldApiError::QuotaExceeded(m)) => Err(m),
+            Err(e) => {
+                // The quota could not be read: let the push through rather than fail it
+                // on a hold-side fault; record_push checks again.
+                tracing::warn!(error = %e, "hold quota check failed");
+                Ok(())
+            }
+        }
+    }
+
+    async fn after_push(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        manifest: &ParsedManifest,
+        tag: Option<&str>,
+    ) {
+        let Some(did) = self.user_did(name).await else {
+            return;
+        };
+        let req = NotifyManifest {
+            repository: name.repository().to_string(),
+            user_did: did,
+            manifest_digest: digest.to_string(),
+            manifest: ManifestSummary {
+                media_type: manifest.media_type.clone(),
+                config: manifest.config.as_ref().map(|d| Descriptor {
+                    digest: d.digest.to_string(),
+                    size: d.size,
+                    media_type: d.media_type.clone(),
+                }),
+                layers: layers(manifest),
+                manifests: Vec::new(),
+            },
+            tag: tag.map(str::to_string),
+            operation: Some("push".into()),
+        };
+        if let Err(e) = self.svc.record_push(req, &self.base_url).await {
+            tracing::warn!(error = %e, name = %name, "hold notifyManifest failed; the push is stored");
+        }
+    }
+}

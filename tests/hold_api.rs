@@ -1322,6 +1322,18 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
         )
         .await;
     assert_eq!(r.0, 200, "{}", r.1);
+    // Just completed and not yet named by a notifyManifest: kept for a grace period, since
+    // the AppView sends notifyManifest only after its manifest write.
+    let swept = atcr::server::collect_garbage(&h.s.running.state, false)
+        .await
+        .unwrap();
+    assert!(swept.is_empty(), "swept {swept:?} during the grace period");
+    // The grace period lives in memory; after a restart only layer records keep blobs.
+    let Hold { s, dir } = h;
+    let h = Hold {
+        s: s.restart().await,
+        dir,
+    };
     let swept = atcr::server::collect_garbage(&h.s.running.state, false)
         .await
         .unwrap();

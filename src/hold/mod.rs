@@ -98,7 +98,14 @@ pub struct HoldService {
     auth: ServiceAuth,
     tiers: Tiers,
     uploads: uploads::Uploads,
+    /// Blobs completed through `completeUpload` whose `notifyManifest` (the layer record that
+    /// keeps them from garbage collection) may not have come yet. In memory only: a restart
+    /// forgets them, so a GC right after a restart can still take such a blob.
+    recently_completed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a completed upload is kept from garbage collection without a layer record.
+const UNNOTIFIED_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl std::fmt::Debug for HoldService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,7 +128,28 @@ impl HoldService {
             blobs,
             tiers,
             uploads: uploads::Uploads::default(),
+            recently_completed: Default::default(),
         })
+    }
+
+    fn note_completed(&self, digest: &crate::oci::types::Digest) {
+        let mut map = self
+            .recently_completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, at| at.elapsed() < UNNOTIFIED_GRACE);
+        map.insert(digest.to_string(), std::time::Instant::now());
+    }
+
+    fn unnotified_completions(&self) -> Vec<String> {
+        let map = self
+            .recently_completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, at)| at.elapsed() < UNNOTIFIED_GRACE)
+            .map(|(d, _)| d.clone())
+            .collect()
     }
 
     pub fn pds(&self) -> &Arc<HoldPds> {

@@ -306,6 +306,8 @@ impl HoldService {
             )));
         }
         let digest = s.digest.clone();
+        // Noted before the commit, so a GC gathering its keep-list after this cannot miss it.
+        self.note_completed(&digest);
         self.blobs
             .upload_commit(id, &digest)
             .await

@@ -318,10 +318,12 @@ impl HoldService {
             .pds
             .read(|repo| collection_where(repo, LAYER, |_| true))
             .await?;
-        Ok(layers
+        let mut keep: std::collections::HashSet<String> = layers
             .into_iter()
             .filter_map(|(_, v)| v["digest"].as_str().map(str::to_string))
-            .collect())
+            .collect();
+        keep.extend(self.unnotified_completions());
+        Ok(keep)
     }
 
     /// `listTiers`: public.

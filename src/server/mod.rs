@@ -27,6 +27,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The hold's embedded PDS (`hold.enabled`).
     pub hold: Option<Arc<crate::pds::HoldPds>>,
+    /// The UI/search index (libSQL), fed by direct writes and the network.
+    pub index: crate::index::Index,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum StartError {
     Keys(#[from] crate::auth::keys::KeyError),
     #[error("cannot open the hold: {0}")]
     Hold(#[from] crate::pds::HoldError),
+    #[error("cannot open the index: {0}")]
+    Index(#[from] crate::index::IndexError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -102,11 +106,14 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         registry.set_records(pds.clone());
         auth.set_login_hook(pds);
     }
+    let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
+    registry.set_index(index.clone());
     Ok(Arc::new(AppState {
         config,
         registry,
         auth,
         hold,
+        index,
     }))
 }
 

@@ -682,6 +682,14 @@ impl Index {
         set_cursor(&conn, source, seq, &crate::pds::now_rfc3339()).await
     }
 
+    /// Forget a source's cursor (it no longer knows our position).
+    pub async fn delete_cursor(&self, source: &str) -> Result<()> {
+        let conn = self.writer().await;
+        conn.execute("DELETE FROM ingest_cursor WHERE source = ?1", [source])
+            .await?;
+        Ok(())
+    }
+
     /// Resolve the DID document and store handle and PDS (logged, never fatal).
     pub async fn refresh_user(&self, did: &str) {
         self.resolver().invalidate(did);

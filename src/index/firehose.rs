@@ -468,9 +468,15 @@ async fn run_once(index: &Index, endpoint: &str, max_frame: usize) -> Result<(),
         };
         if let Frame::Error { error, message } = &frame {
             tracing::warn!(%endpoint, %error, message = ?message, "firehose error frame");
-            if error == "FutureCursor" || error == "OutdatedCursor" {
-                // The source lost or never had our position: start from its live tail.
-                let _ = forget_cursor(index, endpoint).await;
+            if error == "FutureCursor" {
+                // Our cursor is ahead of the source: it was reset (a new PDS, a relay that
+                // lost its log). Replay what it still has from the start; records are
+                // idempotent upserts.
+                tracing::info!(%endpoint, "cursor ahead of the source: replaying from 0");
+                index
+                    .set_cursor(endpoint, 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             return Err(format!("error frame {error}"));
         }
@@ -496,10 +502,6 @@ async fn run_once(index: &Index, endpoint: &str, max_frame: usize) -> Result<(),
             }
         }
     }
-}
-
-async fn forget_cursor(index: &Index, endpoint: &str) -> super::Result<()> {
-    index.delete_cursor(endpoint).await
 }
 
 enum Handled {

@@ -377,8 +377,10 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
 }
 
 /// Restarts the network (`ATCR_TEST_ATNET_RESTART=1`, run alone by atproto-e2e.sh): the
-/// consumer reconnects by itself and indexes what the new PDS publishes.
-#[tokio::test]
+/// consumer sees the connection drop, reconnects by itself (backoff) and indexes what the
+/// new PDS publishes, including records written before it reconnected (cursor replay; the
+/// fresh PDS answers our old cursor with FutureCursor, so the consumer replays from 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firehose_survives_a_pds_restart() {
     if std::env::var("ATCR_TEST_ATNET_RESTART").is_err() {
         eprintln!("SKIPPED: needs ATCR_TEST_ATNET_RESTART=1 (it restarts the test network)");
@@ -390,22 +392,38 @@ async fn firehose_survives_a_pds_restart() {
     let ix = s.running.state.index.clone();
     let ep = ws_of(&net.pds);
 
-    let net = Atnet::restart();
-    eventually(
-        "consumer notices the PDS went away and reconnects",
-        60,
-        || {
-            let (ix, ep) = (ix.clone(), ep.clone());
-            async move { ix.firehose_connected(&ep) }
-        },
+    // Something indexed before the restart, so the consumer holds a cursor.
+    let alice = net.account("alice.test").clone();
+    let jwt = session(&net, "alice.test").await;
+    let (h0, repo0) = (rand_hex(64), format!("before-restart-{}", rand_hex(6)));
+    put_record(
+        &net,
+        &jwt,
+        &alice.did,
+        "io.atcr.manifest",
+        &h0,
+        manifest_record(&repo0, &h0, "before"),
     )
     .await;
+    eventually("a record before the restart is indexed", 15, || {
+        let (ix, did, repo) = (ix.clone(), alice.did.clone(), repo0.clone());
+        async move { ix.repository(&did, &repo).await.unwrap().is_some() }
+    })
+    .await;
+    assert!(ix.ingest_cursor(&ep).await.unwrap().is_some());
+
+    let restarting = tokio::task::spawn_blocking(Atnet::restart);
+    eventually("consumer notices the PDS went away", 30, || {
+        let (ix, ep) = (ix.clone(), ep.clone());
+        async move { !ix.firehose_connected(&ep) }
+    })
+    .await;
+    let net = restarting.await.unwrap();
+    // Written as soon as the new PDS is up, possibly before the consumer is back.
     let alice = net.account("alice.test").clone();
     let jwt = session(&net, "alice.test").await;
     let h = rand_hex(64);
     let repo = format!("after-restart-{}", rand_hex(6));
-    // The new network may reuse or be behind the old cursor; keep writing until the
-    // consumer (reconnecting with backoff, resetting a future cursor) picks one up.
     put_record(
         &net,
         &jwt,
@@ -423,6 +441,11 @@ async fn firehose_survives_a_pds_restart() {
         &format!("{repo}:v1"),
         tag_record(&alice.did, &repo, "v1", &h),
     )
+    .await;
+    eventually("consumer reconnected", 60, || {
+        let (ix, ep) = (ix.clone(), ep.clone());
+        async move { ix.firehose_connected(&ep) }
+    })
     .await;
     eventually(
         "a record published after the PDS restart is indexed",

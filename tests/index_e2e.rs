@@ -57,6 +57,7 @@ async fn restart_with<F: std::future::Future<Output = ()>>(
     running.stop().await;
     between(dir.path().to_path_buf()).await;
     config.server.listen = format!("127.0.0.1:{}", free_port());
+    config.index.backfill_when_empty = true;
     let running = atcr::server::spawn(config).await.expect("server restarts");
     let base = running.base_url();
     TestServer {
@@ -225,7 +226,42 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
     let word = format!("zanzibar{}", rand_hex(6));
     let h1 = rand_hex(64);
 
-    let s = server(&net).await;
+    // alice has a Bluesky profile with an avatar: the index shows it for her.
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+    )
+    .unwrap();
+    let blob: Value = reqwest::Client::new()
+        .post(format!("{}/xrpc/com.atproto.repo.uploadBlob", net.pds))
+        .bearer_auth(&ajwt)
+        .header("Content-Type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    put_record(
+        &net,
+        &ajwt,
+        &alice.did,
+        "app.bsky.actor.profile",
+        "self",
+        json!({
+        "$type": "app.bsky.actor.profile", "displayName": "Alice", "avatar": blob["blob"]}),
+    )
+    .await;
+    let avatar_cid = blob["blob"]["ref"]["$link"].as_str().unwrap().to_string();
+
+    // No start-up backfill this time: what arrives below comes through the firehose.
+    let net1 = net.clone();
+    let s = TestServer::start_with(move |c| {
+        configure(c, &net1);
+        c.index.backfill_when_empty = false;
+    })
+    .await;
     wait_connected(&s, &net).await;
     let ix = s.running.state.index.clone();
 
@@ -284,6 +320,15 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
         .await
         .unwrap();
     assert_eq!(found.total, 1);
+    eventually("alice's avatar from her profile", 10, || {
+        let (ix, cid) = (ix.clone(), avatar_cid.clone());
+        async move {
+            let u = ix.user_by_handle_or_did("alice.test").await.unwrap();
+            u.and_then(|u| u.avatar)
+                .is_some_and(|a| a.contains("com.atproto.sync.getBlob") && a.ends_with(&cid))
+        }
+    })
+    .await;
     let cursor1 = ix
         .ingest_cursor(&ws_of(&net.pds))
         .await
@@ -327,6 +372,13 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
         (2, 1, 1, 1)
     );
     assert!(ix.ingest_cursor(&ws_of(&net.pds)).await.unwrap().unwrap() > cursor1);
+    // The full picture before the rebuild: this run's records (from the firehose) plus
+    // whatever earlier runs left on the network (an explicit backfill).
+    let report = ix.backfill(std::slice::from_ref(&net.pds)).await.unwrap();
+    assert!(
+        report.repos_indexed >= 2 && report.failures == 0,
+        "{report:?}"
+    );
     let before = snapshot(&ix, &alice.did, &bob.did).await;
     assert!(before.0.contains(&repo) && before.2.contains(&(alice.did.clone(), repo.clone())));
 

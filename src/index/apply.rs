@@ -772,9 +772,36 @@ impl Index {
                 {
                     tracing::warn!(%did, error = %e, "storing a user's identity in the index failed");
                 }
+                if let Err(e) = self.refresh_avatar(did, &id.pds).await {
+                    tracing::debug!(%did, error = %e, "avatar of an indexed user not read");
+                }
             }
             Err(e) => tracing::debug!(%did, error = %e, "identity of an indexed user not resolved"),
         }
+    }
+
+    /// The avatar of the user's `app.bsky.actor.profile/self`, stored as the
+    /// `com.atproto.sync.getBlob` URL on their PDS (none when there is no profile).
+    async fn refresh_avatar(&self, did: &str, pds: &str) -> Result<()> {
+        let rec = self
+            .resolver()
+            .xrpc()
+            .get_record(pds, did, "app.bsky.actor.profile", "self")
+            .await
+            .map_err(|e| IndexError::Network(e.to_string()))?;
+        let avatar = rec.as_ref().and_then(|r| {
+            let cid = r.value.get("avatar")?.get("ref")?.get("$link")?.as_str()?;
+            (cid.len() <= 128 && cid.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| {
+                format!(
+                    "{}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}",
+                    pds.trim_end_matches('/')
+                )
+            })
+        });
+        let conn = self.writer().await;
+        conn.execute("UPDATE users SET avatar = ?2 WHERE did = ?1", (did, avatar))
+            .await?;
+        Ok(())
     }
 
     /// Set a user's handle (and PDS): `#identity` events, DID document resolution.

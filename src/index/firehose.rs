@@ -9,7 +9,10 @@
 //! with the new cursor in one transaction. `tooBig` commits and `#sync` events re-read the
 //! repository with the backfill; `#identity` re-resolves the DID; `#account` with status
 //! `deleted`/`takendown` forgets the account. A frame that does not check out is logged and
-//! skipped; the connection is retried with exponential backoff (1 s .. 60 s).
+//! skipped; the connection is retried with exponential backoff (1 s .. 60 s). A
+//! `FutureCursor` error (the source was reset, e.g. a new PDS on the same URL) makes the
+//! consumer replay from seq 0. Frames without `io.atcr.*` changes advance the stored cursor
+//! at most every 5 s (replaying them is harmless).
 
 use std::time::{Duration, Instant};
 

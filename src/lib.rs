@@ -21,6 +21,7 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod hold;
+pub mod index;
 pub mod oci;
 pub mod pds;
 pub mod registry;

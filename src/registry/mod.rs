@@ -131,6 +131,8 @@ pub struct Registry {
     /// blob between its commit and its link.
     gc_guard: tokio::sync::RwLock<()>,
     push_hook: std::sync::RwLock<Option<Arc<dyn push_hook::PushHook>>>,
+    /// The UI/search index, told about pushes and deletes once they succeeded.
+    index: std::sync::OnceLock<crate::index::Index>,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -157,7 +159,13 @@ impl Registry {
             records: std::sync::RwLock::new(None),
             gc_guard: tokio::sync::RwLock::new(()),
             push_hook: std::sync::RwLock::new(None),
+            index: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Install the index (direct writes after pushes and deletes); done once at start.
+    pub fn set_index(&self, index: crate::index::Index) {
+        let _ = self.index.set(index);
     }
 
     /// Install the record store (the PDS writer); done once at start.
@@ -605,10 +613,22 @@ impl Registry {
                 })?;
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let (n, d, p, t) = (name.clone(), digest.clone(), parsed.clone(), tag.clone());
-        self.store
-            .run(move |s| s.put_manifest(&n, &d, &p, &bytes, t.as_deref()))
+        let (n, d, p, mt) = (
+            name.clone(),
+            digest.clone(),
+            parsed.clone(),
+            parsed.media_type.clone(),
+        );
+        let (bytes, tag) = self
+            .store
+            .run(move |s| {
+                s.put_manifest(&n, &d, &p, &bytes, tag.as_deref())
+                    .map(|()| (bytes, tag))
+            })
             .await?;
+        if let Some(ix) = self.index.get() {
+            ix.note_manifest_put(name, &digest, &mt, &bytes, tag.as_deref());
+        }
         if let Some(h) = hook {
             h.after_push(name, &digest, &parsed, tag.as_deref()).await;
         }
@@ -689,18 +709,24 @@ impl Registry {
             Reference::Tag(t) => {
                 let tag = t.to_string();
                 if self.store.run(move |s| s.delete_tag(&repo, &tag)).await? {
+                    if let Some(ix) = self.index.get() {
+                        ix.note_tag_delete(name, t.as_str());
+                    }
                     Ok(())
                 } else {
                     Err(RegistryError::ManifestUnknown)
                 }
             }
             Reference::Digest(d) => {
-                let d = d.clone();
+                let d2 = d.clone();
                 let deleted = self
                     .store
-                    .run(move |s| s.delete_manifest(&repo, &d))
+                    .run(move |s| s.delete_manifest(&repo, &d2))
                     .await?;
                 if deleted.manifest {
+                    if let Some(ix) = self.index.get() {
+                        ix.note_manifest_delete(name, d);
+                    }
                     Ok(())
                 } else {
                     Err(RegistryError::ManifestUnknown)

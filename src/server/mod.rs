@@ -29,6 +29,8 @@ pub struct AppState {
     pub hold: Option<Arc<crate::pds::HoldPds>>,
     /// The `io.atcr.hold.*` API over that PDS and the blob store.
     pub hold_api: Option<Arc<crate::hold::HoldService>>,
+    /// The UI/search index (libSQL), fed by direct writes and the network.
+    pub index: crate::index::Index,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum StartError {
     Keys(#[from] crate::auth::keys::KeyError),
     #[error("cannot open the hold: {0}")]
     Hold(#[from] crate::pds::HoldError),
+    #[error("cannot open the index: {0}")]
+    Index(#[from] crate::index::IndexError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -133,12 +137,15 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         }
         None => None,
     };
+    let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
+    registry.set_index(index.clone());
     Ok(Arc::new(AppState {
         config,
         registry,
         auth,
         hold,
         hold_api,
+        index,
     }))
 }
 
@@ -297,6 +304,7 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "upload cleanup failed"),
     }
     let housekeeping = spawn_housekeeping(state.clone());
+    state.index.start_ingest(&state.config);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -343,6 +351,7 @@ pub async fn run(
     if let Some(hold) = &state.hold {
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }
+    state.index.stop_ingest();
 }
 
 /// Hourly cleanup of abandoned upload sessions after the first, which [`run`] does before

@@ -12,6 +12,8 @@
 //!   [`atproto::xrpc`] is the XRPC client, [`atproto::identity`] resolves handles and DIDs.
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
+//! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
+//!   hold admin panel at `/admin`.
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
@@ -23,3 +25,4 @@ pub mod oci;
 pub mod pds;
 pub mod registry;
 pub mod server;
+pub mod web;

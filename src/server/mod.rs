@@ -27,6 +27,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The hold's embedded PDS (`hold.enabled`).
     pub hold: Option<Arc<crate::pds::HoldPds>>,
+    /// Browser sessions of the web UI.
+    pub web: crate::web::Web,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     } else {
         None
     };
+    let web = crate::web::Web::new(store.clone());
     let auth = Arc::new(build_auth(&config, store)?);
     if auth.mode() == crate::auth::AuthMode::Atproto {
         // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
@@ -107,6 +110,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         registry,
         auth,
         hold,
+        web,
     }))
 }
 

@@ -185,7 +185,8 @@ pub struct UserPage {
 pub struct SearchPage {
     pub chrome: Chrome,
     pub q: String,
-    pub sort: String,
+    /// Architecture filter (`amd64`, `arm64`, ...); empty: any.
+    pub arch: String,
     pub owner: String,
     /// The rendered [`SearchResults`] fragment (the same HTML htmx fetches for paging).
     pub results_html: String,

@@ -183,18 +183,20 @@ async fn owner_did(state: &AppState, ix: &Index, who: &str) -> Result<(String, S
     }
 }
 
+/// `/r/<owner>/<rest>`: a repository page, or a manifest page when `rest` is
+/// `<repo>/manifests/<digest>`. `tags_offset` pages the tag list (htmx).
 pub async fn repo_or_manifest(
     state: &Arc<AppState>,
     ctx: &Ctx,
-    req: &Request<Incoming>,
     owner: &str,
     rest: &str,
+    tags_offset: u32,
 ) -> WebResult {
     let rest = rest.trim_end_matches('/');
     if let Some((repo, digest)) = rest.split_once("/manifests/") {
         return manifest(state, ctx, owner, repo, digest).await;
     }
-    repo_page(state, ctx, req, owner, rest).await
+    repo_page(state, ctx, owner, rest, tags_offset).await
 }
 
 fn tag_rows(tags: Vec<crate::index::TagInfo>, owner: &str, repo: &str, host: &str, now: u64) -> Vec<TagRow> {
@@ -212,15 +214,13 @@ fn tag_rows(tags: Vec<crate::index::TagInfo>, owner: &str, repo: &str, host: &st
         .collect()
 }
 
-async fn repo_page(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>, who: &str, repo: &str) -> WebResult {
+async fn repo_page(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, offset: u32) -> WebResult {
     let ix = index(state)?;
     let (did, owner) = owner_did(state, ix, who).await?;
     let Some(info) = ix.repository(&did, repo).await.map_err(ix_err)? else {
         return Err(WebError::NotFound(format!("{owner} has no repository {repo}.")));
     };
     let now = now();
-    let q = query(req.uri());
-    let offset: u32 = query_get(&q, "tags_offset").and_then(|o| o.parse().ok()).unwrap_or(0);
     let tags = ix.tags(&did, repo, TAGS_PAGE + 1, offset).await.map_err(ix_err)?;
     let more = tags.len() > TAGS_PAGE as usize;
     let mut tags = tags;

@@ -185,6 +185,20 @@ impl Ctx {
         })
     }
 
+    /// An anonymous visitor of `host` (benches and tests that call page functions).
+    pub fn anonymous(host: &str) -> Ctx {
+        Ctx {
+            session: None,
+            anon_csrf: session::random_token(),
+            anon_csrf_is_new: true,
+            theme: String::new(),
+            secure: false,
+            host: host.to_string(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            htmx: false,
+        }
+    }
+
     pub fn user(&self) -> Option<&WebSession> {
         self.session.as_ref().map(|(_, s)| s)
     }

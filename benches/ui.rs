@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use atcr::config::Config;
-use atcr::index::RecordChange;
+use atcr::index::apply::RecordChange;
 use atcr::web::catalog::repo_or_manifest;
 use atcr::web::Ctx;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -18,7 +18,10 @@ const HANDLE: &str = "alice.test";
 
 fn digest(seed: &str) -> String {
     use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(seed.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(seed.as_bytes()))
+    )
 }
 
 fn manifest_record(repo: &str, i: usize) -> (String, serde_json::Value) {
@@ -52,7 +55,11 @@ fn populate(rt: &tokio::runtime::Runtime, state: &atcr::server::AppState) {
             .await
             .unwrap();
         for r in 0..40 {
-            let repo = if r == 0 { "app".to_string() } else { format!("repo{r}") };
+            let repo = if r == 0 {
+                "app".to_string()
+            } else {
+                format!("repo{r}")
+            };
             let n = if r == 0 { 60 } else { 2 };
             let mut changes = Vec::new();
             for i in 0..n {

@@ -21,6 +21,7 @@ pub mod atproto;
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod index;
 pub mod oci;
 pub mod pds;
 pub mod registry;

@@ -41,6 +41,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub log: LogConfig,
     pub hold: HoldConfig,
+    pub index: IndexConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +186,46 @@ pub struct HoldConfig {
     pub allow_all_crew: bool,
     /// Announce pushes as Bluesky posts from the hold's account.
     pub enable_bluesky_posts: bool,
+}
+
+/// The index (users, repositories, tags, stars, search): a libSQL file, optionally an
+/// embedded replica of a remote primary, fed by direct writes and the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// The local database file; empty means `<data_dir>/index.db`.
+    pub path: PathBuf,
+    /// libSQL primary (Turso / libsql-server, `libsql://`, `https://` or `http://`); empty:
+    /// a purely local index.
+    pub primary_url: String,
+    /// Token for `primary_url`.
+    pub auth_token: Secret,
+    /// Seconds between embedded-replica syncs (one sync always runs at start).
+    pub sync_interval_secs: u64,
+    /// `com.atproto.sync.subscribeRepos` endpoints to ingest (`ws://` / `wss://` base URLs of
+    /// a relay or PDS).
+    pub firehose: Vec<String>,
+    /// PDS or relay base URLs (`http(s)://`) whose repositories `atcr index backfill` lists.
+    pub backfill_hosts: Vec<String>,
+    /// Backfill at start when the index has no repositories.
+    pub backfill_when_empty: bool,
+    /// Largest firehose frame accepted (bytes); larger frames are skipped.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            path: PathBuf::new(),
+            primary_url: String::new(),
+            auth_token: Secret::default(),
+            sync_interval_secs: 60,
+            firehose: Vec::new(),
+            backfill_hosts: Vec::new(),
+            backfill_when_empty: true,
+            max_frame_bytes: 4 << 20,
+        }
+    }
 }
 
 impl Default for HoldConfig {
@@ -425,7 +466,57 @@ impl Config {
             );
         }
         self.validate_hold()?;
+        self.validate_index()?;
         Ok(())
+    }
+
+    fn validate_index(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let ix = &self.index;
+        let u = &ix.primary_url;
+        if !u.is_empty() {
+            if !["libsql://", "https://", "http://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+            {
+                return invalid(
+                    "index.primary_url",
+                    format!("{u:?} must start with libsql://, https:// or http://"),
+                );
+            }
+            if ix.sync_interval_secs == 0 {
+                return invalid("index.sync_interval_secs", "must be at least 1".into());
+            }
+        }
+        for f in &ix.firehose {
+            if !(f.starts_with("ws://") || f.starts_with("wss://")) {
+                return invalid(
+                    "index.firehose",
+                    format!("{f:?} must start with ws:// or wss://"),
+                );
+            }
+        }
+        for h in &ix.backfill_hosts {
+            if !(h.starts_with("http://") || h.starts_with("https://")) {
+                return invalid(
+                    "index.backfill_hosts",
+                    format!("{h:?} must start with http:// or https://"),
+                );
+            }
+        }
+        if ix.max_frame_bytes < 1024 {
+            return invalid("index.max_frame_bytes", "must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The index database file.
+    pub fn index_path(&self) -> PathBuf {
+        if self.index.path.as_os_str().is_empty() {
+            self.server.data_dir.join("index.db")
+        } else {
+            self.index.path.clone()
+        }
     }
 
     fn validate_hold(&self) -> Result<(), ConfigError> {
@@ -581,6 +672,14 @@ fn apply_env(
             toml::Value::Float(_) => {
                 toml::Value::Float(raw.trim().parse().map_err(|_| err("expected a number"))?)
             }
+            // Lists of strings: comma-separated.
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
             _ => toml::Value::String(raw),
         };
         let mut cur = &mut *table;

@@ -122,6 +122,8 @@ pub struct Registry {
     /// Where manifests and tags are written besides the local copy (the owner's PDS);
     /// `None` in local mode (`auth.mode = "none"`).
     records: std::sync::RwLock<Option<Arc<dyn records::ManifestRecords>>>,
+    /// The UI/search index, told about pushes and deletes once they succeeded.
+    index: std::sync::OnceLock<crate::index::Index>,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -146,7 +148,13 @@ impl Registry {
             limits,
             sessions: std::sync::Mutex::new(HashMap::new()),
             records: std::sync::RwLock::new(None),
+            index: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Install the index (direct writes after pushes and deletes); done once at start.
+    pub fn set_index(&self, index: crate::index::Index) {
+        let _ = self.index.set(index);
     }
 
     /// Install the record store (the PDS writer); done once at start.
@@ -574,10 +582,17 @@ impl Registry {
                 })?;
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let (n, d) = (name.clone(), digest.clone());
-        self.store
-            .run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref()))
+        let (n, d, mt) = (name.clone(), digest.clone(), parsed.media_type.clone());
+        let (bytes, tag) = self
+            .store
+            .run(move |s| {
+                s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref())
+                    .map(|()| (bytes, tag))
+            })
             .await?;
+        if let Some(ix) = self.index.get() {
+            ix.note_manifest_put(name, &digest, &mt, &bytes, tag.as_deref());
+        }
         Ok(PutManifest { digest, subject })
     }
 
@@ -655,18 +670,24 @@ impl Registry {
             Reference::Tag(t) => {
                 let tag = t.to_string();
                 if self.store.run(move |s| s.delete_tag(&repo, &tag)).await? {
+                    if let Some(ix) = self.index.get() {
+                        ix.note_tag_delete(name, t.as_str());
+                    }
                     Ok(())
                 } else {
                     Err(RegistryError::ManifestUnknown)
                 }
             }
             Reference::Digest(d) => {
-                let d = d.clone();
+                let d2 = d.clone();
                 let deleted = self
                     .store
-                    .run(move |s| s.delete_manifest(&repo, &d))
+                    .run(move |s| s.delete_manifest(&repo, &d2))
                     .await?;
                 if deleted.manifest {
+                    if let Some(ix) = self.index.get() {
+                        ix.note_manifest_delete(name, d);
+                    }
                     Ok(())
                 } else {
                     Err(RegistryError::ManifestUnknown)

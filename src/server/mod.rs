@@ -29,6 +29,8 @@ pub struct AppState {
     pub hold: Option<Arc<crate::pds::HoldPds>>,
     /// Browser sessions of the web UI.
     pub web: crate::web::Web,
+    /// The UI/search index (libSQL), fed by direct writes and the network.
+    pub index: crate::index::Index,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum StartError {
     Keys(#[from] crate::auth::keys::KeyError),
     #[error("cannot open the hold: {0}")]
     Hold(#[from] crate::pds::HoldError),
+    #[error("cannot open the index: {0}")]
+    Index(#[from] crate::index::IndexError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -105,12 +109,15 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         registry.set_records(pds.clone());
         auth.set_login_hook(pds);
     }
+    let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
+    registry.set_index(index.clone());
     Ok(Arc::new(AppState {
         config,
         registry,
         auth,
         hold,
         web,
+        index,
     }))
 }
 

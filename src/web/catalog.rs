@@ -31,10 +31,7 @@ pub const SEARCH_PAGE: u32 = 10;
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 fn index(state: &AppState) -> Result<&Index, WebError> {
-    state
-        .index
-        .as_ref()
-        .ok_or_else(|| WebError::NotFound("This server runs without the AppView index.".into()))
+    Ok(&state.index)
 }
 
 fn ix_err(e: crate::index::IndexError) -> WebError {
@@ -98,7 +95,11 @@ fn card(r: &RepoSummary, now: u64) -> RepoCard {
             .unwrap_or_default(),
         stars: r.star_count.max(0) as u64,
         pulls: r.pull_count.max(0) as u64,
-        updated: r.last_push.as_deref().map(|t| age(unix_of(t), now)).unwrap_or_default(),
+        updated: r
+            .last_push
+            .as_deref()
+            .map(|t| age(unix_of(t), now))
+            .unwrap_or_default(),
         tag: r.latest_tag.clone().unwrap_or_default(),
     }
 }
@@ -176,9 +177,9 @@ async fn owner_did(state: &AppState, ix: &Index, who: &str) -> Result<(String, S
     }
     match state.auth.resolver().resolve(who).await {
         Ok(id) => Ok((id.did.clone(), id.handle.unwrap_or(id.did))),
-        Err(crate::atproto::identity::IdentityError::Xrpc(e)) => Err(WebError::Upstream(format!(
-            "cannot resolve {who}: {e}"
-        ))),
+        Err(e @ crate::atproto::identity::IdentityError::DidFetch { .. }) => {
+            Err(WebError::Upstream(format!("cannot resolve {who}: {e}")))
+        }
         Err(_) => Err(WebError::NotFound(format!("No user {who} is known here."))),
     }
 }
@@ -199,12 +200,21 @@ pub async fn repo_or_manifest(
     repo_page(state, ctx, owner, rest, tags_offset).await
 }
 
-fn tag_rows(tags: Vec<crate::index::TagInfo>, owner: &str, repo: &str, host: &str, now: u64) -> Vec<TagRow> {
+fn tag_rows(
+    tags: Vec<crate::index::TagInfo>,
+    owner: &str,
+    repo: &str,
+    host: &str,
+    now: u64,
+) -> Vec<TagRow> {
     tags.into_iter()
         .map(|t| TagRow {
             href: format!("/r/{owner}/{repo}/manifests/{}", t.digest),
             short_digest: short_digest(&t.digest),
-            size: t.total_size.map(|s| human_size(s.max(0) as u64)).unwrap_or_default(),
+            size: t
+                .total_size
+                .map(|s| human_size(s.max(0) as u64))
+                .unwrap_or_default(),
             age: age(unix_of(&t.pushed_at), now),
             platforms: t.platforms.iter().map(platform_str).collect(),
             pull: format!("docker pull {host}/{owner}/{repo}:{}", t.tag),
@@ -214,14 +224,25 @@ fn tag_rows(tags: Vec<crate::index::TagInfo>, owner: &str, repo: &str, host: &st
         .collect()
 }
 
-async fn repo_page(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, offset: u32) -> WebResult {
+async fn repo_page(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    who: &str,
+    repo: &str,
+    offset: u32,
+) -> WebResult {
     let ix = index(state)?;
     let (did, owner) = owner_did(state, ix, who).await?;
     let Some(info) = ix.repository(&did, repo).await.map_err(ix_err)? else {
-        return Err(WebError::NotFound(format!("{owner} has no repository {repo}.")));
+        return Err(WebError::NotFound(format!(
+            "{owner} has no repository {repo}."
+        )));
     };
     let now = now();
-    let tags = ix.tags(&did, repo, TAGS_PAGE + 1, offset).await.map_err(ix_err)?;
+    let tags = ix
+        .tags(&did, repo, TAGS_PAGE + 1, offset)
+        .await
+        .map_err(ix_err)?;
     let more = tags.len() > TAGS_PAGE as usize;
     let mut tags = tags;
     tags.truncate(TAGS_PAGE as usize);
@@ -231,7 +252,10 @@ async fn repo_page(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, offs
         String::new()
     };
     let first_digest = tags.first().map(|t| t.digest.clone());
-    let latest = tags.first().map(|t| t.tag.clone()).unwrap_or_else(|| "latest".into());
+    let latest = tags
+        .first()
+        .map(|t| t.tag.clone())
+        .unwrap_or_else(|| "latest".into());
     let rows = tag_rows(tags, &owner, repo, &ctx.host, now);
     if ctx.htmx && offset > 0 {
         return render(&TagRows {
@@ -281,7 +305,10 @@ pub fn config_history(config: &[u8]) -> (Vec<HistoryRow>, String) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(config) else {
         return (Vec::new(), String::new());
     };
-    let platform = match (v.get("os").and_then(|x| x.as_str()), v.get("architecture").and_then(|x| x.as_str())) {
+    let platform = match (
+        v.get("os").and_then(|x| x.as_str()),
+        v.get("architecture").and_then(|x| x.as_str()),
+    ) {
         (Some(os), Some(arch)) => match v.get("variant").and_then(|x| x.as_str()) {
             Some(var) => format!("{os}/{arch}/{var}"),
             None => format!("{os}/{arch}"),
@@ -294,19 +321,29 @@ pub fn config_history(config: &[u8]) -> (Vec<HistoryRow>, String) {
         .map(|h| {
             h.iter()
                 .map(|e| {
-                    let raw = e.get("created_by").and_then(|c| c.as_str()).unwrap_or("").trim();
+                    let raw = e
+                        .get("created_by")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("")
+                        .trim();
                     let step = if let Some(rest) = raw.strip_prefix("/bin/sh -c #(nop)") {
                         rest.trim().to_string()
                     } else if let Some(rest) = raw.strip_prefix("/bin/sh -c ") {
                         format!("RUN {}", rest.trim())
                     } else if raw.is_empty() {
-                        e.get("comment").and_then(|c| c.as_str()).unwrap_or("(no command recorded)").to_string()
+                        e.get("comment")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or("(no command recorded)")
+                            .to_string()
                     } else {
                         raw.to_string()
                     };
                     HistoryRow {
                         step,
-                        empty_layer: e.get("empty_layer").and_then(|b| b.as_bool()).unwrap_or(false),
+                        empty_layer: e
+                            .get("empty_layer")
+                            .and_then(|b| b.as_bool())
+                            .unwrap_or(false),
                     }
                 })
                 .collect()
@@ -316,16 +353,32 @@ pub fn config_history(config: &[u8]) -> (Vec<HistoryRow>, String) {
 }
 
 /// Reads the config blob through a repository that links it (named by handle or DID).
-async fn read_config(state: &AppState, names: &[String], digest: &Digest) -> Result<Vec<u8>, String> {
+async fn read_config(
+    state: &AppState,
+    names: &[String],
+    digest: &Digest,
+) -> Result<Vec<u8>, String> {
     use futures_util::TryStreamExt;
     for n in names {
-        let Ok(name) = n.parse::<Name>() else { continue };
-        let Ok(size) = state.registry.blob_size(&name, digest).await else { continue };
+        let Ok(name) = n.parse::<Name>() else {
+            continue;
+        };
+        let Ok(size) = state.registry.blob_size(&name, digest).await else {
+            continue;
+        };
         if size > MAX_CONFIG_BYTES {
-            return Err(format!("The image config is {} (over the 1 MiB this page reads).", human_size(size)));
+            return Err(format!(
+                "The image config is {} (over the 1 MiB this page reads).",
+                human_size(size)
+            ));
         }
-        let read = state.registry.blob_read(&name, digest, None).await.map_err(|e| e.to_string())?;
-        let chunks: Vec<bytes::Bytes> = read.stream.try_collect().await.map_err(|e| e.to_string())?;
+        let read = state
+            .registry
+            .blob_read(&name, digest, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let chunks: Vec<bytes::Bytes> =
+            read.stream.try_collect().await.map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(size as usize);
         for c in chunks {
             out.extend_from_slice(&c);
@@ -338,26 +391,46 @@ async fn read_config(state: &AppState, names: &[String], digest: &Digest) -> Res
     Err("The image config is not stored on this registry's hold.".into())
 }
 
-async fn manifest(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, digest: &str) -> WebResult {
+async fn manifest(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    who: &str,
+    repo: &str,
+    digest: &str,
+) -> WebResult {
     let ix = index(state)?;
     let (did, owner) = owner_did(state, ix, who).await?;
     let Some(m) = ix.manifest(&did, repo, digest).await.map_err(ix_err)? else {
-        return Err(WebError::NotFound(format!("{owner}/{repo} has no manifest {digest}.")));
+        return Err(WebError::NotFound(format!(
+            "{owner}/{repo} has no manifest {digest}."
+        )));
     };
     let mut history = Vec::new();
     let mut history_note = String::new();
     let mut platform = String::new();
-    if let Some(cd) = m.config_digest.as_deref().and_then(|d| d.parse::<Digest>().ok()) {
-        let names = [format!("{owner}/{repo}"), format!("{did}/{repo}"), format!("{who}/{repo}")];
+    if let Some(cd) = m
+        .config_digest
+        .as_deref()
+        .and_then(|d| d.parse::<Digest>().ok())
+    {
+        let names = [
+            format!("{owner}/{repo}"),
+            format!("{did}/{repo}"),
+            format!("{who}/{repo}"),
+        ];
         match read_config(state, &names, &cd).await {
             Ok(bytes) => (history, platform) = config_history(&bytes),
             Err(e) => history_note = e,
         }
     } else if !m.children.is_empty() {
-        history_note = "A multi-platform index has no history of its own; open a platform above.".into();
+        history_note =
+            "A multi-platform index has no history of its own; open a platform above.".into();
     }
     // Each non-empty history step made one layer, in order.
-    let mut steps = history.iter().filter(|h| !h.empty_layer).map(|h| h.step.clone());
+    let mut steps = history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.step.clone());
     let layers = m
         .layers
         .iter()
@@ -373,7 +446,11 @@ async fn manifest(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, diges
         .children
         .iter()
         .map(|c| ChildRow {
-            platform: c.platform.as_ref().map(platform_str).unwrap_or_else(|| "unknown".into()),
+            platform: c
+                .platform
+                .as_ref()
+                .map(platform_str)
+                .unwrap_or_else(|| "unknown".into()),
             href: href(&c.digest),
             digest: c.digest.clone(),
             size: human_size(c.size.max(0) as u64),
@@ -383,7 +460,10 @@ async fn manifest(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, diges
         .referrers
         .iter()
         .map(|r| ChildRow {
-            platform: r.artifact_type.clone().unwrap_or_else(|| r.media_type.clone()),
+            platform: r
+                .artifact_type
+                .clone()
+                .unwrap_or_else(|| r.media_type.clone()),
             href: href(&r.digest),
             digest: r.digest.clone(),
             size: String::new(),
@@ -401,7 +481,10 @@ async fn manifest(state: &Arc<AppState>, ctx: &Ctx, who: &str, repo: &str, diges
         repo: repo.to_string(),
         digest: m.digest.clone(),
         media_type: m.media_type.clone(),
-        total_size: m.total_size.map(|s| human_size(s.max(0) as u64)).unwrap_or_default(),
+        total_size: m
+            .total_size
+            .map(|s| human_size(s.max(0) as u64))
+            .unwrap_or_default(),
         platform,
         layers,
         children,
@@ -416,8 +499,20 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
     let ix = index(state)?;
     let (did, handle) = owner_did(state, ix, who).await?;
     let now = now();
-    let repos = ix.user_repos(&did).await.map_err(ix_err)?.iter().map(|r| card(r, now)).collect();
-    let stars = ix.user_stars(&did).await.map_err(ix_err)?.iter().map(|r| card(r, now)).collect();
+    let repos = ix
+        .user_repos(&did)
+        .await
+        .map_err(ix_err)?
+        .iter()
+        .map(|r| card(r, now))
+        .collect();
+    let stars = ix
+        .user_stars(&did)
+        .await
+        .map_err(ix_err)?
+        .iter()
+        .map(|r| card(r, now))
+        .collect();
     render(&UserPage {
         chrome: ctx.chrome(handle.clone()),
         handle,
@@ -430,10 +525,22 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
 pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -> WebResult {
     let ix = index(state)?;
     let q = query(req.uri());
-    let text = query_get(&q, "q").unwrap_or("").trim().chars().take(200).collect::<String>();
-    let owner = query_get(&q, "owner").unwrap_or("").trim().trim_start_matches('@').to_string();
+    let text = query_get(&q, "q")
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let owner = query_get(&q, "owner")
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches('@')
+        .to_string();
     let arch = query_get(&q, "arch").unwrap_or("").trim().to_string();
-    let offset: u32 = query_get(&q, "offset").and_then(|o| o.parse().ok()).unwrap_or(0).min(100_000);
+    let offset: u32 = query_get(&q, "offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0)
+        .min(100_000);
     let mut filters = SearchFilters::default();
     if !owner.is_empty() {
         match ix.user_by_handle_or_did(&owner).await.map_err(ix_err)? {
@@ -445,7 +552,10 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
     if !arch.is_empty() {
         filters.architecture = Some(arch.clone());
     }
-    let found = ix.search(&text, &filters, SEARCH_PAGE, offset).await.map_err(ix_err)?;
+    let found = ix
+        .search(&text, &filters, SEARCH_PAGE, offset)
+        .await
+        .map_err(ix_err)?;
     let now = now();
     let shown = offset as i64 + found.results.len() as i64;
     let next_href = if shown < found.total && !found.results.is_empty() {
@@ -469,9 +579,14 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
     if ctx.htmx && !restore {
         return render(&results);
     }
-    let results_html = askama::Template::render(&results).map_err(|e| WebError::Internal(e.to_string()))?;
+    let results_html =
+        askama::Template::render(&results).map_err(|e| WebError::Internal(e.to_string()))?;
     render(&SearchPage {
-        chrome: ctx.chrome(if text.is_empty() { "Search".to_string() } else { format!("Search: {text}") }),
+        chrome: ctx.chrome(if text.is_empty() {
+            "Search".to_string()
+        } else {
+            format!("Search: {text}")
+        }),
         q: text,
         owner,
         arch,
@@ -488,16 +603,27 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
     let ix = index(state)?;
     let (owner, repo) = (form.get("owner").to_string(), form.get("repo").to_string());
     let back = safe_next(form.get("back")).to_string();
-    if ix.repository(&owner, &repo).await.map_err(ix_err)?.is_none() {
-        return Err(WebError::NotFound(format!("No repository {repo} of {owner}.")));
+    if ix
+        .repository(&owner, &repo)
+        .await
+        .map_err(ix_err)?
+        .is_none()
+    {
+        return Err(WebError::NotFound(format!(
+            "No repository {repo} of {owner}."
+        )));
     }
-    let existing = ix.star_rkey(&user.did, &owner, &repo).await.map_err(ix_err)?;
+    let existing = ix
+        .star_rkey(&user.did, &owner, &repo)
+        .await
+        .map_err(ix_err)?;
     let xrpc = state.auth.resolver().xrpc().clone();
     let did = user.did.clone();
     let pds_err = |e: crate::auth::sessions::SessionError| match e {
-        crate::auth::sessions::SessionError::Missing(_) | crate::auth::sessions::SessionError::Corrupt(_) => {
-            WebError::Forbidden("Your PDS session on this registry is gone; log out and log in again.".into())
-        }
+        crate::auth::sessions::SessionError::Missing(_)
+        | crate::auth::sessions::SessionError::Corrupt(_) => WebError::Forbidden(
+            "Your PDS session on this registry is gone; log out and log in again.".into(),
+        ),
         other => WebError::Upstream(format!("Your PDS refused the change: {other}")),
     };
     match (form.get("action"), existing) {
@@ -512,14 +638,25 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
                 .auth
                 .sessions
                 .with_session(&did, |s| {
-                    let (xrpc, did, rkey, record) = (xrpc.clone(), did.clone(), rkey.clone(), record.clone());
+                    let (xrpc, did, rkey, record) =
+                        (xrpc.clone(), did.clone(), rkey.clone(), record.clone());
                     async move {
-                        xrpc.put_record(&s.pds, &s.session.access_jwt, &did, STAR_NSID, &rkey, &record).await
+                        xrpc.put_record(
+                            &s.pds,
+                            &s.session.access_jwt,
+                            &did,
+                            STAR_NSID,
+                            &rkey,
+                            &record,
+                        )
+                        .await
                     }
                 })
                 .await
                 .map_err(pds_err)?;
-            ix.put_star(&did, &rkey, &owner, &repo).await.map_err(ix_err)?;
+            ix.put_star(&did, &rkey, &owner, &repo)
+                .await
+                .map_err(ix_err)?;
             tracing::info!(%did, %owner, %repo, "starred");
         }
         ("unstar", Some(rkey)) => {
@@ -528,7 +665,10 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
                 .sessions
                 .with_session(&did, |s| {
                     let (xrpc, did, rkey) = (xrpc.clone(), did.clone(), rkey.clone());
-                    async move { xrpc.delete_record(&s.pds, &s.session.access_jwt, &did, STAR_NSID, &rkey).await }
+                    async move {
+                        xrpc.delete_record(&s.pds, &s.session.access_jwt, &did, STAR_NSID, &rkey)
+                            .await
+                    }
                 })
                 .await
                 .map_err(pds_err)?;
@@ -569,7 +709,13 @@ mod tests {
         let steps: Vec<_> = rows.iter().map(|r| r.step.as_str()).collect();
         assert_eq!(
             steps,
-            ["ADD file:abc in /", "CMD [\"sh\"]", "RUN apk add curl", "RUN /bin/sh -c make # buildkit", "imported"]
+            [
+                "ADD file:abc in /",
+                "CMD [\"sh\"]",
+                "RUN apk add curl",
+                "RUN /bin/sh -c make # buildkit",
+                "imported"
+            ]
         );
         assert!(rows[1].empty_layer && !rows[0].empty_layer);
         assert!(config_history(b"not json").0.is_empty());

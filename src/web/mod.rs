@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod catalog;
 pub mod pages;
 pub mod session;
 pub mod views;
@@ -409,9 +410,17 @@ pub async fn handle(
     };
     let method = req.method().clone();
     let result = match (page, method) {
-        (WebPage::Home | WebPage::Search | WebPage::Repo | WebPage::User | WebPage::Star, _) => {
-            Err(WebError::NotFound("the index is not merged yet".into()))
+        (WebPage::Home, Method::GET) => catalog::home(state, &ctx).await,
+        (WebPage::Search, Method::GET) => catalog::search(state, &ctx, &req).await,
+        (WebPage::Repo, Method::GET) => {
+            let q = crate::server::http::query(req.uri());
+            let offset = crate::server::http::query_get(&q, "tags_offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            catalog::repo_or_manifest(state, &ctx, &param("owner"), &param("rest"), offset).await
         }
+        (WebPage::Star, Method::POST) => catalog::star(state, &ctx, req).await,
+        (WebPage::User, Method::GET) => catalog::user(state, &ctx, &param("handle")).await,
         (WebPage::Login, Method::GET) => pages::login_form(&ctx, &req, false, "", ""),
         (WebPage::Login, Method::POST) => pages::login(state, &ctx, req, false).await,
         (WebPage::Logout, Method::POST) => pages::logout(state, &ctx, req).await,

@@ -26,6 +26,7 @@ pub async fn manifest_get(
     let body = if req.method() == Method::HEAD {
         empty()
     } else {
+        state.index.note_pull(name.identity(), name.repository());
         full(m.bytes)
     };
     Ok(resp.body(body).expect("valid"))

@@ -1,0 +1,907 @@
+//! `io.atcr.*` records -> rows. Every source of records (direct writes after a push, the
+//! firehose, the backfill) goes through [`Index::apply_records`], so the same record seen
+//! twice is one idempotent upsert, and the firehose cursor commits with the rows it produced.
+//!
+//! Records are outside data: each field is bounded (the lexicon's maxLength, capped list
+//! lengths); a record that does not check out is logged and skipped without failing the
+//! rest of its commit.
+
+use std::collections::BTreeMap;
+
+use libsql::Connection;
+use serde_json::Value;
+
+use super::{Index, IndexError, Result};
+use crate::oci::types::{Digest, Name};
+use crate::registry::records;
+
+pub const MANIFEST_NSID: &str = "io.atcr.manifest";
+pub const TAG_NSID: &str = "io.atcr.tag";
+pub const PROFILE_NSID: &str = "io.atcr.sailor.profile";
+pub const STAR_NSID: &str = "io.atcr.sailor.star";
+pub const PAGE_NSID: &str = "io.atcr.repo.page";
+/// The collections the index ingests.
+pub const COLLECTIONS: [&str; 5] = [MANIFEST_NSID, TAG_NSID, PROFILE_NSID, STAR_NSID, PAGE_NSID];
+
+const MAX_REFERENCES: usize = 10_000;
+const MAX_ANNOTATIONS: usize = 256;
+const MAX_ANNOTATION_VALUE: usize = 8 * 1024;
+const MAX_DESCRIPTION: usize = 100_000;
+
+/// One record change in a repository (a DID's repo on its PDS).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordChange {
+    Upsert {
+        collection: String,
+        rkey: String,
+        value: Value,
+    },
+    Delete {
+        collection: String,
+        rkey: String,
+    },
+}
+
+impl RecordChange {
+    pub fn collection(&self) -> &str {
+        match self {
+            RecordChange::Upsert { collection, .. } | RecordChange::Delete { collection, .. } => {
+                collection
+            }
+        }
+    }
+}
+
+fn invalid(m: impl Into<String>) -> IndexError {
+    IndexError::InvalidRecord(m.into())
+}
+
+fn str_field<'a>(v: &'a Value, key: &str, max: usize) -> Result<&'a str> {
+    let s = v
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{key} missing")))?;
+    if s.is_empty() || s.len() > max {
+        return Err(invalid(format!("{key} empty or longer than {max}")));
+    }
+    Ok(s)
+}
+
+fn opt_str(v: &Value, key: &str, max: usize) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| s.len() <= max)
+        .map(str::to_string)
+}
+
+fn annotations_of(v: &Value) -> BTreeMap<String, String> {
+    v.get("annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k, v.as_str()?)))
+                .filter(|(k, v)| k.len() <= 256 && v.len() <= MAX_ANNOTATION_VALUE)
+                .take(MAX_ANNOTATIONS)
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (digest, size, mediaType) of a `#blobReference` / `#manifestReference`.
+fn reference(v: &Value) -> Option<(String, i64, String)> {
+    let digest = v.get("digest")?.as_str()?;
+    if digest.len() > 128 || !digest.contains(':') {
+        return None;
+    }
+    let size = v.get("size")?.as_i64()?.max(0);
+    let mt = v
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .filter(|m| m.len() <= 255)
+        .unwrap_or("");
+    Some((digest.to_string(), size, mt.to_string()))
+}
+
+/// The DID's row exists; true when it was created now (the caller resolves its handle).
+pub(super) async fn ensure_user(conn: &Connection, did: &str, now: &str) -> Result<bool> {
+    let n = conn
+        .execute(
+            "INSERT OR IGNORE INTO users (did, first_seen) VALUES (?1, ?2)",
+            (did, now),
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+async fn ensure_repository(conn: &Connection, did: &str, repo: &str, now: &str) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO repositories (did, name, created_at) VALUES (?1, ?2, ?3)",
+        (did, repo, now),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Rewrite the repository's full-text row (handle, name, description, annotations).
+pub(super) async fn refresh_search(conn: &Connection, did: &str, repo: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM search_fts WHERE rowid =
+            (SELECT rowid FROM repositories WHERE did = ?1 AND name = ?2)",
+        (did, repo),
+    )
+    .await?;
+    conn.execute(
+        "INSERT INTO search_fts (rowid, handle, name, description, annotations)
+         SELECT r.rowid, COALESCE(u.handle, ''), r.name, COALESCE(p.description, ''),
+                COALESCE((SELECT group_concat(a.value, ' ') FROM repository_annotations a
+                          WHERE a.did = r.did AND a.repository = r.name), '')
+         FROM repositories r
+         LEFT JOIN users u ON u.did = r.did
+         LEFT JOIN repo_pages p ON p.did = r.did AND p.repository = r.name
+         WHERE r.did = ?1 AND r.name = ?2",
+        (did, repo),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn refresh_user_search(conn: &Connection, did: &str) -> Result<()> {
+    let mut rows = conn
+        .query("SELECT name FROM repositories WHERE did = ?1", [did])
+        .await?;
+    let mut names = Vec::new();
+    while let Some(r) = rows.next().await? {
+        names.push(r.get::<String>(0)?);
+    }
+    drop(rows);
+    for n in names {
+        refresh_search(conn, did, &n).await?;
+    }
+    Ok(())
+}
+
+/// Drop a repository row (and its search row) once nothing refers to it any more.
+async fn drop_repository_if_empty(conn: &Connection, did: &str, repo: &str) -> Result<()> {
+    let mut rows = conn
+        .query(
+            "SELECT (SELECT COUNT(*) FROM manifests WHERE did = ?1 AND repository = ?2)
+                  + (SELECT COUNT(*) FROM tags WHERE did = ?1 AND repository = ?2)
+                  + (SELECT COUNT(*) FROM repo_pages WHERE did = ?1 AND repository = ?2)",
+            (did, repo),
+        )
+        .await?;
+    let left: i64 = match rows.next().await? {
+        Some(r) => r.get(0)?,
+        None => 0,
+    };
+    drop(rows);
+    if left == 0 {
+        conn.execute(
+            "DELETE FROM search_fts WHERE rowid =
+                (SELECT rowid FROM repositories WHERE did = ?1 AND name = ?2)",
+            (did, repo),
+        )
+        .await?;
+        conn.execute(
+            "DELETE FROM repositories WHERE did = ?1 AND name = ?2",
+            (did, repo),
+        )
+        .await?;
+        conn.execute(
+            "DELETE FROM repository_annotations WHERE did = ?1 AND repository = ?2",
+            (did, repo),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn touch_push(conn: &Connection, did: &str, repo: &str, at: &str, count: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO repository_stats (did, repository, push_count, last_push)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (did, repository) DO UPDATE SET
+            push_count = push_count + excluded.push_count,
+            last_push = CASE WHEN last_push IS NULL OR excluded.last_push > last_push
+                             THEN excluded.last_push ELSE last_push END",
+        (did, repo, count, at),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn add_pulls(
+    conn: &Connection,
+    did: &str,
+    repo: &str,
+    n: i64,
+    now: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO repository_stats (did, repository, pull_count, last_pull)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (did, repository) DO UPDATE SET
+            pull_count = pull_count + excluded.pull_count, last_pull = excluded.last_pull",
+        (did, repo, n, now),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The digest an `io.atcr.manifest` rkey stands for (rkey = digest hex).
+fn digest_for_rkey(rkey: &str) -> Option<String> {
+    let hex_ok = rkey.bytes().all(|b| b.is_ascii_hexdigit());
+    match rkey.len() {
+        64 if hex_ok => Some(format!("sha256:{rkey}")),
+        128 if hex_ok => Some(format!("sha512:{rkey}")),
+        _ => None,
+    }
+}
+
+async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Result<()> {
+    let repo = str_field(v, "repository", 255)?;
+    let digest = str_field(v, "digest", 128)?;
+    if digest.parse::<Digest>().is_err() {
+        return Err(invalid(format!("digest {digest:?} is not a digest")));
+    }
+    let media_type = str_field(v, "mediaType", 255)?;
+    let schema_version = v.get("schemaVersion").and_then(Value::as_i64).unwrap_or(2);
+    let created_at = opt_str(v, "createdAt", 64).unwrap_or_else(|| now.to_string());
+    let config = v.get("config").and_then(reference);
+    let layers: Vec<_> = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .take(MAX_REFERENCES)
+                .filter_map(reference)
+                .collect()
+        })
+        .unwrap_or_default();
+    let children: Vec<_> = v
+        .get("manifests")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .take(MAX_REFERENCES)
+                .filter_map(|m| {
+                    let (d, s, mt) = reference(m)?;
+                    let p = m.get("platform");
+                    let field = |k: &str| p.and_then(|p| opt_str(p, k, 64));
+                    Some((
+                        d,
+                        s,
+                        mt,
+                        field("os"),
+                        field("architecture"),
+                        field("variant"),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let subject = v.get("subject").and_then(reference).map(|s| s.0);
+    let artifact_type = opt_str(v, "artifactType", 255);
+    let hold_did = opt_str(v, "holdDid", 2048);
+    let total_size = if children.is_empty() {
+        Some(config.as_ref().map_or(0, |c| c.1) + layers.iter().map(|l| l.1).sum::<i64>())
+    } else {
+        None
+    };
+    let annotations = annotations_of(v);
+
+    ensure_repository(conn, did, repo, now).await?;
+    let inserted = conn
+        .execute(
+            "INSERT INTO manifests (did, repository, digest, media_type, schema_version,
+                config_digest, config_size, total_size, artifact_type, subject_digest, hold_did,
+                created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (did, repository, digest) DO UPDATE SET
+                media_type = excluded.media_type, schema_version = excluded.schema_version,
+                config_digest = excluded.config_digest, config_size = excluded.config_size,
+                total_size = excluded.total_size, artifact_type = excluded.artifact_type,
+                subject_digest = excluded.subject_digest, hold_did = excluded.hold_did",
+            libsql::params![
+                did,
+                repo,
+                digest,
+                media_type,
+                schema_version,
+                config.as_ref().map(|c| c.0.clone()),
+                config.as_ref().map(|c| c.1),
+                total_size,
+                artifact_type,
+                subject.clone(),
+                hold_did,
+                created_at.clone(),
+            ],
+        )
+        .await?;
+    // `changes()` cannot tell an insert from an upsert: ask whether the layers exist.
+    let _ = inserted;
+    let key = (did, repo, digest);
+    let mut rows = conn
+        .query(
+            "SELECT (SELECT COUNT(*) FROM layers WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3)
+                  + (SELECT COUNT(*) FROM manifest_references WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3)
+                  + (SELECT COUNT(*) FROM manifest_annotations WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3)",
+            key,
+        )
+        .await?;
+    let seen_before: i64 = match rows.next().await? {
+        Some(r) => r.get(0)?,
+        None => 0,
+    };
+    drop(rows);
+    for table in ["layers", "manifest_references", "manifest_annotations"] {
+        conn.execute(
+            &format!(
+                "DELETE FROM {table} WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3"
+            ),
+            key,
+        )
+        .await?;
+    }
+    for (i, (d, s, mt)) in layers.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO layers (did, repository, manifest_digest, position, digest, size, media_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            libsql::params![did, repo, digest, i as i64, d.as_str(), *s, mt.as_str()],
+        )
+        .await?;
+    }
+    for (i, (d, s, mt, os, arch, variant)) in children.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO manifest_references (did, repository, manifest_digest, position, digest,
+                size, media_type, os, architecture, variant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            libsql::params![
+                did,
+                repo,
+                digest,
+                i as i64,
+                d.as_str(),
+                *s,
+                mt.as_str(),
+                os.clone(),
+                arch.clone(),
+                variant.clone()
+            ],
+        )
+        .await?;
+    }
+    for (k, val) in &annotations {
+        conn.execute(
+            "INSERT INTO manifest_annotations (did, repository, manifest_digest, key, value)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            (did, repo, digest, k.as_str(), val.as_str()),
+        )
+        .await?;
+    }
+    // The repository's annotations are those of its latest annotated manifest (the
+    // image's OCI annotations: title, description, source, licenses...).
+    if !annotations.is_empty() && subject.is_none() {
+        conn.execute(
+            "DELETE FROM repository_annotations WHERE did = ?1 AND repository = ?2",
+            (did, repo),
+        )
+        .await?;
+        for (k, val) in &annotations {
+            conn.execute(
+                "INSERT INTO repository_annotations (did, repository, key, value, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                (did, repo, k.as_str(), val.as_str(), created_at.as_str()),
+            )
+            .await?;
+        }
+    }
+    // A push is a manifest this index has not seen before (the firehose echo of our own
+    // direct write, or a backfill, does not count it twice).
+    let first_time = seen_before == 0 && (!layers.is_empty() || !children.is_empty());
+    touch_push(conn, did, repo, &created_at, i64::from(first_time)).await?;
+    refresh_search(conn, did, repo).await
+}
+
+async fn delete_manifest(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
+    let Some(digest) = digest_for_rkey(rkey) else {
+        return Ok(());
+    };
+    let mut rows = conn
+        .query(
+            "SELECT repository FROM manifests WHERE did = ?1 AND digest = ?2",
+            (did, digest.as_str()),
+        )
+        .await?;
+    let mut repos = Vec::new();
+    while let Some(r) = rows.next().await? {
+        repos.push(r.get::<String>(0)?);
+    }
+    drop(rows);
+    for repo in repos {
+        let key = (did, repo.as_str(), digest.as_str());
+        for sql in [
+            "DELETE FROM layers WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3",
+            "DELETE FROM manifest_references WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3",
+            "DELETE FROM manifest_annotations WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3",
+            "DELETE FROM manifests WHERE did = ?1 AND repository = ?2 AND digest = ?3",
+        ] {
+            conn.execute(sql, key).await?;
+        }
+        drop_repository_if_empty(conn, did, &repo).await?;
+    }
+    Ok(())
+}
+
+async fn put_tag(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
+    let repo = str_field(v, "repository", 255)?;
+    let tag = str_field(v, "tag", 128)?;
+    let digest = match v.get("manifestDigest").and_then(Value::as_str) {
+        Some(d) if d.len() <= 128 && d.contains(':') => d.to_string(),
+        _ => {
+            let uri = str_field(v, "manifest", 8192)?;
+            let (_, collection, mkey) = records::parse_at_uri(uri)
+                .ok_or_else(|| invalid(format!("manifest {uri:?} is not an AT-URI")))?;
+            if collection != MANIFEST_NSID {
+                return Err(invalid(format!(
+                    "manifest {uri:?} is not a manifest record"
+                )));
+            }
+            digest_for_rkey(mkey).ok_or_else(|| invalid(format!("manifest rkey {mkey:?}")))?
+        }
+    };
+    let updated_at = opt_str(v, "updatedAt", 64).unwrap_or_else(|| now.to_string());
+    ensure_repository(conn, did, repo, now).await?;
+    // One tag per (repository, tag): a record under another rkey for the same tag wins.
+    conn.execute(
+        "DELETE FROM tags WHERE did = ?1 AND ((repository = ?2 AND tag = ?3) OR rkey = ?4)",
+        (did, repo, tag, rkey),
+    )
+    .await?;
+    conn.execute(
+        "INSERT INTO tags (did, repository, tag, digest, rkey, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        (did, repo, tag, digest.as_str(), rkey, updated_at.as_str()),
+    )
+    .await?;
+    touch_push(conn, did, repo, &updated_at, 0).await?;
+    refresh_search(conn, did, repo).await
+}
+
+async fn delete_tag(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
+    let mut rows = conn
+        .query(
+            "SELECT repository FROM tags WHERE did = ?1 AND rkey = ?2",
+            (did, rkey),
+        )
+        .await?;
+    let repo = match rows.next().await? {
+        Some(r) => Some(r.get::<String>(0)?),
+        None => None,
+    };
+    drop(rows);
+    conn.execute("DELETE FROM tags WHERE did = ?1 AND rkey = ?2", (did, rkey))
+        .await?;
+    if let Some(repo) = repo {
+        drop_repository_if_empty(conn, did, &repo).await?;
+    }
+    Ok(())
+}
+
+async fn put_profile(conn: &Connection, did: &str, v: &Value) -> Result<()> {
+    let hold = opt_str(v, "defaultHold", 2048);
+    conn.execute(
+        "UPDATE users SET default_hold = ?2 WHERE did = ?1",
+        (did, hold),
+    )
+    .await?;
+    Ok(())
+}
+
+/// (owner DID, repository) a star's subject names. The lexicon's subject is the AT-URI of
+/// the repo page record; older records used `{uri}` or `{did, repository}` objects.
+pub fn star_subject(v: &Value) -> Option<(String, String)> {
+    let subject = v.get("subject")?;
+    let uri = match subject {
+        Value::String(s) => Some(s.as_str()),
+        Value::Object(o) => o.get("uri").and_then(Value::as_str),
+        _ => None,
+    };
+    if let Some(uri) = uri {
+        let (owner, collection, rkey) = records::parse_at_uri(uri)?;
+        return (collection == PAGE_NSID && owner.starts_with("did:") && rkey.len() <= 256)
+            .then(|| (owner.to_string(), rkey.to_string()));
+    }
+    let owner = subject.get("did")?.as_str()?;
+    let repo = subject.get("repository")?.as_str()?;
+    (owner.starts_with("did:") && owner.len() <= 2048 && !repo.is_empty() && repo.len() <= 256)
+        .then(|| (owner.to_string(), repo.to_string()))
+}
+
+pub(super) async fn put_star_row(
+    conn: &Connection,
+    starrer: &str,
+    rkey: &str,
+    owner: &str,
+    repo: &str,
+    created_at: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO stars (starrer_did, rkey, owner_did, repository, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (starrer_did, rkey) DO UPDATE SET owner_did = excluded.owner_did,
+            repository = excluded.repository, created_at = excluded.created_at",
+        (starrer, rkey, owner, repo, created_at),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_page(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
+    let repo = opt_str(v, "repository", 256).unwrap_or_else(|| rkey.to_string());
+    if repo.is_empty() {
+        return Err(invalid("repository empty"));
+    }
+    let description = v
+        .get("description")
+        .and_then(Value::as_str)
+        .map(|d| truncate(d, MAX_DESCRIPTION));
+    let avatar = v
+        .get("avatar")
+        .and_then(|a| a.get("ref"))
+        .and_then(|r| r.get("$link"))
+        .and_then(Value::as_str)
+        .filter(|c| c.len() <= 128)
+        .map(str::to_string);
+    let created = opt_str(v, "createdAt", 64).unwrap_or_else(|| now.to_string());
+    let updated = opt_str(v, "updatedAt", 64).unwrap_or_else(|| created.clone());
+    ensure_repository(conn, did, &repo, now).await?;
+    conn.execute(
+        "INSERT INTO repo_pages (did, repository, description, avatar_cid, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (did, repository) DO UPDATE SET description = excluded.description,
+            avatar_cid = excluded.avatar_cid, created_at = excluded.created_at,
+            updated_at = excluded.updated_at",
+        (did, repo.as_str(), description, avatar, created, updated),
+    )
+    .await?;
+    refresh_search(conn, did, &repo).await
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+async fn delete_page(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM repo_pages WHERE did = ?1 AND repository = ?2",
+        (did, rkey),
+    )
+    .await?;
+    refresh_search(conn, did, rkey).await?;
+    drop_repository_if_empty(conn, did, rkey).await
+}
+
+/// Apply one change for `did` on `conn` (inside the caller's transaction).
+async fn apply_change(conn: &Connection, did: &str, c: &RecordChange, now: &str) -> Result<()> {
+    match c {
+        RecordChange::Upsert {
+            collection,
+            rkey,
+            value,
+        } => match collection.as_str() {
+            MANIFEST_NSID => put_manifest(conn, did, value, now).await,
+            TAG_NSID => put_tag(conn, did, rkey, value, now).await,
+            PROFILE_NSID => put_profile(conn, did, value).await,
+            STAR_NSID => {
+                let (owner, repo) =
+                    star_subject(value).ok_or_else(|| invalid("star subject not understood"))?;
+                let created = opt_str(value, "createdAt", 64).unwrap_or_else(|| now.to_string());
+                put_star_row(conn, did, rkey, &owner, &repo, &created).await
+            }
+            PAGE_NSID => put_page(conn, did, rkey, value, now).await,
+            _ => Ok(()),
+        },
+        RecordChange::Delete { collection, rkey } => match collection.as_str() {
+            MANIFEST_NSID => delete_manifest(conn, did, rkey).await,
+            TAG_NSID => delete_tag(conn, did, rkey).await,
+            PROFILE_NSID => put_profile(conn, did, &Value::Null).await,
+            STAR_NSID => {
+                conn.execute(
+                    "DELETE FROM stars WHERE starrer_did = ?1 AND rkey = ?2",
+                    (did, rkey.as_str()),
+                )
+                .await?;
+                Ok(())
+            }
+            PAGE_NSID => delete_page(conn, did, rkey).await,
+            _ => Ok(()),
+        },
+    }
+}
+
+impl Index {
+    /// Apply record changes of one repository in one transaction; with `cursor`, the
+    /// ingest cursor of that source is stored in the same transaction. A record that does
+    /// not check out is logged and skipped; database errors fail the whole batch.
+    pub async fn apply_records(
+        &self,
+        did: &str,
+        changes: &[RecordChange],
+        cursor: Option<(&str, i64)>,
+    ) -> Result<()> {
+        let now = crate::pds::now_rfc3339();
+        let new_user = {
+            let conn = self.writer().await;
+            let tx = conn.transaction().await?;
+            let relevant = changes
+                .iter()
+                .any(|c| COLLECTIONS.contains(&c.collection()));
+            let new_user = if relevant {
+                ensure_user(&tx, did, &now).await?
+            } else {
+                false
+            };
+            for c in changes {
+                if !COLLECTIONS.contains(&c.collection()) {
+                    continue;
+                }
+                match apply_change(&tx, did, c, &now).await {
+                    Ok(()) => {}
+                    Err(IndexError::InvalidRecord(m)) => {
+                        tracing::info!(%did, collection = c.collection(), reason = %m, "record skipped by the index")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some((source, seq)) = cursor {
+                set_cursor(&tx, source, seq, &now).await?;
+            }
+            tx.commit().await?;
+            new_user
+        };
+        if new_user {
+            let me = self.clone();
+            let did = did.to_string();
+            tokio::spawn(async move { me.refresh_user(&did).await });
+        }
+        Ok(())
+    }
+
+    /// Store an ingest cursor on its own (a frame without index-relevant changes).
+    pub async fn set_cursor(&self, source: &str, seq: i64) -> Result<()> {
+        let conn = self.writer().await;
+        set_cursor(&conn, source, seq, &crate::pds::now_rfc3339()).await
+    }
+
+    /// Resolve the DID document and store handle and PDS (logged, never fatal).
+    pub async fn refresh_user(&self, did: &str) {
+        self.resolver().invalidate(did);
+        match self.resolver().resolve(did).await {
+            Ok(id) => {
+                if let Err(e) = self
+                    .set_user_identity(did, id.handle.as_deref(), Some(&id.pds))
+                    .await
+                {
+                    tracing::warn!(%did, error = %e, "storing a user's identity in the index failed");
+                }
+            }
+            Err(e) => tracing::debug!(%did, error = %e, "identity of an indexed user not resolved"),
+        }
+    }
+
+    /// Set a user's handle (and PDS): `#identity` events, DID document resolution.
+    pub async fn set_user_identity(
+        &self,
+        did: &str,
+        handle: Option<&str>,
+        pds: Option<&str>,
+    ) -> Result<()> {
+        let now = crate::pds::now_rfc3339();
+        let conn = self.writer().await;
+        let tx = conn.transaction().await?;
+        ensure_user(&tx, did, &now).await?;
+        // A handle belongs to one DID: an older claim by another DID is dropped.
+        if let Some(h) = handle {
+            tx.execute(
+                "UPDATE users SET handle = NULL WHERE handle = ?1 AND did != ?2",
+                (h, did),
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE users SET handle = ?2, pds = COALESCE(?3, pds), resolved_at = ?4 WHERE did = ?1",
+            (did, handle, pds, now.as_str()),
+        )
+        .await?;
+        refresh_user_search(&tx, did).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forget everything indexed for a DID (account deleted or taken down).
+    pub async fn forget_account(&self, did: &str) -> Result<()> {
+        let conn = self.writer().await;
+        let tx = conn.transaction().await?;
+        tx.execute(
+            "DELETE FROM search_fts WHERE rowid IN (SELECT rowid FROM repositories WHERE did = ?1)",
+            [did],
+        )
+        .await?;
+        for sql in [
+            "DELETE FROM layers WHERE did = ?1",
+            "DELETE FROM manifest_references WHERE did = ?1",
+            "DELETE FROM manifest_annotations WHERE did = ?1",
+            "DELETE FROM manifests WHERE did = ?1",
+            "DELETE FROM tags WHERE did = ?1",
+            "DELETE FROM repository_annotations WHERE did = ?1",
+            "DELETE FROM repo_pages WHERE did = ?1",
+            "DELETE FROM repositories WHERE did = ?1",
+            "DELETE FROM stars WHERE starrer_did = ?1 OR owner_did = ?1",
+            "DELETE FROM users WHERE did = ?1",
+        ] {
+            tx.execute(sql, [did]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- direct writes ------------------------------------------------------------------
+
+    /// After a manifest PUT reached the PDS and the local store: index it now, in the
+    /// background (never fails or slows the push; errors are logged).
+    pub fn note_manifest_put(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+        tag: Option<&str>,
+    ) {
+        let now = crate::pds::now_rfc3339();
+        let blob =
+            serde_json::json!({"$type": "blob", "mimeType": media_type, "size": bytes.len()});
+        let value = records::manifest_record(
+            name.repository(),
+            digest,
+            media_type,
+            bytes,
+            &blob,
+            "",
+            &now,
+        );
+        let mut changes = vec![RecordChange::Upsert {
+            collection: MANIFEST_NSID.into(),
+            rkey: digest.hex().to_string(),
+            value,
+        }];
+        if let Some(t) = tag {
+            let uri = records::at_uri("", MANIFEST_NSID, digest.hex());
+            let mut v = records::tag_record(name.repository(), t, &uri, &now);
+            v["manifestDigest"] = Value::String(digest.to_string());
+            changes.push(RecordChange::Upsert {
+                collection: TAG_NSID.into(),
+                rkey: records::tag_rkey(name.repository(), t),
+                value: v,
+            });
+        }
+        self.spawn_direct(name, changes);
+    }
+
+    /// After a tag DELETE.
+    pub fn note_tag_delete(&self, name: &Name, tag: &str) {
+        let rkey = records::tag_rkey(name.repository(), tag);
+        self.spawn_direct(
+            name,
+            vec![RecordChange::Delete {
+                collection: TAG_NSID.into(),
+                rkey,
+            }],
+        );
+    }
+
+    /// After a manifest DELETE by digest: the manifest and the tags pointing at it go.
+    pub fn note_manifest_delete(&self, name: &Name, digest: &Digest) {
+        let me = self.clone();
+        let (name, digest) = (name.clone(), digest.clone());
+        tokio::spawn(async move {
+            let Some(did) = me.did_of(name.identity()).await else {
+                return;
+            };
+            let rkeys = match me
+                .tag_rkeys_for(&did, name.repository(), &digest.to_string())
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "index: reading tags of a deleted manifest failed");
+                    Vec::new()
+                }
+            };
+            let mut changes: Vec<RecordChange> = rkeys
+                .into_iter()
+                .map(|rkey| RecordChange::Delete {
+                    collection: TAG_NSID.into(),
+                    rkey,
+                })
+                .collect();
+            changes.push(RecordChange::Delete {
+                collection: MANIFEST_NSID.into(),
+                rkey: digest.hex().to_string(),
+            });
+            if let Err(e) = me.apply_records(&did, &changes, None).await {
+                tracing::warn!(name = %name, error = %e, "index: direct write failed");
+            }
+        });
+    }
+
+    fn spawn_direct(&self, name: &Name, changes: Vec<RecordChange>) {
+        let me = self.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let Some(did) = me.did_of(name.identity()).await else {
+                tracing::debug!(name = %name, "index: no DID for this name; not indexed");
+                return;
+            };
+            if let Err(e) = me.apply_records(&did, &changes, None).await {
+                tracing::warn!(name = %name, error = %e, "index: direct write failed");
+            }
+        });
+    }
+
+    /// A star the UI just wrote to the starrer's PDS (`io.atcr.sailor.star/<rkey>`).
+    pub async fn put_star(
+        &self,
+        starrer_did: &str,
+        rkey: &str,
+        owner_did: &str,
+        repository: &str,
+    ) -> Result<()> {
+        let value = serde_json::json!({
+            "$type": STAR_NSID,
+            "subject": records::at_uri(owner_did, PAGE_NSID, repository),
+            "createdAt": crate::pds::now_rfc3339(),
+        });
+        self.apply_records(
+            starrer_did,
+            &[RecordChange::Upsert {
+                collection: STAR_NSID.into(),
+                rkey: rkey.into(),
+                value,
+            }],
+            None,
+        )
+        .await
+    }
+
+    /// A star the UI just deleted from the starrer's PDS.
+    pub async fn delete_star(&self, starrer_did: &str, rkey: &str) -> Result<()> {
+        self.apply_records(
+            starrer_did,
+            &[RecordChange::Delete {
+                collection: STAR_NSID.into(),
+                rkey: rkey.into(),
+            }],
+            None,
+        )
+        .await
+    }
+}
+
+async fn set_cursor(conn: &Connection, source: &str, seq: i64, now: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO ingest_cursor (source, cursor, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        (source, seq, now),
+    )
+    .await?;
+    Ok(())
+}

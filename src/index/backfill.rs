@@ -1,0 +1,1 @@
+//! Backfill from PDS hosts (not written yet: next commit).

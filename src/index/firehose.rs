@@ -1,0 +1,1 @@
+//! The `com.atproto.sync.subscribeRepos` consumer (not written yet: next commit).

@@ -1,0 +1,712 @@
+//! The typed read API (what the web UI renders). Names are stable: add, don't rename.
+//! Lists are paged with `limit` + `offset`; timestamps are the RFC 3339 strings of the
+//! records (or of the moment this AppView saw them).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Index, Result};
+
+/// Largest page any list query returns.
+pub const MAX_PAGE: u32 = 500;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserInfo {
+    pub did: String,
+    pub handle: Option<String>,
+    pub pds: Option<String>,
+    pub avatar: Option<String>,
+    pub default_hold: Option<String>,
+}
+
+/// A repository in a list (home page, user page, search results).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RepoSummary {
+    pub did: String,
+    pub handle: Option<String>,
+    pub name: String,
+    /// The repo page's description, else the `org.opencontainers.image.description`
+    /// annotation.
+    pub description: Option<String>,
+    pub star_count: i64,
+    pub pull_count: i64,
+    pub push_count: i64,
+    pub last_push: Option<String>,
+    /// The most recently updated tag.
+    pub latest_tag: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RepositoryInfo {
+    #[serde(flatten)]
+    pub summary: RepoSummary,
+    /// `page` (the `io.atcr.repo.page` record) or `annotation`.
+    pub description_source: Option<String>,
+    /// CID of the repo page's avatar blob (on the owner's PDS).
+    pub avatar_cid: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub tag_count: i64,
+    pub manifest_count: i64,
+    pub last_pull: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Platform {
+    pub os: Option<String>,
+    pub architecture: Option<String>,
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TagInfo {
+    pub tag: String,
+    pub digest: String,
+    pub media_type: Option<String>,
+    /// Config + layers; for an index, the sum over its children that are indexed.
+    pub total_size: Option<i64>,
+    /// When the manifest was created (its record's `createdAt`).
+    pub created_at: Option<String>,
+    /// When the tag was last written.
+    pub pushed_at: String,
+    /// Platforms of an index's children (empty for single-platform images).
+    pub platforms: Vec<Platform>,
+}
+
+/// A tag just pushed, for the home page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentPush {
+    pub did: String,
+    pub handle: Option<String>,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub media_type: Option<String>,
+    pub pushed_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChildManifest {
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+    pub platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManifestInfo {
+    pub did: String,
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub schema_version: i64,
+    pub config_digest: Option<String>,
+    pub config_size: Option<i64>,
+    pub total_size: Option<i64>,
+    pub artifact_type: Option<String>,
+    pub hold_did: Option<String>,
+    pub created_at: String,
+    pub annotations: BTreeMap<String, String>,
+    pub layers: Vec<LayerInfo>,
+    pub children: Vec<ChildManifest>,
+    /// The manifest this one refers to (signatures, SBOMs, attestations).
+    pub subject: Option<String>,
+    /// Manifests whose subject is this one.
+    pub referrers: Vec<Referrer>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SearchFilters {
+    /// Only repositories of this DID.
+    pub owner_did: Option<String>,
+    /// Only repositories with a manifest for this architecture (`amd64`, `arm64`, ...).
+    pub architecture: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResults {
+    pub results: Vec<RepoSummary>,
+    /// All matches (for pagination).
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexStats {
+    pub users: i64,
+    pub repositories: i64,
+    pub manifests: i64,
+    pub tags: i64,
+    pub stars: i64,
+    pub pulls: i64,
+    pub pushes: i64,
+}
+
+const REPO_SELECT: &str = "SELECT r.did, u.handle, r.name,
+    COALESCE(p.description, (SELECT a.value FROM repository_annotations a
+        WHERE a.did = r.did AND a.repository = r.name
+          AND a.key = 'org.opencontainers.image.description')),
+    (SELECT COUNT(*) FROM stars s WHERE s.owner_did = r.did AND s.repository = r.name),
+    COALESCE(st.pull_count, 0), COALESCE(st.push_count, 0), st.last_push,
+    (SELECT t.tag FROM tags t WHERE t.did = r.did AND t.repository = r.name
+        ORDER BY t.updated_at DESC, t.tag LIMIT 1)
+  FROM repositories r
+  LEFT JOIN users u ON u.did = r.did
+  LEFT JOIN repo_pages p ON p.did = r.did AND p.repository = r.name
+  LEFT JOIN repository_stats st ON st.did = r.did AND st.repository = r.name";
+
+fn repo_summary(row: &libsql::Row) -> Result<RepoSummary> {
+    Ok(RepoSummary {
+        did: row.get(0)?,
+        handle: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        star_count: row.get(4)?,
+        pull_count: row.get(5)?,
+        push_count: row.get(6)?,
+        last_push: row.get(7)?,
+        latest_tag: row.get(8)?,
+    })
+}
+
+fn page(limit: u32) -> i64 {
+    i64::from(limit.clamp(1, MAX_PAGE))
+}
+
+/// `foo bar` -> `"foo"* "bar"*` (each word a quoted prefix term, all required), so user
+/// input can never be FTS5 syntax.
+fn fts_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(16)
+        .map(|t| format!("\"{}\"*", t.to_lowercase()))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+impl Index {
+    async fn repo_list(
+        &self,
+        sql_tail: &str,
+        params: Vec<libsql::Value>,
+    ) -> Result<Vec<RepoSummary>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(&format!("{REPO_SELECT} {sql_tail}"), params)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await? {
+            out.push(repo_summary(&r)?);
+        }
+        Ok(out)
+    }
+
+    /// The latest tag writes, newest first.
+    pub async fn recent_pushes(&self, limit: u32) -> Result<Vec<RecentPush>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT t.did, u.handle, t.repository, t.tag, t.digest, m.media_type, t.updated_at
+                 FROM tags t
+                 LEFT JOIN users u ON u.did = t.did
+                 LEFT JOIN manifests m ON m.did = t.did AND m.repository = t.repository
+                      AND m.digest = t.digest
+                 ORDER BY t.updated_at DESC LIMIT ?1",
+                [page(limit)],
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await? {
+            out.push(RecentPush {
+                did: r.get(0)?,
+                handle: r.get(1)?,
+                repository: r.get(2)?,
+                tag: r.get(3)?,
+                digest: r.get(4)?,
+                media_type: r.get(5)?,
+                pushed_at: r.get(6)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Repositories by stars, then pulls, then recency.
+    pub async fn popular_repos(&self, limit: u32) -> Result<Vec<RepoSummary>> {
+        self.repo_list(
+            "ORDER BY 5 DESC, 6 DESC, st.last_push DESC LIMIT ?1",
+            vec![page(limit).into()],
+        )
+        .await
+    }
+
+    /// One repository, or `None` when the index has never seen it.
+    pub async fn repository(&self, did: &str, repo: &str) -> Result<Option<RepositoryInfo>> {
+        let Some(summary) = self
+            .repo_list(
+                "WHERE r.did = ?1 AND r.name = ?2",
+                vec![did.into(), repo.into()],
+            )
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT p.description IS NOT NULL, p.avatar_cid,
+                    (SELECT COUNT(*) FROM tags t WHERE t.did = r.did AND t.repository = r.name),
+                    (SELECT COUNT(*) FROM manifests m WHERE m.did = r.did AND m.repository = r.name),
+                    st.last_pull, r.created_at
+                 FROM repositories r
+                 LEFT JOIN repo_pages p ON p.did = r.did AND p.repository = r.name
+                 LEFT JOIN repository_stats st ON st.did = r.did AND st.repository = r.name
+                 WHERE r.did = ?1 AND r.name = ?2",
+                (did, repo),
+            )
+            .await?;
+        let Some(row) = rows.next().await? else {
+            return Ok(None);
+        };
+        let from_page: i64 = row.get(0)?;
+        let description_source = match (&summary.description, from_page) {
+            (None, _) => None,
+            (Some(_), 1) => Some("page".to_string()),
+            (Some(_), _) => Some("annotation".to_string()),
+        };
+        let avatar_cid: Option<String> = row.get(1)?;
+        let tag_count: i64 = row.get(2)?;
+        let manifest_count: i64 = row.get(3)?;
+        let last_pull: Option<String> = row.get(4)?;
+        let created_at: String = row.get(5)?;
+        drop(rows);
+        let mut rows = conn
+            .query(
+                "SELECT key, value FROM repository_annotations WHERE did = ?1 AND repository = ?2",
+                (did, repo),
+            )
+            .await?;
+        let mut annotations = BTreeMap::new();
+        while let Some(r) = rows.next().await? {
+            annotations.insert(r.get::<String>(0)?, r.get::<String>(1)?);
+        }
+        Ok(Some(RepositoryInfo {
+            summary,
+            description_source,
+            avatar_cid,
+            annotations,
+            tag_count,
+            manifest_count,
+            last_pull,
+            created_at,
+        }))
+    }
+
+    /// Tags of a repository, most recently pushed first.
+    pub async fn tags(
+        &self,
+        did: &str,
+        repo: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<TagInfo>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT t.tag, t.digest, m.media_type,
+                    COALESCE(m.total_size, (SELECT SUM(c.total_size) FROM manifest_references mr
+                        JOIN manifests c ON c.did = mr.did AND c.repository = mr.repository
+                             AND c.digest = mr.digest
+                        WHERE mr.did = t.did AND mr.repository = t.repository
+                          AND mr.manifest_digest = t.digest)),
+                    m.created_at, t.updated_at
+                 FROM tags t
+                 LEFT JOIN manifests m ON m.did = t.did AND m.repository = t.repository
+                      AND m.digest = t.digest
+                 WHERE t.did = ?1 AND t.repository = ?2
+                 ORDER BY t.updated_at DESC, t.tag LIMIT ?3 OFFSET ?4",
+                libsql::params![did, repo, page(limit), i64::from(offset)],
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await? {
+            out.push(TagInfo {
+                tag: r.get(0)?,
+                digest: r.get(1)?,
+                media_type: r.get(2)?,
+                total_size: r.get(3)?,
+                created_at: r.get(4)?,
+                pushed_at: r.get(5)?,
+                platforms: Vec::new(),
+            });
+        }
+        drop(rows);
+        for t in &mut out {
+            t.platforms = platforms(&conn, did, repo, &t.digest).await?;
+        }
+        Ok(out)
+    }
+
+    /// One manifest with its layers, children, annotations, subject and referrers.
+    pub async fn manifest(
+        &self,
+        did: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<ManifestInfo>> {
+        let conn = self.reader().await;
+        let key = (did, repo, digest);
+        let mut rows = conn
+            .query(
+                "SELECT media_type, schema_version, config_digest, config_size, total_size,
+                    artifact_type, hold_did, created_at, subject_digest
+                 FROM manifests WHERE did = ?1 AND repository = ?2 AND digest = ?3",
+                key,
+            )
+            .await?;
+        let Some(r) = rows.next().await? else {
+            return Ok(None);
+        };
+        let mut m = ManifestInfo {
+            did: did.into(),
+            repository: repo.into(),
+            digest: digest.into(),
+            media_type: r.get(0)?,
+            schema_version: r.get(1)?,
+            config_digest: r.get(2)?,
+            config_size: r.get(3)?,
+            total_size: r.get(4)?,
+            artifact_type: r.get(5)?,
+            hold_did: r.get(6)?,
+            created_at: r.get(7)?,
+            subject: r.get(8)?,
+            annotations: BTreeMap::new(),
+            layers: Vec::new(),
+            children: Vec::new(),
+            referrers: Vec::new(),
+            tags: Vec::new(),
+        };
+        drop(rows);
+        let mut rows = conn
+            .query(
+                "SELECT digest, size, media_type FROM layers
+                 WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3 ORDER BY position",
+                key,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            m.layers.push(LayerInfo {
+                digest: r.get(0)?,
+                size: r.get(1)?,
+                media_type: r.get(2)?,
+            });
+        }
+        drop(rows);
+        let mut rows = conn
+            .query(
+                "SELECT digest, size, media_type, os, architecture, variant FROM manifest_references
+                 WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3 ORDER BY position",
+                key,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            let p = Platform {
+                os: r.get(3)?,
+                architecture: r.get(4)?,
+                variant: r.get(5)?,
+            };
+            let has = p.os.is_some() || p.architecture.is_some();
+            m.children.push(ChildManifest {
+                digest: r.get(0)?,
+                size: r.get(1)?,
+                media_type: r.get(2)?,
+                platform: has.then_some(p),
+            });
+        }
+        drop(rows);
+        let mut rows = conn
+            .query(
+                "SELECT key, value FROM manifest_annotations
+                 WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3",
+                key,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            m.annotations.insert(r.get(0)?, r.get(1)?);
+        }
+        drop(rows);
+        let mut rows = conn
+            .query(
+                "SELECT digest, media_type, artifact_type, created_at FROM manifests
+                 WHERE did = ?1 AND repository = ?2 AND subject_digest = ?3 ORDER BY created_at",
+                key,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            m.referrers.push(Referrer {
+                digest: r.get(0)?,
+                media_type: r.get(1)?,
+                artifact_type: r.get(2)?,
+                created_at: r.get(3)?,
+            });
+        }
+        drop(rows);
+        let mut rows = conn
+            .query(
+                "SELECT tag FROM tags WHERE did = ?1 AND repository = ?2 AND digest = ?3 ORDER BY tag",
+                key,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            m.tags.push(r.get(0)?);
+        }
+        Ok(Some(m))
+    }
+
+    /// A user by DID or handle (case-insensitive).
+    pub async fn user_by_handle_or_did(&self, x: &str) -> Result<Option<UserInfo>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT did, handle, pds, avatar, default_hold FROM users
+                 WHERE did = ?1 OR handle = lower(?1) LIMIT 1",
+                [x],
+            )
+            .await?;
+        let Some(r) = rows.next().await? else {
+            return Ok(None);
+        };
+        Ok(Some(UserInfo {
+            did: r.get(0)?,
+            handle: r.get(1)?,
+            pds: r.get(2)?,
+            avatar: r.get(3)?,
+            default_hold: r.get(4)?,
+        }))
+    }
+
+    /// A user's repositories, most recently pushed first.
+    pub async fn user_repos(&self, did: &str) -> Result<Vec<RepoSummary>> {
+        self.repo_list(
+            "WHERE r.did = ?1 ORDER BY st.last_push DESC, r.name LIMIT 1000",
+            vec![did.into()],
+        )
+        .await
+    }
+
+    /// Repositories a user starred, latest star first.
+    pub async fn user_stars(&self, did: &str) -> Result<Vec<RepoSummary>> {
+        self.repo_list(
+            "JOIN stars mine ON mine.owner_did = r.did AND mine.repository = r.name
+             WHERE mine.starrer_did = ?1 ORDER BY mine.created_at DESC LIMIT 1000",
+            vec![did.into()],
+        )
+        .await
+    }
+
+    pub async fn is_starred(&self, starrer_did: &str, owner_did: &str, repo: &str) -> Result<bool> {
+        Ok(self
+            .star_rkey(starrer_did, owner_did, repo)
+            .await?
+            .is_some())
+    }
+
+    /// The rkey of the starrer's `io.atcr.sailor.star` record for a repository (to delete it).
+    pub async fn star_rkey(
+        &self,
+        starrer_did: &str,
+        owner_did: &str,
+        repo: &str,
+    ) -> Result<Option<String>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT rkey FROM stars WHERE starrer_did = ?1 AND owner_did = ?2 AND repository = ?3
+                 LIMIT 1",
+                (starrer_did, owner_did, repo),
+            )
+            .await?;
+        Ok(match rows.next().await? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    /// Full-text search over handles, repository names, descriptions and annotations
+    /// (every word must match, as a prefix). An empty query lists everything, newest first.
+    pub async fn search(
+        &self,
+        query: &str,
+        filters: &SearchFilters,
+        limit: u32,
+        offset: u32,
+    ) -> Result<SearchResults> {
+        let mut conds = Vec::new();
+        let mut params: Vec<libsql::Value> = Vec::new();
+        let fts = fts_query(query);
+        if let Some(q) = &fts {
+            params.push(q.clone().into());
+            conds.push(format!(
+                "r.rowid IN (SELECT rowid FROM search_fts WHERE search_fts MATCH ?{})",
+                params.len()
+            ));
+        }
+        if let Some(o) = &filters.owner_did {
+            params.push(o.clone().into());
+            conds.push(format!("r.did = ?{}", params.len()));
+        }
+        if let Some(a) = &filters.architecture {
+            params.push(a.clone().into());
+            let n = params.len();
+            conds.push(format!(
+                "(EXISTS (SELECT 1 FROM manifest_references mr WHERE mr.did = r.did
+                    AND mr.repository = r.name AND mr.architecture = ?{n}))"
+            ));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let total = {
+            let conn = self.reader().await;
+            let mut rows = conn
+                .query(
+                    &format!("SELECT COUNT(*) FROM repositories r {filter}"),
+                    params.clone(),
+                )
+                .await?;
+            match rows.next().await? {
+                Some(r) => r.get::<i64>(0)?,
+                None => 0,
+            }
+        };
+        let mut p = params;
+        p.push(page(limit).into());
+        p.push(i64::from(offset).into());
+        let (nl, no) = (p.len() - 1, p.len());
+        let order = if fts.is_some() {
+            // Best match first: bm25 over the weighted columns (handle, name, description,
+            // annotations).
+            "(SELECT bm25(search_fts, 2.0, 4.0, 1.0, 0.5) FROM search_fts
+               WHERE search_fts.rowid = r.rowid AND search_fts MATCH ?1), st.last_push DESC"
+        } else {
+            "st.last_push DESC, r.name"
+        };
+        let results = self
+            .repo_list(
+                &format!("{filter} ORDER BY {order} LIMIT ?{nl} OFFSET ?{no}"),
+                p,
+            )
+            .await?;
+        Ok(SearchResults { results, total })
+    }
+
+    /// Row counts for the admin/status page.
+    pub async fn storage_stats(&self) -> Result<IndexStats> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM repositories),
+                    (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM tags),
+                    (SELECT COUNT(*) FROM stars),
+                    (SELECT COALESCE(SUM(pull_count), 0) FROM repository_stats),
+                    (SELECT COALESCE(SUM(push_count), 0) FROM repository_stats)",
+                (),
+            )
+            .await?;
+        let r = rows
+            .next()
+            .await?
+            .ok_or(libsql::Error::QueryReturnedNoRows)?;
+        Ok(IndexStats {
+            users: r.get(0)?,
+            repositories: r.get(1)?,
+            manifests: r.get(2)?,
+            tags: r.get(3)?,
+            stars: r.get(4)?,
+            pulls: r.get(5)?,
+            pushes: r.get(6)?,
+        })
+    }
+
+    /// The stored firehose cursor of a source (its websocket URL).
+    pub async fn ingest_cursor(&self, source: &str) -> Result<Option<i64>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT cursor FROM ingest_cursor WHERE source = ?1",
+                [source],
+            )
+            .await?;
+        Ok(match rows.next().await? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    /// rkeys of the tag records pointing at a digest (for a manifest delete).
+    pub(crate) async fn tag_rkeys_for(
+        &self,
+        did: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Vec<String>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT rkey FROM tags WHERE did = ?1 AND repository = ?2 AND digest = ?3",
+                (did, repo, digest),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await? {
+            out.push(r.get(0)?);
+        }
+        Ok(out)
+    }
+}
+
+async fn platforms(
+    conn: &libsql::Connection,
+    did: &str,
+    repo: &str,
+    digest: &str,
+) -> Result<Vec<Platform>> {
+    let mut rows = conn
+        .query(
+            "SELECT os, architecture, variant FROM manifest_references
+             WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3
+               AND (os IS NOT NULL OR architecture IS NOT NULL)
+             ORDER BY position",
+            (did, repo, digest),
+        )
+        .await?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().await? {
+        out.push(Platform {
+            os: r.get(0)?,
+            architecture: r.get(1)?,
+            variant: r.get(2)?,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,158 @@
+//! Versioned migrations. Each entry runs once, in order, inside one transaction together
+//! with its row in `schema_migrations`; a migration is never edited after release, a new
+//! version is appended instead.
+
+/// (version, SQL). Versions are consecutive from 1.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+/// The first schema. Every table is a cache of records on the network (rebuildable by the
+/// backfill) except `repository_stats` pull counts, which only this AppView sees, and
+/// `ingest_cursor`. No PDS session or secret is ever stored here.
+const V1: &str = r#"
+CREATE TABLE users (
+    did TEXT PRIMARY KEY,
+    handle TEXT,
+    pds TEXT,
+    avatar TEXT,
+    default_hold TEXT,
+    resolved_at TEXT,
+    first_seen TEXT NOT NULL
+);
+CREATE INDEX users_handle ON users(handle);
+
+CREATE TABLE repositories (
+    did TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (did, name)
+);
+
+CREATE TABLE manifests (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    config_digest TEXT,
+    config_size INTEGER,
+    total_size INTEGER,
+    artifact_type TEXT,
+    subject_digest TEXT,
+    hold_did TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (did, repository, digest)
+);
+CREATE INDEX manifests_digest ON manifests(did, digest);
+CREATE INDEX manifests_subject ON manifests(did, repository, subject_digest);
+
+CREATE TABLE layers (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (did, repository, manifest_digest, position)
+);
+
+CREATE TABLE manifest_references (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    os TEXT,
+    architecture TEXT,
+    variant TEXT,
+    PRIMARY KEY (did, repository, manifest_digest, position)
+);
+CREATE INDEX manifest_references_child ON manifest_references(did, repository, digest);
+
+CREATE TABLE manifest_annotations (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (did, repository, manifest_digest, key)
+);
+
+CREATE TABLE tags (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    rkey TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (did, repository, tag)
+);
+CREATE UNIQUE INDEX tags_rkey ON tags(did, rkey);
+CREATE INDEX tags_updated ON tags(updated_at);
+
+CREATE TABLE repository_annotations (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (did, repository, key)
+);
+
+CREATE TABLE repo_pages (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    description TEXT,
+    avatar_cid TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    PRIMARY KEY (did, repository)
+);
+
+CREATE TABLE stars (
+    starrer_did TEXT NOT NULL,
+    rkey TEXT NOT NULL,
+    owner_did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (starrer_did, rkey)
+);
+CREATE INDEX stars_subject ON stars(owner_did, repository);
+
+CREATE TABLE repository_stats (
+    did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    pull_count INTEGER NOT NULL DEFAULT 0,
+    push_count INTEGER NOT NULL DEFAULT 0,
+    last_pull TEXT,
+    last_push TEXT,
+    PRIMARY KEY (did, repository)
+);
+CREATE INDEX repository_stats_last_push ON repository_stats(last_push);
+
+CREATE TABLE hold_captain_records (
+    hold_did TEXT PRIMARY KEY,
+    owner_did TEXT NOT NULL,
+    public INTEGER NOT NULL DEFAULT 0,
+    allow_all_crew INTEGER NOT NULL DEFAULT 0,
+    deployed_at TEXT,
+    region TEXT,
+    provider TEXT,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE ingest_cursor (
+    source TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+-- One row per repository (rowid = repositories.rowid), rewritten whenever its handle,
+-- page or annotations change.
+CREATE VIRTUAL TABLE search_fts USING fts5(
+    handle, name, description, annotations,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"#;

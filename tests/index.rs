@@ -1,0 +1,120 @@
+//! The index fed by direct writes: a real push, pull and delete through the HTTP API show
+//! up in the index at once (auth.mode = "none", names under a DID).
+
+mod common;
+
+use std::time::Duration;
+
+use common::oci;
+use common::TestServer;
+
+const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+/// Direct writes run in the background: poll until `check` holds (at most 5 s).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn push_pull_delete_reach_the_index() {
+    let s = TestServer::start_with(|c| c.identity.plc_url = "http://127.0.0.1:9".into()).await;
+    let ix = s.running.state.index.clone();
+    let repo = format!("{DID}/app");
+    let (_, d1) = oci::push_image(&s, &repo, "v1", 1).await;
+    let (_, d2) = oci::push_image(&s, &repo, "v2", 2).await;
+    eventually("both tags indexed", || async {
+        ix.tags(DID, "app", 10, 0).await.unwrap().len() == 2
+    })
+    .await;
+    let tags = ix.tags(DID, "app", 10, 0).await.unwrap();
+    let v1 = tags.iter().find(|t| t.tag == "v1").unwrap();
+    assert_eq!(v1.digest, d1);
+    assert_eq!(
+        v1.media_type.as_deref(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    assert!(v1.total_size.unwrap() > 1000);
+    let m = ix.manifest(DID, "app", &d2).await.unwrap().unwrap();
+    assert_eq!(m.layers.len(), 1);
+    assert_eq!(m.tags, ["v2"]);
+    let r = ix.repository(DID, "app").await.unwrap().unwrap();
+    assert_eq!(r.summary.push_count, 2);
+    assert!(r.summary.last_push.is_some());
+    assert_eq!(
+        ix.search("app", &Default::default(), 10, 0)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+
+    // Pulls (GET, not HEAD) are counted by tag and by digest.
+    assert_eq!(
+        oci::get(&s, &format!("/v2/{repo}/manifests/v1"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        oci::get(&s, &format!("/v2/{repo}/manifests/{d2}"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        oci::head(&s, &format!("/v2/{repo}/manifests/v1"))
+            .await
+            .status(),
+        200
+    );
+    ix.flush_pulls().await.unwrap();
+    let r = ix.repository(DID, "app").await.unwrap().unwrap();
+    assert_eq!(r.summary.pull_count, 2);
+
+    // A tag delete, then a manifest delete (its remaining tag goes with it).
+    assert_eq!(
+        oci::delete(&s, &format!("/v2/{repo}/manifests/v1"))
+            .await
+            .status(),
+        202
+    );
+    eventually("v1 gone", || async {
+        ix.tags(DID, "app", 10, 0).await.unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(
+        oci::delete(&s, &format!("/v2/{repo}/manifests/{d2}"))
+            .await
+            .status(),
+        202
+    );
+    eventually("v2 and its manifest gone", || async {
+        ix.manifest(DID, "app", &d2).await.unwrap().is_none()
+            && ix.tags(DID, "app", 10, 0).await.unwrap().is_empty()
+    })
+    .await;
+
+    // Names without an owner on the network are not indexed, and the push still works.
+    oci::push_image(&s, "library/plain", "v1", 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ix.storage_stats().await.unwrap().tags, 0);
+
+    // The index is a file in the data dir and survives a restart.
+    let s = s.restart().await;
+    let ix = s.running.state.index.clone();
+    assert!(s.dir.path().join("index.db").exists());
+    assert_eq!(
+        ix.manifest(DID, "app", &d1).await.unwrap().unwrap().digest,
+        d1
+    );
+}

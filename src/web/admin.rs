@@ -198,7 +198,8 @@ fn back(ok: Result<String, String>) -> WebResult {
         Ok(m) => ("ok", m),
         Err(m) => ("err", m),
     };
-    let v: String = form_urlencoded::byte_serialize(msg.as_bytes()).collect();
+    // %20, not '+': our query decoder takes '+' literally (media types contain it).
+    let v = percent_encoding::utf8_percent_encode(&msg, percent_encoding::NON_ALPHANUMERIC);
     Ok(redirect(&format!("/admin?{k}={v}"), &[]))
 }
 

@@ -559,7 +559,10 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
     let now = now();
     let shown = offset as i64 + found.results.len() as i64;
     let next_href = if shown < found.total && !found.results.is_empty() {
-        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        // %20, not '+': the query decoder takes '+' literally.
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
         format!(
             "/search?q={}&owner={}&arch={}&offset={shown}",
             enc(&text),

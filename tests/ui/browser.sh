@@ -86,7 +86,7 @@ python3 "$ROOT/tests/e2e/mkimage.py" "$T/multi" v1 --layers 2048 --platforms amd
 for i in $(seq -w 1 11); do
     "${SK[@]}" "oci:$T/img:v1" "docker://$REG/alice.test/app$i:v1" >/dev/null
 done
-"${SK[@]}" "oci:$T/multi:v1" "docker://$REG/alice.test/multi:v1" >/dev/null
+"${SK[@]}" --all "oci:$T/multi:v1" "docker://$REG/alice.test/multi:v1" >/dev/null
 # An unreferenced blob for the GC pages: upload it, then unlink it from its repository.
 TOKEN="$(curl -fsS -u "alice.test:$ALICE_PW" "http://$REG/auth/token?service=$REG&scope=repository:alice.test/scratch:pull,push" | jq -r .token)"
 head -c 5000 /dev/urandom >"$T/orphan"

@@ -209,6 +209,11 @@ if (mode === "flow") {
     expect(bg === "rgb(13, 17, 23)", `background ${bg}`);
     await page.getByRole("button", { name: "Toggle dark mode" }).click();
     expect((await page.locator("html").getAttribute("data-theme")) === "light", "not light");
+    // Back to "follow the system" so the screenshot matrix below sees the emulated scheme.
+    await page.evaluate(() => {
+      localStorage.removeItem("atcr-theme");
+      document.cookie = "atcr_theme=; path=/; max-age=0";
+    });
   });
 
   console.log("== hold admin");
@@ -273,7 +278,7 @@ if (mode === "flow") {
     await page.getByText(ORPHAN).waitFor();
     await shot(page, "admin-gc-preview-1280-light");
     await page.getByRole("button", { name: "Delete these blobs" }).click();
-    await page.getByText(/Deleted 1 blobs/).waitFor();
+    await page.getByText(/Deleted 1 blob/).waitFor();
     await page.getByText(ORPHAN).waitFor();
     await page.goto(`${BASE}/admin/gc`);
     await page.getByText("Nothing to delete").waitFor();

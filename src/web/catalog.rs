@@ -101,6 +101,7 @@ fn card(r: &RepoSummary, now: u64) -> RepoCard {
             .map(|t| age(unix_of(t), now))
             .unwrap_or_default(),
         tag: r.latest_tag.clone().unwrap_or_default(),
+        show_counts: true,
     }
 }
 
@@ -150,6 +151,7 @@ pub async fn home(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
                 pulls: 0,
                 updated: age(unix_of(&p.pushed_at), now),
                 tag: p.tag,
+                show_counts: false,
             }
         })
         .collect();
@@ -627,7 +629,7 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
         | crate::auth::sessions::SessionError::Corrupt(_) => WebError::Forbidden(
             "Your PDS session on this registry is gone; log out and log in again.".into(),
         ),
-        other => WebError::Upstream(format!("Your PDS refused the change: {other}")),
+        other => WebError::Upstream(format!("Your PDS did not make the change: {other}")),
     };
     match (form.get("action"), existing) {
         ("star", None) => {

@@ -77,6 +77,8 @@ pub struct RepoCard {
     /// "3 hours ago"; empty when unknown.
     pub updated: String,
     pub tag: String,
+    /// False where the source has no counts (recent pushes): no misleading zeros.
+    pub show_counts: bool,
 }
 
 #[derive(Template)]

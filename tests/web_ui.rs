@@ -338,6 +338,40 @@ async fn admin_panel_manages_crew_settings_and_gc() {
     .await;
     assert!(location(&r).starts_with("/admin?err="), "captain stays");
 
+    // Usage comes from io.atcr.hold.layer records when the hold has them (unique digests).
+    let layer = |digest: &str, size: u64| atcr::atproto::repo::Write::Create {
+        collection: "io.atcr.hold.layer".into(),
+        rkey: atcr::atproto::repo::tid::Tid::now().as_str().to_string(),
+        record: atcr::pds::record_cbor(&serde_json::json!({
+            "$type": "io.atcr.hold.layer", "digest": digest, "size": size,
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "manifest": format!("at://{OWNER}/io.atcr.manifest/abc"),
+            "userDid": OWNER, "createdAt": "2026-01-01T00:00:00Z"}))
+        .unwrap(),
+    };
+    let hold = s.running.state.hold.clone().unwrap();
+    hold.apply_writes(vec![
+        layer("sha256:aa", 3 * 1024 * 1024),
+        layer("sha256:aa", 3 * 1024 * 1024),
+        layer("sha256:bb", 1024 * 1024),
+    ])
+    .await
+    .unwrap();
+    let html = s
+        .client
+        .get(s.url("/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("4.0 MiB") && html.contains("io.atcr.hold.layer records."),
+        "layer usage shown"
+    );
+
     // Settings: unchecked boxes are false; the successor must be a DID.
     let r = post(
         &s,

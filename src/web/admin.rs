@@ -22,6 +22,46 @@ use crate::pds::{record_cbor, HoldPds};
 use crate::server::http::{query, query_get};
 use crate::server::AppState;
 
+/// Layer records read for usage figures (100 pages of 100).
+const MAX_LAYER_PAGES: usize = 100;
+const LAYER: &str = "io.atcr.hold.layer";
+
+/// Usage per member DID from `io.atcr.hold.layer` records (atcr-spec 5.4: the sum of each
+/// user's unique layer digests); `None` when the hold has no layer records.
+async fn layer_usage(
+    hold: &HoldPds,
+) -> Result<Option<std::collections::BTreeMap<String, (u64, u64)>>, WebError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_LAYER_PAGES {
+        let page = hold
+            .list_records(LAYER, 100, cursor.as_deref(), false)
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.rkey.clone());
+        for r in &page {
+            let v = &r.value;
+            let (Some(user), Some(digest)) = (
+                v.get("userDid").and_then(|x| x.as_str()),
+                v.get("digest").and_then(|x| x.as_str()),
+            ) else {
+                continue;
+            };
+            let size = v.get("size").and_then(|x| x.as_u64()).unwrap_or(0);
+            if seen.insert((user.to_string(), digest.to_string())) {
+                let e = out.entry(user.to_string()).or_default();
+                e.0 += 1;
+                e.1 += size;
+            }
+        }
+        if page.len() < 100 {
+            break;
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
 /// How many crew records the panel lists (a hold's crew is small; the page says if cut).
 const MAX_CREW: usize = 1000;
 
@@ -134,6 +174,13 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
             size: human_size(*bytes),
         });
     }
+    let usage_source = match layer_usage(hold).await? {
+        Some(layers) => {
+            by_did = layers;
+            "Usage: unique layers per member from the hold's io.atcr.hold.layer records."
+        }
+        None => "Usage: distinct blobs in each member's repositories on this registry (the hold has no io.atcr.hold.layer records yet).",
+    };
     let mut sizes: Vec<(u64, UsageRow)> = usage
         .values()
         .zip(top)
@@ -190,6 +237,7 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
         top_users,
         flash: flash.to_string(),
         flash_error,
+        usage_source: usage_source.to_string(),
     })
 }
 

@@ -254,6 +254,8 @@ pub struct AdminPage {
     pub top_users: Vec<UsageRow>,
     pub flash: String,
     pub flash_error: bool,
+    /// Where the crew usage figures come from.
+    pub usage_source: String,
 }
 
 #[derive(Template)]

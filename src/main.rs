@@ -45,8 +45,26 @@ enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// The UI/search index (libSQL).
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Rebuild the index from the network: list the repositories of each host
+    /// (`index.backfill_hosts`, or --host) and read their io.atcr.* records.
+    Backfill {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// PDS or relay base URL (repeatable); replaces index.backfill_hosts.
+        #[arg(long)]
+        host: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +176,9 @@ fn main() -> ExitCode {
         },
         Command::Serve { config } => run_async(config, serve),
         Command::Hold { command } => hold_command(command),
+        Command::Index {
+            command: IndexCommand::Backfill { config, host },
+        } => run_async(config, move |c| index_backfill(c, host)),
         Command::Gc { config, dry_run } => run_async(config, move |c| gc(c, dry_run)),
     }
 }
@@ -238,6 +259,42 @@ async fn gc(config: Config, dry_run: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("atcr: gc failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn index_backfill(config: Config, hosts: Vec<String>) -> ExitCode {
+    let hosts = if hosts.is_empty() {
+        config.index.backfill_hosts.clone()
+    } else {
+        hosts
+    };
+    if hosts.is_empty() {
+        eprintln!("atcr: no hosts: set index.backfill_hosts or pass --host");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let index = match atcr::index::Index::open(&config).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("atcr: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match index.backfill(&hosts).await {
+        Ok(r) => {
+            println!(
+                "backfill: {} repositories listed, {} with io.atcr records, {} records, {} failed",
+                r.repos_seen, r.repos_indexed, r.records, r.failures
+            );
+            if r.failures == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("atcr: backfill failed: {e}");
             ExitCode::FAILURE
         }
     }

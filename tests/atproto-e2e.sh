@@ -9,7 +9,9 @@
 # 3. runs `cargo test --test atproto_e2e` with ATCR_TEST_ATNET pointing at it,
 # 4. runs skopeo and podman as alice.test with only `--creds alice.test:<app password>`
 #    against the real binary, and checks the records with com.atproto.repo.listRecords,
-# 5. stops the network in the middle of a push (the "PDS down" test, last),
+# 5. runs `cargo test --test index_e2e` (firehose, cursor resume, backfill rebuild), then
+#    restarts the network under a running firehose consumer,
+# 6. stops the network in the middle of a push (the "PDS down" test, last),
 # and stops the network on exit. Prints "N passed, M failed"; exit 1 when anything failed.
 set -euo pipefail
 
@@ -79,6 +81,13 @@ else
     bad "cargo test --test atproto_e2e (log: $T/cargo-test.log)"; tail -40 "$T/cargo-test.log"
 fi
 
+echo "== cargo test --test index_e2e (the index fed by the firehose and the backfill)"
+if (cd "$ROOT" && cargo test --test index_e2e -- --nocapture 2>&1 | tee "$T/cargo-index.log" | grep -E '^test |test result|^[a-z].*: after [0-9]+ ms'); then
+    ok "cargo test --test index_e2e"
+else
+    bad "cargo test --test index_e2e (log: $T/cargo-index.log)"; tail -40 "$T/cargo-index.log"
+fi
+
 echo "== skopeo and podman against the real binary"
 (cd "$ROOT" && cargo build --quiet)
 ATCR_BIN="${ATCR_BIN:-$CARGO_TARGET_DIR/debug/atcr}"
@@ -139,6 +148,13 @@ check "io.atcr.sailor.profile/self exists" bash -c "
     curl -fsS '$PDS/xrpc/com.atproto.repo.getRecord?repo=$ALICE_DID&collection=io.atcr.sailor.profile&rkey=self' |
     jq -e '.value.defaultHold|startswith(\"did:web:\")' >/dev/null"
 check "no password or token in the server log" bash -c "! grep -qF '$ALICE_PW' '$T/atcr.log' && ! grep -q 'eyJ' '$T/atcr.log'"
+
+echo "== index firehose consumer across a PDS restart (restarts the network)"
+if (cd "$ROOT" && ATCR_TEST_ATNET_RESTART=1 cargo test --test index_e2e -- --exact firehose_survives_a_pds_restart --nocapture 2>&1 | tee "$T/cargo-restart.log" | grep -E '^test |test result|^[a-z].*: after [0-9]+ ms'); then
+    ok "index: the firehose consumer reconnects after a PDS restart and keeps indexing"
+else
+    bad "PDS restart test (log: $T/cargo-restart.log)"; tail -30 "$T/cargo-restart.log"
+fi
 
 echo "== PDS stopped mid-push (stops the network; last)"
 if (cd "$ROOT" && ATCR_TEST_ATNET_STOP=1 cargo test --test atproto_e2e -- --exact pds_down_fails_the_manifest_put_cleanly 2>&1 | tee "$T/cargo-down.log" | grep -E '^test |test result'); then

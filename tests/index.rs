@@ -118,3 +118,62 @@ async fn push_pull_delete_reach_the_index() {
         d1
     );
 }
+
+/// A manifest naming a hold: the index fetches and caches the hold's captain record from
+/// the hold itself (here the hold running in the same test server, did:web:localhost%3A<port>).
+#[tokio::test]
+async fn hold_captain_record_is_cached_from_the_hold() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = TestServer::start_with(|c| c.server.listen = format!("127.0.0.1:{port}")).await;
+    let hold = s
+        .running
+        .state
+        .hold
+        .as_ref()
+        .expect("hold enabled")
+        .did()
+        .to_string();
+    let ix = s.running.state.index.clone();
+    let manifest = serde_json::json!({
+        "repository": "app", "digest": format!("sha256:{}", "a".repeat(64)), "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "holdDid": hold,
+        "createdAt": "2026-01-01T00:00:00Z", "layers": [],
+    });
+    ix.apply_records(
+        DID,
+        &[atcr::index::apply::RecordChange::Upsert {
+            collection: "io.atcr.manifest".into(),
+            rkey: "a".repeat(64),
+            value: manifest,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let mut captain = None;
+    for _ in 0..100 {
+        captain = ix.hold_captain(&hold).await.unwrap();
+        if captain.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = captain.expect("captain record cached");
+    // No hold.owner_did configured: the hold is its own captain; public by default.
+    assert_eq!(c.owner_did, hold);
+    assert!(c.public && !c.allow_all_crew);
+    assert!(c.deployed_at.is_some());
+    assert_eq!(
+        ix.manifest(DID, "app", &format!("sha256:{}", "a".repeat(64)))
+            .await
+            .unwrap()
+            .unwrap()
+            .hold_did
+            .as_deref(),
+        Some(hold.as_str())
+    );
+}

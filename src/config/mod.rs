@@ -601,6 +601,9 @@ impl Config {
         if !c.storage.s3.secret_key.0.is_empty() {
             c.storage.s3.secret_key = Secret("<redacted>".into());
         }
+        if !c.index.auth_token.0.is_empty() {
+            c.index.auth_token = Secret("<redacted>".into());
+        }
         toml::to_string_pretty(&c).unwrap_or_default()
     }
 
@@ -713,6 +716,51 @@ mod tests {
         let mut expected = Config::default();
         expected.server.data_dir = parsed.server.data_dir.clone();
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn index_section_env_lists_and_validation() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "ATCR_INDEX_FIREHOSE",
+                    "ws://127.0.0.1:2583, wss://relay.example",
+                ),
+                ("ATCR_INDEX_BACKFILL_HOSTS", "http://127.0.0.1:2583"),
+                ("ATCR_INDEX_AUTH_TOKEN", "zq-secret-9"),
+                ("ATCR_INDEX_PRIMARY_URL", "libsql://db.example.turso.io"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.index.firehose,
+            ["ws://127.0.0.1:2583", "wss://relay.example"]
+        );
+        assert_eq!(c.index.backfill_hosts, ["http://127.0.0.1:2583"]);
+        assert!(
+            !format!("{:?}", c.index).contains("zq-secret-9"),
+            "token shown by Debug"
+        );
+        assert_eq!(c.index_path(), c.server.data_dir.join("index.db"));
+        let shown = c.to_redacted_toml();
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("zq-secret-9"),
+            "{shown}"
+        );
+        for (var, value, key) in [
+            ("ATCR_INDEX_FIREHOSE", "http://x", "index.firehose"),
+            (
+                "ATCR_INDEX_BACKFILL_HOSTS",
+                "ws://x",
+                "index.backfill_hosts",
+            ),
+            ("ATCR_INDEX_PRIMARY_URL", "ftp://x", "index.primary_url"),
+            ("ATCR_INDEX_MAX_FRAME_BYTES", "10", "index.max_frame_bytes"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(key), "{var}={value}: {e}");
+        }
     }
 
     #[test]

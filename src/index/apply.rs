@@ -283,7 +283,7 @@ async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Res
         .unwrap_or_default();
     let subject = v.get("subject").and_then(reference).map(|s| s.0);
     let artifact_type = opt_str(v, "artifactType", 255);
-    let hold_did = opt_str(v, "holdDid", 2048);
+    let hold_did = opt_str(v, "holdDid", 2048).filter(|h| h.starts_with("did:"));
     let total_size = if children.is_empty() {
         Some(config.as_ref().map_or(0, |c| c.1) + layers.iter().map(|l| l.1).sum::<i64>())
     } else {
@@ -302,7 +302,8 @@ async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Res
                 media_type = excluded.media_type, schema_version = excluded.schema_version,
                 config_digest = excluded.config_digest, config_size = excluded.config_size,
                 total_size = excluded.total_size, artifact_type = excluded.artifact_type,
-                subject_digest = excluded.subject_digest, hold_did = excluded.hold_did",
+                subject_digest = excluded.subject_digest,
+                hold_did = COALESCE(excluded.hold_did, hold_did)",
             libsql::params![
                 did,
                 repo,
@@ -673,6 +674,76 @@ impl Index {
             let did = did.to_string();
             tokio::spawn(async move { me.refresh_user(&did).await });
         }
+        // Holds named by manifests: cache their captain record once (UI: hold owner,
+        // public or not).
+        let mut holds: Vec<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                RecordChange::Upsert {
+                    collection, value, ..
+                } if collection == MANIFEST_NSID => value
+                    .get("holdDid")
+                    .and_then(Value::as_str)
+                    .filter(|h| h.starts_with("did:") && h.len() <= 2048)
+                    .map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        holds.sort();
+        holds.dedup();
+        for h in holds {
+            if self.hold_captain(&h).await?.is_none() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.refresh_hold(&h).await {
+                        tracing::debug!(hold = %h, error = %e, "hold captain record not fetched");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetch a hold's `io.atcr.hold.captain/self` record from the hold and cache it.
+    pub async fn refresh_hold(&self, hold_did: &str) -> Result<()> {
+        let id = self
+            .resolver()
+            .resolve(hold_did)
+            .await
+            .map_err(|e| IndexError::Network(format!("resolving {hold_did}: {e}")))?;
+        let rec = self
+            .resolver()
+            .xrpc()
+            .get_record(&id.pds, hold_did, "io.atcr.hold.captain", "self")
+            .await
+            .map_err(|e| IndexError::Network(format!("{hold_did} captain: {e}")))?;
+        let Some(rec) = rec else {
+            return Ok(());
+        };
+        let v = &rec.value;
+        let owner = str_field(v, "owner", 2048)?;
+        let flag = |k: &str| i64::from(v.get(k).and_then(Value::as_bool).unwrap_or(false));
+        let conn = self.writer().await;
+        conn.execute(
+            "INSERT INTO hold_captain_records (hold_did, owner_did, public, allow_all_crew,
+                deployed_at, region, provider, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (hold_did) DO UPDATE SET owner_did = excluded.owner_did,
+                public = excluded.public, allow_all_crew = excluded.allow_all_crew,
+                deployed_at = excluded.deployed_at, region = excluded.region,
+                provider = excluded.provider, updated_at = excluded.updated_at",
+            libsql::params![
+                hold_did,
+                owner,
+                flag("public"),
+                flag("allowAllCrew"),
+                opt_str(v, "deployedAt", 64),
+                opt_str(v, "region", 64),
+                opt_str(v, "provider", 64),
+                crate::pds::now_rfc3339()
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -680,6 +751,14 @@ impl Index {
     pub async fn set_cursor(&self, source: &str, seq: i64) -> Result<()> {
         let conn = self.writer().await;
         set_cursor(&conn, source, seq, &crate::pds::now_rfc3339()).await
+    }
+
+    /// Forget a source's cursor (it no longer knows our position).
+    pub async fn delete_cursor(&self, source: &str) -> Result<()> {
+        let conn = self.writer().await;
+        conn.execute("DELETE FROM ingest_cursor WHERE source = ?1", [source])
+            .await?;
+        Ok(())
     }
 
     /// Resolve the DID document and store handle and PDS (logged, never fatal).
@@ -693,9 +772,36 @@ impl Index {
                 {
                     tracing::warn!(%did, error = %e, "storing a user's identity in the index failed");
                 }
+                if let Err(e) = self.refresh_avatar(did, &id.pds).await {
+                    tracing::debug!(%did, error = %e, "avatar of an indexed user not read");
+                }
             }
             Err(e) => tracing::debug!(%did, error = %e, "identity of an indexed user not resolved"),
         }
+    }
+
+    /// The avatar of the user's `app.bsky.actor.profile/self`, stored as the
+    /// `com.atproto.sync.getBlob` URL on their PDS (none when there is no profile).
+    async fn refresh_avatar(&self, did: &str, pds: &str) -> Result<()> {
+        let rec = self
+            .resolver()
+            .xrpc()
+            .get_record(pds, did, "app.bsky.actor.profile", "self")
+            .await
+            .map_err(|e| IndexError::Network(e.to_string()))?;
+        let avatar = rec.as_ref().and_then(|r| {
+            let cid = r.value.get("avatar")?.get("ref")?.get("$link")?.as_str()?;
+            (cid.len() <= 128 && cid.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| {
+                format!(
+                    "{}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}",
+                    pds.trim_end_matches('/')
+                )
+            })
+        });
+        let conn = self.writer().await;
+        conn.execute("UPDATE users SET avatar = ?2 WHERE did = ?1", (did, avatar))
+            .await?;
+        Ok(())
     }
 
     /// Set a user's handle (and PDS): `#identity` events, DID document resolution.

@@ -72,6 +72,10 @@ struct Inner {
     /// (identity as pushed/pulled, repository) -> pulls not yet flushed.
     pulls: std::sync::Mutex<HashMap<(String, String), u64>>,
     replica: bool,
+    /// Firehose consumers and the start-up backfill ([`Index::start_ingest`]).
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Firehose endpoints with an open websocket right now.
+    connected: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -149,6 +153,8 @@ impl Index {
                 resolver,
                 pulls: std::sync::Mutex::new(HashMap::new()),
                 replica,
+                tasks: std::sync::Mutex::new(Vec::new()),
+                connected: std::sync::Mutex::new(Default::default()),
             }),
         };
         index.spawn_pull_flusher();
@@ -169,6 +175,28 @@ impl Index {
             self.inner.db.sync().await?;
         }
         Ok(())
+    }
+
+    /// Whether the consumer of this `index.firehose` endpoint is connected now.
+    pub fn firehose_connected(&self, endpoint: &str) -> bool {
+        self.inner
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(endpoint)
+    }
+
+    pub(crate) fn set_connected(&self, endpoint: &str, up: bool) {
+        let mut c = self
+            .inner
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if up {
+            c.insert(endpoint.to_string());
+        } else {
+            c.remove(endpoint);
+        }
     }
 
     pub(crate) fn resolver(&self) -> &Arc<Resolver> {

@@ -147,6 +147,19 @@ pub struct SearchResults {
     pub total: i64,
 }
 
+/// A hold's captain record, as cached from the hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HoldCaptain {
+    pub hold_did: String,
+    pub owner_did: String,
+    pub public: bool,
+    pub allow_all_crew: bool,
+    pub deployed_at: Option<String>,
+    pub region: Option<String>,
+    pub provider: Option<String>,
+    pub updated_at: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IndexStats {
     pub users: i64,
@@ -646,6 +659,31 @@ impl Index {
             pulls: r.get(5)?,
             pushes: r.get(6)?,
         })
+    }
+
+    /// The cached captain record of a hold (fetched when a manifest first names it).
+    pub async fn hold_captain(&self, hold_did: &str) -> Result<Option<HoldCaptain>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT hold_did, owner_did, public, allow_all_crew, deployed_at, region, provider,
+                    updated_at FROM hold_captain_records WHERE hold_did = ?1",
+                [hold_did],
+            )
+            .await?;
+        let Some(r) = rows.next().await? else {
+            return Ok(None);
+        };
+        Ok(Some(HoldCaptain {
+            hold_did: r.get(0)?,
+            owner_did: r.get(1)?,
+            public: r.get::<i64>(2)? != 0,
+            allow_all_crew: r.get::<i64>(3)? != 0,
+            deployed_at: r.get(4)?,
+            region: r.get(5)?,
+            provider: r.get(6)?,
+            updated_at: r.get(7)?,
+        }))
     }
 
     /// The stored firehose cursor of a source (its websocket URL).

@@ -521,3 +521,42 @@ async fn echoes_deletes_and_bad_records() {
     assert_eq!(ix.storage_stats().await.unwrap().repositories, 0);
     assert!(ix.user_by_handle_or_did(ALICE).await.unwrap().is_none());
 }
+
+/// Embedded replica of a real libsql-server / Turso primary: only with
+/// `ATCR_TEST_LIBSQL_URL` (and `ATCR_TEST_LIBSQL_TOKEN` when the primary wants one).
+#[tokio::test]
+async fn embedded_replica_against_a_primary() {
+    let Ok(url) = std::env::var("ATCR_TEST_LIBSQL_URL") else {
+        eprintln!("SKIPPED: ATCR_TEST_LIBSQL_URL is not set (no libsql-server to replicate from)");
+        return;
+    };
+    let token = std::env::var("ATCR_TEST_LIBSQL_TOKEN").unwrap_or_default();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let open = |dir: &std::path::Path| {
+        let mut c = config(dir);
+        c.index.primary_url = url.clone();
+        c.index.auth_token = crate::config::Secret(token.clone());
+        c.index.sync_interval_secs = 1;
+        c
+    };
+    let a = Index::open(&open(d1.path())).await.unwrap();
+    assert!(a.is_replica());
+    let repo = format!("replica-{}", std::process::id());
+    // Writes go to the primary; the writer's replica reads its own writes.
+    a.apply_records(
+        ALICE,
+        &[image(&repo, 7, "2026-03-01T00:00:00Z", json!({}))],
+        None,
+    )
+    .await
+    .unwrap();
+    a.sync().await.unwrap();
+    assert!(a.repository(ALICE, &repo).await.unwrap().is_some());
+    // A second replica (another machine) sees it after its start-up sync.
+    let b = Index::open(&open(d2.path())).await.unwrap();
+    assert!(b.repository(ALICE, &repo).await.unwrap().is_some());
+    a.forget_account(ALICE).await.unwrap();
+    a.sync().await.unwrap();
+    b.sync().await.unwrap();
+    assert!(b.repository(ALICE, &repo).await.unwrap().is_none());
+}

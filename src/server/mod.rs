@@ -256,6 +256,7 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "upload cleanup failed"),
     }
     let housekeeping = spawn_housekeeping(state.clone());
+    state.index.start_ingest(&state.config);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -302,6 +303,7 @@ pub async fn run(
     if let Some(hold) = &state.hold {
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }
+    state.index.stop_ingest();
 }
 
 /// Hourly cleanup of abandoned upload sessions after the first, which [`run`] does before

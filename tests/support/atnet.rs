@@ -52,6 +52,38 @@ impl Atnet {
     }
 }
 
+impl Atnet {
+    /// Stop the network and start a fresh one on the same ports (the PLC is in memory, so
+    /// accounts get new DIDs). When `ATCR_TEST_ATNET` names a JSON file, it is rewritten
+    /// with the new network, so later test binaries see the live accounts.
+    pub fn restart() -> Atnet {
+        Self::down();
+        let out = Command::new("sh")
+            .arg(Self::script())
+            .arg("up")
+            .output()
+            .expect("run atnet up");
+        assert!(
+            out.status.success(),
+            "atnet up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = String::from_utf8(out.stdout).expect("utf-8");
+        let line = json
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .expect("atnet printed a JSON line")
+            .to_string();
+        if let Ok(v) = std::env::var("ATCR_TEST_ATNET") {
+            if v != "1" {
+                std::fs::write(&v, format!("{line}\n")).expect("rewrite ATCR_TEST_ATNET");
+            }
+        }
+        serde_json::from_str(&line).expect("atnet JSON")
+    }
+}
+
 /// The running network, or `None` with a message when `ATCR_TEST_ATNET` is unset. Started
 /// (or found) once per test binary, so parallel tests do not race `atnet up`.
 pub fn atnet() -> Option<Atnet> {

@@ -13,6 +13,8 @@
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
+//! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
+//!   hold admin panel at `/admin`.
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
@@ -26,3 +28,4 @@ pub mod oci;
 pub mod pds;
 pub mod registry;
 pub mod server;
+pub mod web;

@@ -312,6 +312,31 @@ impl Auth {
                 .collect();
             return Ok(self.respond(&service, "", access));
         };
+        let pds_session = self.password_login(&user, &password, client_addr).await?;
+        let did = pds_session.session.did.clone();
+        tracing::info!(%did, "login");
+        let mut access = Vec::new();
+        for mut a in scopes {
+            let owner = a.name.split('/').next().unwrap_or("").to_string();
+            let own = self.owns(&did, &owner).await;
+            a.actions.retain(|x| x == "pull" || (own && x != "*"));
+            if !a.actions.is_empty() {
+                access.push(a);
+            }
+        }
+        Ok(self.respond(&service, &did, access))
+    }
+
+    /// Handle-or-DID + app password -> a PDS session, sealed into the session store, with
+    /// the failed-login limits and the login hook. Shared by the token endpoint and the web
+    /// UI's login form.
+    pub async fn password_login(
+        &self,
+        user: &str,
+        password: &str,
+        client_addr: &str,
+    ) -> Result<PdsSession, AuthError> {
+        let user = user.to_string();
         let ident_key = format!("id:{}", user.to_ascii_lowercase());
         let addr_key = format!("ip:{client_addr}");
         if self.by_addr.blocked(&addr_key) || self.by_identity.blocked(&ident_key) {
@@ -334,7 +359,7 @@ impl Auth {
         let session = match self
             .resolver
             .xrpc()
-            .create_session(&identity.pds, &identity.did, &password)
+            .create_session(&identity.pds, &identity.did, password)
             .await
         {
             Ok(s) => s,
@@ -366,17 +391,7 @@ impl Auth {
         if let Some(h) = hook {
             h.after_login(&pds_session).await;
         }
-        tracing::info!(did = %identity.did, "login");
-        let mut access = Vec::new();
-        for mut a in scopes {
-            let owner = a.name.split('/').next().unwrap_or("").to_string();
-            let own = self.owns(&identity.did, &owner).await;
-            a.actions.retain(|x| x == "pull" || (own && x != "*"));
-            if !a.actions.is_empty() {
-                access.push(a);
-            }
-        }
-        Ok(self.respond(&service, &identity.did, access))
+        Ok(pds_session)
     }
 
     fn respond(&self, service: &str, sub: &str, access: Vec<Access>) -> TokenResponse {

@@ -792,6 +792,31 @@ impl Registry {
         Ok(all)
     }
 
+    /// Blob count and total bytes in storage (a full listing: the admin page, not a hot path).
+    pub async fn storage_totals(&self) -> Result<(u64, u64)> {
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        for d in self.blobs.list().await? {
+            if let Some(size) = self.blobs.stat(&d).await? {
+                count += 1;
+                bytes += size;
+            }
+        }
+        Ok((count, bytes))
+    }
+
+    /// Distinct blobs and bytes linked per identity (first name segment).
+    pub async fn usage_by_identity(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        Ok(self.store.run(|s| s.usage_by_identity()).await?)
+    }
+
+    /// Size of a stored blob, whether or not any repository links it.
+    pub async fn blob_stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.blobs.stat(digest).await?)
+    }
+
     /// Garbage collection: blobs in storage that no repository links and `keep` (the digests
     /// the hold's layer records name) does not hold. With `dry_run` nothing is deleted.
     /// Returns the digests (that would be) removed. Callers go through

@@ -11,6 +11,8 @@
 //! uploads    upload id                 -> session JSON (repo, created)
 //! secrets    key                       -> sealed bytes (PDS sessions; encrypted by the
 //!                                         caller, never copied into any index)
+//! ui_sessions sha256(cookie id) hex    -> web session JSON (DID, CSRF token, expiry); the
+//!                                         cookie value itself is never stored
 //! ```
 //! Each logical change is one write transaction. Every method is blocking: callers run them
 //! through [`MetaStore::run`], which moves them off the async runtime.
@@ -34,6 +36,7 @@ const BLOB_LINKS: TableDefinition<Pair, u64> = TableDefinition::new("blob_links"
 const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const UI_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("ui_sessions");
 
 #[derive(Debug, thiserror::Error)]
 #[error("metadata store: {0}")]
@@ -110,6 +113,7 @@ impl MetaStore {
             txn.open_table(REPOS)?;
             txn.open_table(UPLOADS)?;
             txn.open_table(SECRETS)?;
+            txn.open_table(UI_SESSIONS)?;
         }
         txn.commit()?;
         Ok(Arc::new(MetaStore { db }))
@@ -148,7 +152,71 @@ impl MetaStore {
         Ok(())
     }
 
+    // ---- web UI sessions (opaque JSON owned by `web::session`) --------------------------------
+
+    pub fn put_ui_session(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UI_SESSIONS)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn get_ui_session(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UI_SESSIONS)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn delete_ui_session(&self, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(UI_SESSIONS)?.remove(key)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes the sessions `expired` says are over; returns how many.
+    pub fn purge_ui_sessions(&self, expired: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let n = {
+            let mut t = txn.open_table(UI_SESSIONS)?;
+            let mut stale = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                if expired(v.value()) {
+                    stale.push(k.value().to_string());
+                }
+            }
+            for k in &stale {
+                t.remove(k.as_str())?;
+            }
+            stale.len()
+        };
+        txn.commit()?;
+        Ok(n)
+    }
+
     // ---- blob links -------------------------------------------------------------------------
+
+    /// Per identity (a repository name's first segment): distinct blob digests linked in its
+    /// repositories and their total size, for the hold admin's usage figures.
+    pub fn usage_by_identity(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut seen: std::collections::BTreeSet<(String, String)> = Default::default();
+        let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for row in txn.open_table(BLOB_LINKS)?.iter()? {
+            let (k, v) = row?;
+            let (repo, digest) = k.value();
+            let ident = repo.split('/').next().unwrap_or(repo).to_string();
+            if seen.insert((ident.clone(), digest.to_string())) {
+                let e = out.entry(ident).or_default();
+                e.0 += 1;
+                e.1 += v.value();
+            }
+        }
+        Ok(out)
+    }
 
     pub fn blob_link(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -165,6 +233,7 @@ impl MetaStore {
             txn.open_table(REPOS)?.insert(repo, ())?;
             txn.open_table(UPLOADS)?;
             txn.open_table(SECRETS)?;
+            txn.open_table(UI_SESSIONS)?;
         }
         txn.commit()?;
         Ok(())

@@ -29,6 +29,8 @@ pub struct AppState {
     pub hold: Option<Arc<crate::pds::HoldPds>>,
     /// The `io.atcr.hold.*` API over that PDS and the blob store.
     pub hold_api: Option<Arc<crate::hold::HoldService>>,
+    /// Browser sessions of the web UI.
+    pub web: crate::web::Web,
     /// The UI/search index (libSQL), fed by direct writes and the network.
     pub index: crate::index::Index,
 }
@@ -94,6 +96,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     } else {
         None
     };
+    let web = crate::web::Web::new(store.clone());
     let auth = Arc::new(build_auth(&config, store)?);
     if auth.mode() == crate::auth::AuthMode::Atproto {
         // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
@@ -145,6 +148,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         auth,
         hold,
         hold_api,
+        web,
         index,
     }))
 }

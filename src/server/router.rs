@@ -14,6 +14,7 @@ use crate::auth::Need;
 use crate::oci::handlers as oci;
 use crate::oci::route::OciRoute;
 use crate::oci::{ErrorCode, OciError};
+use crate::web::WebPage;
 
 #[derive(Debug, Clone, Copy)]
 enum RouteId {
@@ -25,6 +26,8 @@ enum RouteId {
     Xrpc,
     DidJson,
     AtprotoDid,
+    /// Browser pages (`web/`): HTML, cookie sessions, CSRF on every POST.
+    Web(WebPage),
 }
 
 fn table() -> &'static matchit::Router<RouteId> {
@@ -41,6 +44,24 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/xrpc/{nsid}", RouteId::Xrpc), // hold PDS: NSID table in pds/xrpc/mod.rs
             ("/.well-known/did.json", RouteId::DidJson),
             ("/.well-known/atproto-did", RouteId::AtprotoDid),
+            ("/", RouteId::Web(WebPage::Home)),
+            ("/static/{file}", RouteId::Web(WebPage::Static)),
+            ("/login", RouteId::Web(WebPage::Login)),
+            ("/logout", RouteId::Web(WebPage::Logout)),
+            ("/search", RouteId::Web(WebPage::Search)),
+            ("/r/{owner}/{*rest}", RouteId::Web(WebPage::Repo)), // <repo...>[/manifests/<digest>]
+            ("/star", RouteId::Web(WebPage::Star)),
+            ("/u/{handle}", RouteId::Web(WebPage::User)),
+            ("/settings", RouteId::Web(WebPage::Settings)),
+            ("/settings/export", RouteId::Web(WebPage::SettingsExport)),
+            ("/install", RouteId::Web(WebPage::Install)),
+            ("/admin", RouteId::Web(WebPage::Admin)),
+            ("/admin/login", RouteId::Web(WebPage::AdminLogin)),
+            ("/admin/crew/add", RouteId::Web(WebPage::AdminCrewAdd)),
+            ("/admin/crew/edit", RouteId::Web(WebPage::AdminCrewEdit)),
+            ("/admin/crew/remove", RouteId::Web(WebPage::AdminCrewRemove)),
+            ("/admin/settings", RouteId::Web(WebPage::AdminSettings)),
+            ("/admin/gc", RouteId::Web(WebPage::AdminGc)),
         ];
         for (path, id) in routes {
             r.insert(path, id).expect("route table is consistent");
@@ -91,11 +112,27 @@ pub async fn dispatch(
             }
             RouteId::DidJson => crate::pds::xrpc::well_known::did_json(&state, &req),
             RouteId::AtprotoDid => crate::pds::xrpc::well_known::atproto_did(&state),
+            RouteId::Web(page) => {
+                let params = m
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                crate::web::handle(&state, page, params, req, peer).await
+            }
         },
-        Err(_) => oci_error(
-            &OciError::new(ErrorCode::Unsupported, "no such endpoint")
-                .with_status(StatusCode::NOT_FOUND),
-        ),
+        // API clients get JSON errors; everyone else (browsers) the HTML 404 page.
+        Err(_)
+            if path.starts_with("/v2")
+                || path.starts_with("/xrpc")
+                || path.starts_with("/auth") =>
+        {
+            oci_error(
+                &OciError::new(ErrorCode::Unsupported, "no such endpoint")
+                    .with_status(StatusCode::NOT_FOUND),
+            )
+        }
+        Err(_) => crate::web::not_found(),
     };
     if path.starts_with("/v2") {
         resp.headers_mut().insert(

@@ -1,0 +1,31 @@
+// atcr web UI: theme toggle (persisted in localStorage and a cookie, so the server could
+// render the right theme too) and copy-to-clipboard buttons. No framework, no build step.
+(function () {
+  var root = document.documentElement;
+  function apply(theme) {
+    if (theme === "light" || theme === "dark") root.setAttribute("data-theme", theme);
+    else root.removeAttribute("data-theme");
+  }
+  var saved = null;
+  try { saved = localStorage.getItem("atcr-theme"); } catch (e) {}
+  apply(saved);
+  document.addEventListener("click", function (ev) {
+    var t = ev.target.closest("[data-theme-toggle]");
+    if (t) {
+      var dark = root.getAttribute("data-theme") === "dark" ||
+        (!root.getAttribute("data-theme") && matchMedia("(prefers-color-scheme: dark)").matches);
+      var next = dark ? "light" : "dark";
+      apply(next);
+      try { localStorage.setItem("atcr-theme", next); } catch (e) {}
+      document.cookie = "atcr_theme=" + next + "; path=/; max-age=31536000; samesite=lax";
+      t.setAttribute("aria-pressed", next === "dark" ? "true" : "false");
+      return;
+    }
+    var c = ev.target.closest("[data-copy]");
+    if (c) {
+      var text = c.getAttribute("data-copy");
+      var done = function () { var old = c.textContent; c.textContent = "Copied"; setTimeout(function () { c.textContent = old; }, 1500); };
+      if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, function () {});
+    }
+  });
+})();

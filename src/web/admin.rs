@@ -1,0 +1,552 @@
+//! The hold admin panel at `/admin` (atcr-spec 5.8). Only the captain (the `owner` of
+//! `io.atcr.hold.captain`) gets in: every handler re-reads the captain record and compares
+//! it with the session's DID, so a captain change takes effect on the next request.
+//!
+//! Changes are commits to the hold's embedded PDS (`HoldPds::write_blocking`, one commit
+//! each, planned against the current repo state under the writer lock), so they reach the
+//! firehose like any other record write. Usage per crew member comes from the registry's
+//! blob links grouped by repository owner (the hold does not write `io.atcr.hold.layer`
+//! records yet); quotas are shown as unlimited because no tiers are configurable yet.
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::views::{human_size, AdminPage, CrewRow, GcPage, GcRow, RemoveConfirm, UsageRow};
+use super::{read_form, redirect, render, Ctx, Form, WebError, WebResult};
+use crate::atproto::repo::Write;
+use crate::pds::permissions::{role_permissions, CrewMember, Permission};
+use crate::pds::records::{crew_rkey, CAPTAIN, CREW, SELF};
+use crate::pds::{record_cbor, HoldPds};
+use crate::server::http::{query, query_get};
+use crate::server::AppState;
+
+/// Layer records read for usage figures (100 pages of 100).
+const MAX_LAYER_PAGES: usize = 100;
+const LAYER: &str = "io.atcr.hold.layer";
+
+/// Usage per member DID from `io.atcr.hold.layer` records (atcr-spec 5.4: the sum of each
+/// user's unique layer digests); `None` when the hold has no layer records.
+async fn layer_usage(
+    hold: &HoldPds,
+) -> Result<Option<std::collections::BTreeMap<String, (u64, u64)>>, WebError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_LAYER_PAGES {
+        let page = hold
+            .list_records(LAYER, 100, cursor.as_deref(), false)
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.rkey.clone());
+        for r in &page {
+            let v = &r.value;
+            let (Some(user), Some(digest)) = (
+                v.get("userDid").and_then(|x| x.as_str()),
+                v.get("digest").and_then(|x| x.as_str()),
+            ) else {
+                continue;
+            };
+            let size = v.get("size").and_then(|x| x.as_u64()).unwrap_or(0);
+            if seen.insert((user.to_string(), digest.to_string())) {
+                let e = out.entry(user.to_string()).or_default();
+                e.0 += 1;
+                e.1 += size;
+            }
+        }
+        if page.len() < 100 {
+            break;
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// How many crew records the panel lists (a hold's crew is small; the page says if cut).
+const MAX_CREW: usize = 1000;
+
+fn hold(state: &AppState) -> Result<&Arc<HoldPds>, WebError> {
+    state
+        .hold
+        .as_ref()
+        .ok_or_else(|| WebError::NotFound("This server does not run a hold.".into()))
+}
+
+/// The captain's session, or a redirect to the admin login.
+async fn captain<'a>(
+    state: &AppState,
+    ctx: &'a Ctx,
+) -> Result<Result<&'a str, WebResult>, WebError> {
+    let hold = hold(state)?;
+    let Some(user) = ctx.user() else {
+        return Ok(Err(Ok(redirect("/admin/login", &[]))));
+    };
+    let owner = hold
+        .captain()
+        .await?
+        .ok_or_else(|| WebError::Internal("the captain record is missing".into()))?
+        .owner;
+    if user.did != owner {
+        return Err(WebError::Forbidden(format!(
+            "{} is not this hold's captain; log out and log in as the captain.",
+            user.handle
+        )));
+    }
+    Ok(Ok(&user.did))
+}
+
+macro_rules! require_captain {
+    ($state:expr, $ctx:expr) => {
+        match captain($state, $ctx).await? {
+            Ok(did) => did,
+            Err(resp) => return resp,
+        }
+    };
+}
+
+/// Is `did` the hold's captain? (The admin login checks this before asking the PDS.)
+pub async fn is_captain(state: &AppState, did: &str) -> Result<bool, WebError> {
+    Ok(hold(state)?.captain().await?.map(|c| c.owner) == Some(did.to_string()))
+}
+
+async fn crew_records(hold: &HoldPds) -> Result<Vec<CrewMember>, WebError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = hold
+            .list_records(CREW, 100, cursor.as_deref(), false)
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.rkey.clone());
+        let n = page.len();
+        out.extend(
+            page.iter()
+                .filter_map(|r| CrewMember::from_record(&r.value)),
+        );
+        if n < 100 || out.len() >= MAX_CREW {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -> WebResult {
+    let owner = require_captain!(state, ctx).to_string();
+    let hold = hold(state)?;
+    let q = query(req.uri());
+    let flash = query_get(&q, "ok").or(query_get(&q, "err")).unwrap_or("");
+    let flash_error = query_get(&q, "err").is_some();
+    let captain_rec = hold
+        .get_record(CAPTAIN, SELF)
+        .await?
+        .map(|r| r.value)
+        .unwrap_or_default();
+    let flag = |k: &str| {
+        captain_rec
+            .get(k)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    };
+
+    let usage = state
+        .registry
+        .usage_by_identity()
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    // Repositories are named by handle or DID; fold both onto the DID.
+    let resolver = state.auth.resolver();
+    let mut by_did: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut top: Vec<UsageRow> = Vec::new();
+    for (ident, (blobs, bytes)) in &usage {
+        let did = if ident.starts_with("did:") {
+            ident.clone()
+        } else {
+            resolver.resolve_did_of(ident).await.unwrap_or_default()
+        };
+        if !did.is_empty() {
+            let e = by_did.entry(did).or_default();
+            e.0 += blobs;
+            e.1 += bytes;
+        }
+        top.push(UsageRow {
+            who: ident.clone(),
+            blobs: *blobs,
+            size: human_size(*bytes),
+        });
+    }
+    let usage_source = match layer_usage(hold).await? {
+        Some(layers) => {
+            by_did = layers;
+            "Usage: unique layers per member from the hold's io.atcr.hold.layer records."
+        }
+        None => "Usage: distinct blobs in each member's repositories on this registry (the hold has no io.atcr.hold.layer records yet).",
+    };
+    let mut sizes: Vec<(u64, UsageRow)> = usage
+        .values()
+        .zip(top)
+        .map(|((_, b), row)| (*b, row))
+        .collect();
+    sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let top_users = sizes.into_iter().take(10).map(|(_, r)| r).collect();
+
+    let mut crew = Vec::new();
+    for c in crew_records(hold).await? {
+        let handle = match resolver.resolve(&c.member).await {
+            Ok(id) => id.handle.unwrap_or_else(|| c.member.clone()),
+            Err(_) => c.member.clone(),
+        };
+        let (blobs, bytes) = by_did.get(&c.member).copied().unwrap_or_default();
+        crew.push(CrewRow {
+            is_owner: c.member == owner,
+            has_read: c.has(Permission::BlobRead),
+            has_write: c.has(Permission::BlobWrite),
+            has_admin: c.has(Permission::CrewAdmin),
+            permissions: c
+                .permissions
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
+            tier: c.tier.clone().unwrap_or_default(),
+            role: c.role.clone(),
+            usage: human_size(bytes),
+            blobs,
+            handle,
+            member: c.member,
+        });
+    }
+    let (blob_count, total) = state
+        .registry
+        .storage_totals()
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    render(&AdminPage {
+        chrome: ctx.chrome("Hold admin"),
+        hold_did: hold.did().to_string(),
+        owner,
+        crew,
+        public: flag("public"),
+        allow_all_crew: flag("allowAllCrew"),
+        bluesky_posts: flag("enableBlueskyPosts"),
+        successor: captain_rec
+            .get("successor")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        total_size: human_size(total),
+        blob_count,
+        top_users,
+        flash: flash.to_string(),
+        flash_error,
+        usage_source: usage_source.to_string(),
+    })
+}
+
+fn back(ok: Result<String, String>) -> WebResult {
+    let (k, msg) = match ok {
+        Ok(m) => ("ok", m),
+        Err(m) => ("err", m),
+    };
+    // %20, not '+': our query decoder takes '+' literally (media types contain it).
+    let v = percent_encoding::utf8_percent_encode(&msg, percent_encoding::NON_ALPHANUMERIC);
+    Ok(redirect(&format!("/admin?{k}={v}"), &[]))
+}
+
+/// A tier name: short, lowercase letters, digits, `-` and `_` (record field `tier` ≤ 32).
+fn valid_tier(t: &str) -> bool {
+    t.len() <= 32
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+async fn resolve_member(state: &AppState, input: &str) -> Result<String, String> {
+    let input = input.trim().trim_start_matches('@');
+    if input.is_empty() {
+        return Err("Give a handle or a DID.".into());
+    }
+    if input.starts_with("did:") {
+        crate::atproto::repo::syntax::validate_did(input)
+            .map_err(|e| format!("{input} is not a valid DID: {e}"))?;
+        return Ok(input.to_string());
+    }
+    state
+        .auth
+        .resolver()
+        .resolve_did_of(input)
+        .await
+        .map_err(|e| format!("cannot resolve {input}: {e}"))
+}
+
+async fn commit(hold: &Arc<HoldPds>, writes: Vec<Write>) -> Result<(), WebError> {
+    hold.apply_writes(writes).await?;
+    Ok(())
+}
+
+pub async fn crew_add(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    require_captain!(state, ctx);
+    let form = read_form(req).await?;
+    ctx.check_csrf(&form)?;
+    let hold = hold(state)?;
+    let member = match resolve_member(state, form.get("member")).await {
+        Ok(d) => d,
+        Err(e) => return back(Err(e)),
+    };
+    let role = match form.get("role") {
+        r @ ("read" | "write" | "admin") => r,
+        _ => return back(Err("Unknown role.".into())),
+    };
+    let tier = form.get("tier").trim();
+    if !valid_tier(tier) {
+        return back(Err(
+            "A tier is up to 32 lowercase letters, digits, - or _.".into()
+        ));
+    }
+    if hold.crew_member(&member).await?.is_some() {
+        return back(Err(format!("{member} is already crew.")));
+    }
+    let mut rec = serde_json::json!({
+        "$type": CREW,
+        "member": member,
+        "role": role,
+        "permissions": role_permissions(role).iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "addedAt": crate::pds::now_rfc3339(),
+    });
+    if !tier.is_empty() {
+        rec["tier"] = tier.into();
+    }
+    commit(
+        hold,
+        vec![Write::Create {
+            collection: CREW.into(),
+            rkey: crew_rkey(&member),
+            record: record_cbor(&rec)?,
+        }],
+    )
+    .await?;
+    tracing::info!(%member, role, "crew member added from the admin panel");
+    back(Ok(format!(
+        "Added {} as {role}.",
+        form.get("member").trim()
+    )))
+}
+
+pub async fn crew_edit(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    let owner = require_captain!(state, ctx).to_string();
+    let form = read_form(req).await?;
+    ctx.check_csrf(&form)?;
+    let hold = hold(state)?;
+    let member = form.get("member").to_string();
+    let tier = form.get("tier").trim().to_string();
+    if !valid_tier(&tier) {
+        return back(Err(
+            "A tier is up to 32 lowercase letters, digits, - or _.".into()
+        ));
+    }
+    let mut perms: Vec<&str> = form
+        .all("perm")
+        .into_iter()
+        .filter(|p| Permission::parse(p).is_some())
+        .collect();
+    perms.sort();
+    perms.dedup();
+    if member == owner && perms.len() < 3 {
+        return back(Err("The captain keeps every permission.".into()));
+    }
+    let rkey = crew_rkey(&member);
+    let Some(current) = hold.get_record(CREW, &rkey).await? else {
+        return back(Err(format!("{member} is not crew.")));
+    };
+    let mut rec = current.value;
+    rec["permissions"] = perms.clone().into();
+    match rec.as_object_mut() {
+        Some(obj) if tier.is_empty() => {
+            obj.remove("tier");
+        }
+        Some(obj) => {
+            obj.insert("tier".into(), tier.clone().into());
+        }
+        None => return Err(WebError::Internal("crew record is not an object".into())),
+    }
+    commit(
+        hold,
+        vec![Write::Update {
+            collection: CREW.into(),
+            rkey,
+            record: record_cbor(&rec)?,
+        }],
+    )
+    .await?;
+    tracing::info!(%member, ?perms, %tier, "crew member updated from the admin panel");
+    back(Ok(format!("Saved {member}.")))
+}
+
+pub async fn crew_remove_confirm(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    req: &Request<Incoming>,
+) -> WebResult {
+    require_captain!(state, ctx);
+    let q = query(req.uri());
+    let member = query_get(&q, "member").unwrap_or("").to_string();
+    if hold(state)?.crew_member(&member).await?.is_none() {
+        return Err(WebError::NotFound(format!("{member} is not crew.")));
+    }
+    let handle = match state.auth.resolver().resolve(&member).await {
+        Ok(id) => id.handle.unwrap_or_else(|| member.clone()),
+        Err(_) => member.clone(),
+    };
+    render(&RemoveConfirm {
+        chrome: ctx.chrome("Remove crew member"),
+        member,
+        handle,
+    })
+}
+
+pub async fn crew_remove(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    let owner = require_captain!(state, ctx).to_string();
+    let form = read_form(req).await?;
+    ctx.check_csrf(&form)?;
+    if form.get("confirm") != "yes" {
+        return back(Err("Removal was not confirmed.".into()));
+    }
+    let member = form.get("member").to_string();
+    if member == owner {
+        return back(Err("The captain cannot be removed from the crew.".into()));
+    }
+    let hold = hold(state)?;
+    if hold.crew_member(&member).await?.is_none() {
+        return back(Err(format!("{member} is not crew.")));
+    }
+    commit(
+        hold,
+        vec![Write::Delete {
+            collection: CREW.into(),
+            rkey: crew_rkey(&member),
+        }],
+    )
+    .await?;
+    tracing::info!(%member, "crew member removed from the admin panel");
+    back(Ok(format!("Removed {member}.")))
+}
+
+pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    require_captain!(state, ctx);
+    let form: Form = read_form(req).await?;
+    ctx.check_csrf(&form)?;
+    let hold = hold(state)?;
+    let successor = form.get("successor").trim().to_string();
+    if !successor.is_empty() {
+        if let Err(e) = crate::atproto::repo::syntax::validate_did(&successor) {
+            return back(Err(format!("The successor must be a DID: {e}")));
+        }
+        if successor == hold.did() {
+            return back(Err("A hold cannot be its own successor.".into()));
+        }
+    }
+    let Some(current) = hold.get_record(CAPTAIN, SELF).await? else {
+        return Err(WebError::Internal("the captain record is missing".into()));
+    };
+    let mut rec = current.value;
+    let Some(obj) = rec.as_object_mut() else {
+        return Err(WebError::Internal("captain record is not an object".into()));
+    };
+    for key in ["public", "allowAllCrew", "enableBlueskyPosts"] {
+        obj.insert(key.into(), form.has(key).into());
+    }
+    if successor.is_empty() {
+        obj.remove("successor");
+    } else {
+        obj.insert("successor".into(), successor.into());
+    }
+    commit(
+        hold,
+        vec![Write::Update {
+            collection: CAPTAIN.into(),
+            rkey: SELF.into(),
+            record: record_cbor(&rec)?,
+        }],
+    )
+    .await?;
+    tracing::info!("hold settings changed from the admin panel");
+    back(Ok("Settings saved.".into()))
+}
+
+async fn gc_rows(state: &AppState, dry_run: bool) -> Result<(Vec<GcRow>, String), WebError> {
+    // Sizes first: after a real run the blobs are gone.
+    let candidates = crate::server::collect_garbage(state, true)
+        .await
+        .map_err(WebError::Internal)?;
+    let mut sizes = std::collections::HashMap::new();
+    for d in &candidates {
+        let size = state
+            .registry
+            .blob_stat(d)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        sizes.insert(d.to_string(), size);
+    }
+    let swept = if dry_run {
+        candidates
+    } else {
+        crate::server::collect_garbage(state, false)
+            .await
+            .map_err(WebError::Internal)?
+    };
+    let mut total = 0;
+    let rows = swept
+        .iter()
+        .map(|d| {
+            let size = sizes.get(&d.to_string()).copied().unwrap_or(0);
+            total += size;
+            GcRow {
+                digest: d.to_string(),
+                size: human_size(size),
+            }
+        })
+        .collect();
+    Ok((rows, human_size(total)))
+}
+
+pub async fn gc_preview(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
+    require_captain!(state, ctx);
+    let (rows, total) = gc_rows(state, true).await?;
+    render(&GcPage {
+        chrome: ctx.chrome("Garbage collection"),
+        rows,
+        total,
+        ran: false,
+    })
+}
+
+pub async fn gc_run(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    require_captain!(state, ctx);
+    let form = read_form(req).await?;
+    ctx.check_csrf(&form)?;
+    let (rows, total) = gc_rows(state, false).await?;
+    tracing::info!(
+        blobs = rows.len(),
+        "garbage collection run from the admin panel"
+    );
+    render(&GcPage {
+        chrome: ctx.chrome("Garbage collection"),
+        rows,
+        total,
+        ran: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers() {
+        assert!(valid_tier(""));
+        assert!(valid_tier("deckhand"));
+        assert!(valid_tier("tier-2_b"));
+        assert!(!valid_tier("Deckhand"));
+        assert!(!valid_tier("a b"));
+        assert!(!valid_tier(&"x".repeat(33)));
+    }
+}

@@ -1,0 +1,728 @@
+//! The pages backed by the index (`crate::index`): home, repository, manifest detail, user,
+//! search (htmx paging) and star/unstar. Reads come from the index only, except the image
+//! config (Dockerfile history), which is read from the blob store with a size cap.
+//!
+//! Star: the record `io.atcr.sailor.star/<TID>` (subject = the repo page's AT-URI) is
+//! written to the user's own PDS with their sealed session first; the index is told after
+//! the PDS accepted it, so the page shows the new count at once.
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::views::{
+    age, human_size, short_digest, ChildRow, HistoryRow, HomePage, LayerRow, ManifestPage,
+    RepoCard, RepoPage, SearchPage, SearchResults, TagRow, TagRows, UserPage,
+};
+use super::{read_form, redirect, render, safe_next, Ctx, WebError, WebResult};
+use crate::index::{Index, Platform, RepoSummary, SearchFilters};
+use crate::oci::types::{Digest, Name};
+use crate::server::http::{query, query_get};
+use crate::server::AppState;
+
+const STAR_NSID: &str = "io.atcr.sailor.star";
+const PAGE_NSID: &str = "io.atcr.repo.page";
+/// Tags per page on the repository page (more load with htmx).
+pub const TAGS_PAGE: u32 = 50;
+/// Search results per page.
+pub const SEARCH_PAGE: u32 = 10;
+/// Image configs bigger than this are not parsed for their history.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+fn index(state: &AppState) -> Result<&Index, WebError> {
+    Ok(&state.index)
+}
+
+fn ix_err(e: crate::index::IndexError) -> WebError {
+    WebError::Internal(format!("index: {e}"))
+}
+
+fn now() -> u64 {
+    crate::registry::store::now_unix()
+}
+
+/// RFC 3339 (`2026-01-02T03:04:05.123Z`, offsets allowed) to seconds since the epoch; 0 when
+/// it does not parse (then no age is shown).
+pub fn unix_of(ts: &str) -> u64 {
+    fn num(s: &str) -> Option<i64> {
+        s.parse().ok()
+    }
+    let parse = || -> Option<u64> {
+        let (date, rest) = ts.split_once('T')?;
+        let mut d = date.split('-');
+        let (y, m, dd) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+        let time = rest.get(..8)?;
+        let mut t = time.split(':');
+        let (hh, mm, ss) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
+        let tail = &rest[8..];
+        let tail = tail.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+        let offset = match tail {
+            "Z" | "z" | "" => 0,
+            o => {
+                let sign = if o.starts_with('-') { -1 } else { 1 };
+                let (oh, om) = o.get(1..)?.split_once(':')?;
+                sign * (num(oh)? * 3600 + num(om)? * 60)
+            }
+        };
+        // Days from civil (Howard Hinnant).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + dd - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss - offset).ok()
+    };
+    parse().unwrap_or(0)
+}
+
+fn owner_name(did: &str, handle: &Option<String>) -> String {
+    handle.clone().unwrap_or_else(|| did.to_string())
+}
+
+fn card(r: &RepoSummary, now: u64) -> RepoCard {
+    let owner = owner_name(&r.did, &r.handle);
+    RepoCard {
+        href: format!("/r/{owner}/{}", r.name),
+        owner,
+        repo: r.name.clone(),
+        description: r
+            .description
+            .as_deref()
+            .map(|d| first_line(d, 200))
+            .unwrap_or_default(),
+        stars: r.star_count.max(0) as u64,
+        pulls: r.pull_count.max(0) as u64,
+        updated: r
+            .last_push
+            .as_deref()
+            .map(|t| age(unix_of(t), now))
+            .unwrap_or_default(),
+        tag: r.latest_tag.clone().unwrap_or_default(),
+        show_counts: true,
+    }
+}
+
+/// The first paragraph line of a README, cut at `max` characters, for cards.
+fn first_line(s: &str, max: usize) -> String {
+    let line = s
+        .lines()
+        .map(|l| l.trim().trim_start_matches('#').trim())
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+fn platform_str(p: &Platform) -> String {
+    let mut s = format!(
+        "{}/{}",
+        p.os.as_deref().unwrap_or("?"),
+        p.architecture.as_deref().unwrap_or("?")
+    );
+    if let Some(v) = p.variant.as_deref().filter(|v| !v.is_empty()) {
+        s.push('/');
+        s.push_str(v);
+    }
+    s
+}
+
+pub async fn home(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
+    let ix = index(state)?;
+    let now = now();
+    let recent = ix
+        .recent_pushes(12)
+        .await
+        .map_err(ix_err)?
+        .into_iter()
+        .map(|p| {
+            let owner = owner_name(&p.did, &p.handle);
+            RepoCard {
+                href: format!("/r/{owner}/{}", p.repository),
+                owner,
+                repo: p.repository,
+                description: String::new(),
+                stars: 0,
+                pulls: 0,
+                updated: age(unix_of(&p.pushed_at), now),
+                tag: p.tag,
+                show_counts: false,
+            }
+        })
+        .collect();
+    let popular = ix
+        .popular_repos(12)
+        .await
+        .map_err(ix_err)?
+        .iter()
+        .filter(|r| r.star_count > 0 || r.pull_count > 0)
+        .map(|r| card(r, now))
+        .collect();
+    render(&HomePage {
+        chrome: ctx.chrome("Home"),
+        recent,
+        popular,
+        host: ctx.host.clone(),
+    })
+}
+
+/// The DID for a handle or DID in a URL: the index first, then the network.
+async fn owner_did(state: &AppState, ix: &Index, who: &str) -> Result<(String, String), WebError> {
+    if let Some(u) = ix.user_by_handle_or_did(who).await.map_err(ix_err)? {
+        let shown = u.handle.clone().unwrap_or_else(|| u.did.clone());
+        return Ok((u.did, shown));
+    }
+    match state.auth.resolver().resolve(who).await {
+        Ok(id) => Ok((id.did.clone(), id.handle.unwrap_or(id.did))),
+        Err(e @ crate::atproto::identity::IdentityError::DidFetch { .. }) => {
+            Err(WebError::Upstream(format!("cannot resolve {who}: {e}")))
+        }
+        Err(_) => Err(WebError::NotFound(format!("No user {who} is known here."))),
+    }
+}
+
+/// `/r/<owner>/<rest>`: a repository page, or a manifest page when `rest` is
+/// `<repo>/manifests/<digest>`. `tags_offset` pages the tag list (htmx).
+pub async fn repo_or_manifest(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    owner: &str,
+    rest: &str,
+    tags_offset: u32,
+) -> WebResult {
+    let rest = rest.trim_end_matches('/');
+    if let Some((repo, digest)) = rest.split_once("/manifests/") {
+        return manifest(state, ctx, owner, repo, digest).await;
+    }
+    repo_page(state, ctx, owner, rest, tags_offset).await
+}
+
+fn tag_rows(
+    tags: Vec<crate::index::TagInfo>,
+    owner: &str,
+    repo: &str,
+    host: &str,
+    now: u64,
+) -> Vec<TagRow> {
+    tags.into_iter()
+        .map(|t| TagRow {
+            href: format!("/r/{owner}/{repo}/manifests/{}", t.digest),
+            short_digest: short_digest(&t.digest),
+            size: t
+                .total_size
+                .map(|s| human_size(s.max(0) as u64))
+                .unwrap_or_default(),
+            age: age(unix_of(&t.pushed_at), now),
+            platforms: t.platforms.iter().map(platform_str).collect(),
+            pull: format!("docker pull {host}/{owner}/{repo}:{}", t.tag),
+            digest: t.digest,
+            tag: t.tag,
+        })
+        .collect()
+}
+
+async fn repo_page(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    who: &str,
+    repo: &str,
+    offset: u32,
+) -> WebResult {
+    let ix = index(state)?;
+    let (did, owner) = owner_did(state, ix, who).await?;
+    let Some(info) = ix.repository(&did, repo).await.map_err(ix_err)? else {
+        return Err(WebError::NotFound(format!(
+            "{owner} has no repository {repo}."
+        )));
+    };
+    let now = now();
+    let tags = ix
+        .tags(&did, repo, TAGS_PAGE + 1, offset)
+        .await
+        .map_err(ix_err)?;
+    let more = tags.len() > TAGS_PAGE as usize;
+    let mut tags = tags;
+    tags.truncate(TAGS_PAGE as usize);
+    let more_tags_href = if more {
+        format!("/r/{owner}/{repo}?tags_offset={}", offset + TAGS_PAGE)
+    } else {
+        String::new()
+    };
+    let first_digest = tags.first().map(|t| t.digest.clone());
+    let latest = tags
+        .first()
+        .map(|t| t.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let rows = tag_rows(tags, &owner, repo, &ctx.host, now);
+    if ctx.htmx && offset > 0 {
+        return render(&TagRows {
+            tags: rows,
+            more_tags_href,
+        });
+    }
+    let starred = match ctx.user() {
+        Some(u) => ix.is_starred(&u.did, &did, repo).await.map_err(ix_err)?,
+        None => false,
+    };
+    // The hold of the newest tag's manifest; this process answering means ours is up.
+    let hold = match &first_digest {
+        Some(d) => ix
+            .manifest(&did, repo, d)
+            .await
+            .map_err(ix_err)?
+            .and_then(|m| m.hold_did)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let hold_health = match &state.hold {
+        Some(h) if h.did() == hold => "ok".to_string(),
+        _ => String::new(),
+    };
+    render(&RepoPage {
+        chrome: ctx.chrome(format!("{owner}/{repo}")),
+        pull: format!("docker pull {}/{owner}/{repo}:{latest}", ctx.host),
+        description: info.summary.description.clone().unwrap_or_default(),
+        stars: info.summary.star_count.max(0) as u64,
+        pulls: info.summary.pull_count.max(0) as u64,
+        starred,
+        can_star: ctx.user().is_some(),
+        owner,
+        owner_did: did,
+        repo: repo.to_string(),
+        tags: rows,
+        hold,
+        hold_health,
+        more_tags_href,
+    })
+}
+
+/// The image config's `history` as Dockerfile-like steps (`/bin/sh -c #(nop) ` and
+/// `/bin/sh -c ` prefixes turned back into instructions), plus its platform.
+pub fn config_history(config: &[u8]) -> (Vec<HistoryRow>, String) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(config) else {
+        return (Vec::new(), String::new());
+    };
+    let platform = match (
+        v.get("os").and_then(|x| x.as_str()),
+        v.get("architecture").and_then(|x| x.as_str()),
+    ) {
+        (Some(os), Some(arch)) => match v.get("variant").and_then(|x| x.as_str()) {
+            Some(var) => format!("{os}/{arch}/{var}"),
+            None => format!("{os}/{arch}"),
+        },
+        _ => String::new(),
+    };
+    let rows = v
+        .get("history")
+        .and_then(|h| h.as_array())
+        .map(|h| {
+            h.iter()
+                .map(|e| {
+                    let raw = e
+                        .get("created_by")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("")
+                        .trim();
+                    let step = if let Some(rest) = raw.strip_prefix("/bin/sh -c #(nop)") {
+                        rest.trim().to_string()
+                    } else if let Some(rest) = raw.strip_prefix("/bin/sh -c ") {
+                        format!("RUN {}", rest.trim())
+                    } else if raw.is_empty() {
+                        e.get("comment")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or("(no command recorded)")
+                            .to_string()
+                    } else {
+                        raw.to_string()
+                    };
+                    HistoryRow {
+                        step,
+                        empty_layer: e
+                            .get("empty_layer")
+                            .and_then(|b| b.as_bool())
+                            .unwrap_or(false),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (rows, platform)
+}
+
+/// Reads the config blob through a repository that links it (named by handle or DID).
+async fn read_config(
+    state: &AppState,
+    names: &[String],
+    digest: &Digest,
+) -> Result<Vec<u8>, String> {
+    use futures_util::TryStreamExt;
+    for n in names {
+        let Ok(name) = n.parse::<Name>() else {
+            continue;
+        };
+        let Ok(size) = state.registry.blob_size(&name, digest).await else {
+            continue;
+        };
+        if size > MAX_CONFIG_BYTES {
+            return Err(format!(
+                "The image config is {} (over the 1 MiB this page reads).",
+                human_size(size)
+            ));
+        }
+        let read = state
+            .registry
+            .blob_read(&name, digest, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let chunks: Vec<bytes::Bytes> =
+            read.stream.try_collect().await.map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(size as usize);
+        for c in chunks {
+            out.extend_from_slice(&c);
+            if out.len() as u64 > MAX_CONFIG_BYTES {
+                return Err("The image config is over 1 MiB.".into());
+            }
+        }
+        return Ok(out);
+    }
+    Err("The image config is not stored on this registry's hold.".into())
+}
+
+async fn manifest(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    who: &str,
+    repo: &str,
+    digest: &str,
+) -> WebResult {
+    let ix = index(state)?;
+    let (did, owner) = owner_did(state, ix, who).await?;
+    let Some(m) = ix.manifest(&did, repo, digest).await.map_err(ix_err)? else {
+        return Err(WebError::NotFound(format!(
+            "{owner}/{repo} has no manifest {digest}."
+        )));
+    };
+    let mut history = Vec::new();
+    let mut history_note = String::new();
+    let mut platform = String::new();
+    if let Some(cd) = m
+        .config_digest
+        .as_deref()
+        .and_then(|d| d.parse::<Digest>().ok())
+    {
+        let names = [
+            format!("{owner}/{repo}"),
+            format!("{did}/{repo}"),
+            format!("{who}/{repo}"),
+        ];
+        match read_config(state, &names, &cd).await {
+            Ok(bytes) => (history, platform) = config_history(&bytes),
+            Err(e) => history_note = e,
+        }
+    } else if !m.children.is_empty() {
+        history_note =
+            "A multi-platform index has no history of its own; open a platform above.".into();
+    }
+    // Each non-empty history step made one layer, in order.
+    let mut steps = history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.step.clone());
+    let layers = m
+        .layers
+        .iter()
+        .map(|l| LayerRow {
+            digest: l.digest.clone(),
+            media_type: l.media_type.clone(),
+            size: human_size(l.size.max(0) as u64),
+            step: steps.next().unwrap_or_default(),
+        })
+        .collect();
+    let href = |d: &str| format!("/r/{owner}/{repo}/manifests/{d}");
+    let children = m
+        .children
+        .iter()
+        .map(|c| ChildRow {
+            platform: c
+                .platform
+                .as_ref()
+                .map(platform_str)
+                .unwrap_or_else(|| "unknown".into()),
+            href: href(&c.digest),
+            digest: c.digest.clone(),
+            size: human_size(c.size.max(0) as u64),
+        })
+        .collect();
+    let referrers = m
+        .referrers
+        .iter()
+        .map(|r| ChildRow {
+            platform: r
+                .artifact_type
+                .clone()
+                .unwrap_or_else(|| r.media_type.clone()),
+            href: href(&r.digest),
+            digest: r.digest.clone(),
+            size: String::new(),
+        })
+        .collect();
+    let pull_ref = match m.tags.first() {
+        Some(t) => format!(":{t}"),
+        None => format!("@{}", m.digest),
+    };
+    render(&ManifestPage {
+        chrome: ctx.chrome(format!("{owner}/{repo} {}", short_digest(&m.digest))),
+        repo_href: format!("/r/{owner}/{repo}"),
+        pull: format!("docker pull {}/{owner}/{repo}{pull_ref}", ctx.host),
+        owner,
+        repo: repo.to_string(),
+        digest: m.digest.clone(),
+        media_type: m.media_type.clone(),
+        total_size: m
+            .total_size
+            .map(|s| human_size(s.max(0) as u64))
+            .unwrap_or_default(),
+        platform,
+        layers,
+        children,
+        history,
+        history_note,
+        annotations: m.annotations.into_iter().collect(),
+        referrers,
+    })
+}
+
+pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
+    let ix = index(state)?;
+    let (did, handle) = owner_did(state, ix, who).await?;
+    let now = now();
+    let repos = ix
+        .user_repos(&did)
+        .await
+        .map_err(ix_err)?
+        .iter()
+        .map(|r| card(r, now))
+        .collect();
+    let stars = ix
+        .user_stars(&did)
+        .await
+        .map_err(ix_err)?
+        .iter()
+        .map(|r| card(r, now))
+        .collect();
+    render(&UserPage {
+        chrome: ctx.chrome(handle.clone()),
+        handle,
+        did,
+        repos,
+        stars,
+    })
+}
+
+pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -> WebResult {
+    let ix = index(state)?;
+    let q = query(req.uri());
+    let text = query_get(&q, "q")
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let owner = query_get(&q, "owner")
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches('@')
+        .to_string();
+    let arch = query_get(&q, "arch").unwrap_or("").trim().to_string();
+    let offset: u32 = query_get(&q, "offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0)
+        .min(100_000);
+    let mut filters = SearchFilters::default();
+    if !owner.is_empty() {
+        match ix.user_by_handle_or_did(&owner).await.map_err(ix_err)? {
+            Some(u) => filters.owner_did = Some(u.did),
+            // An unknown owner matches nothing, rather than everything.
+            None => filters.owner_did = Some(format!("unknown:{owner}")),
+        }
+    }
+    if !arch.is_empty() {
+        filters.architecture = Some(arch.clone());
+    }
+    let found = ix
+        .search(&text, &filters, SEARCH_PAGE, offset)
+        .await
+        .map_err(ix_err)?;
+    let now = now();
+    let shown = offset as i64 + found.results.len() as i64;
+    let next_href = if shown < found.total && !found.results.is_empty() {
+        // %20, not '+': the query decoder takes '+' literally.
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        format!(
+            "/search?q={}&owner={}&arch={}&offset={shown}",
+            enc(&text),
+            enc(&owner),
+            enc(&arch)
+        )
+    } else {
+        String::new()
+    };
+    let results = SearchResults {
+        results: found.results.iter().map(|r| card(r, now)).collect(),
+        next_href,
+        first_page: offset == 0,
+        q: text.clone(),
+    };
+    let restore = req.headers().contains_key("hx-history-restore-request");
+    if ctx.htmx && !restore {
+        return render(&results);
+    }
+    let results_html =
+        askama::Template::render(&results).map_err(|e| WebError::Internal(e.to_string()))?;
+    render(&SearchPage {
+        chrome: ctx.chrome(if text.is_empty() {
+            "Search".to_string()
+        } else {
+            format!("Search: {text}")
+        }),
+        q: text,
+        owner,
+        arch,
+        results_html,
+    })
+}
+
+pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    let form = read_form(req).await?;
+    let Some(user) = ctx.user() else {
+        return Ok(redirect("/login", &[]));
+    };
+    ctx.check_csrf(&form)?;
+    let ix = index(state)?;
+    let (owner, repo) = (form.get("owner").to_string(), form.get("repo").to_string());
+    let back = safe_next(form.get("back")).to_string();
+    if ix
+        .repository(&owner, &repo)
+        .await
+        .map_err(ix_err)?
+        .is_none()
+    {
+        return Err(WebError::NotFound(format!(
+            "No repository {repo} of {owner}."
+        )));
+    }
+    let existing = ix
+        .star_rkey(&user.did, &owner, &repo)
+        .await
+        .map_err(ix_err)?;
+    let xrpc = state.auth.resolver().xrpc().clone();
+    let did = user.did.clone();
+    let pds_err = |e: crate::auth::sessions::SessionError| match e {
+        crate::auth::sessions::SessionError::Missing(_)
+        | crate::auth::sessions::SessionError::Corrupt(_) => WebError::Forbidden(
+            "Your PDS session on this registry is gone; log out and log in again.".into(),
+        ),
+        other => WebError::Upstream(format!("Your PDS did not make the change: {other}")),
+    };
+    match (form.get("action"), existing) {
+        ("star", None) => {
+            let rkey = crate::atproto::repo::tid::Tid::now().as_str().to_string();
+            let record = serde_json::json!({
+                "$type": STAR_NSID,
+                "subject": crate::registry::records::at_uri(&owner, PAGE_NSID, &repo),
+                "createdAt": crate::pds::now_rfc3339(),
+            });
+            state
+                .auth
+                .sessions
+                .with_session(&did, |s| {
+                    let (xrpc, did, rkey, record) =
+                        (xrpc.clone(), did.clone(), rkey.clone(), record.clone());
+                    async move {
+                        xrpc.put_record(
+                            &s.pds,
+                            &s.session.access_jwt,
+                            &did,
+                            STAR_NSID,
+                            &rkey,
+                            &record,
+                        )
+                        .await
+                    }
+                })
+                .await
+                .map_err(pds_err)?;
+            ix.put_star(&did, &rkey, &owner, &repo)
+                .await
+                .map_err(ix_err)?;
+            tracing::info!(%did, %owner, %repo, "starred");
+        }
+        ("unstar", Some(rkey)) => {
+            state
+                .auth
+                .sessions
+                .with_session(&did, |s| {
+                    let (xrpc, did, rkey) = (xrpc.clone(), did.clone(), rkey.clone());
+                    async move {
+                        xrpc.delete_record(&s.pds, &s.session.access_jwt, &did, STAR_NSID, &rkey)
+                            .await
+                    }
+                })
+                .await
+                .map_err(pds_err)?;
+            ix.delete_star(&did, &rkey).await.map_err(ix_err)?;
+            tracing::info!(%did, %owner, %repo, "unstarred");
+        }
+        // Already in the wanted state (a double submit): nothing to do.
+        ("star", Some(_)) | ("unstar", None) => {}
+        _ => return Err(WebError::BadRequest("action must be star or unstar".into())),
+    }
+    Ok(redirect(&back, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_to_unix() {
+        assert_eq!(unix_of("1970-01-01T00:00:00Z"), 0);
+        assert_eq!(unix_of("2023-11-14T22:13:20Z"), 1_700_000_000);
+        assert_eq!(unix_of("2023-11-14T22:13:20.123Z"), 1_700_000_000);
+        assert_eq!(unix_of("2023-11-15T00:13:20+02:00"), 1_700_000_000);
+        assert_eq!(unix_of("2000-02-29T00:00:00Z"), 951_782_400);
+        assert_eq!(unix_of("garbage"), 0);
+    }
+
+    #[test]
+    fn history_as_dockerfile_steps() {
+        let cfg = br#"{"architecture":"arm64","os":"linux","variant":"v8","history":[
+            {"created_by":"/bin/sh -c #(nop) ADD file:abc in / "},
+            {"created_by":"/bin/sh -c #(nop)  CMD [\"sh\"]","empty_layer":true},
+            {"created_by":"/bin/sh -c apk add curl"},
+            {"created_by":"RUN /bin/sh -c make # buildkit"},
+            {"comment":"imported"}]}"#;
+        let (rows, platform) = config_history(cfg);
+        assert_eq!(platform, "linux/arm64/v8");
+        let steps: Vec<_> = rows.iter().map(|r| r.step.as_str()).collect();
+        assert_eq!(
+            steps,
+            [
+                "ADD file:abc in /",
+                "CMD [\"sh\"]",
+                "RUN apk add curl",
+                "RUN /bin/sh -c make # buildkit",
+                "imported"
+            ]
+        );
+        assert!(rows[1].empty_layer && !rows[0].empty_layer);
+        assert!(config_history(b"not json").0.is_empty());
+    }
+}

@@ -1,0 +1,345 @@
+//! View models and askama templates (`templates/`). Handlers fill these plain structs; the
+//! templates only format, so pages stay cheap to render and easy to test.
+
+use askama::Template;
+
+/// The frame around every page: title, signed-in user, CSRF token, theme, asset versions.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub title: String,
+    pub user: Option<UserChip>,
+    pub csrf: String,
+    /// `""` (follow the system), `"light"` or `"dark"` (the toggle's cookie).
+    pub theme: String,
+    pub css_v: &'static str,
+    pub js_v: &'static str,
+    pub htmx_v: &'static str,
+}
+
+impl Chrome {
+    /// For pages rendered without a request context (early errors).
+    pub fn bare(title: &str) -> Chrome {
+        Chrome {
+            title: title.into(),
+            user: None,
+            csrf: String::new(),
+            theme: String::new(),
+            css_v: super::assets::version("app.css"),
+            js_v: super::assets::version("app.js"),
+            htmx_v: super::assets::version("htmx.min.js"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserChip {
+    pub did: String,
+    pub handle: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub chrome: Chrome,
+    pub status: u16,
+    pub heading: String,
+    pub message: String,
+    pub hint: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub chrome: Chrome,
+    pub admin: bool,
+    pub next: String,
+    pub identifier: String,
+    pub error: String,
+}
+
+#[derive(Template)]
+#[template(path = "install.html")]
+pub struct InstallPage {
+    pub chrome: Chrome,
+    pub host: String,
+    pub example_handle: String,
+}
+
+/// A repository in a list (home, search, user page).
+#[derive(Debug, Clone)]
+pub struct RepoCard {
+    pub owner: String,
+    pub repo: String,
+    pub href: String,
+    pub description: String,
+    pub stars: u64,
+    pub pulls: u64,
+    /// "3 hours ago"; empty when unknown.
+    pub updated: String,
+    pub tag: String,
+    /// False where the source has no counts (recent pushes): no misleading zeros.
+    pub show_counts: bool,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    pub chrome: Chrome,
+    pub recent: Vec<RepoCard>,
+    pub popular: Vec<RepoCard>,
+    pub host: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TagRow {
+    pub tag: String,
+    pub digest: String,
+    pub short_digest: String,
+    pub href: String,
+    pub size: String,
+    pub age: String,
+    pub platforms: Vec<String>,
+    pub pull: String,
+}
+
+#[derive(Template)]
+#[template(path = "repo.html")]
+pub struct RepoPage {
+    pub chrome: Chrome,
+    pub owner: String,
+    pub owner_did: String,
+    pub repo: String,
+    pub description: String,
+    pub tags: Vec<TagRow>,
+    pub pull: String,
+    pub stars: u64,
+    pub starred: bool,
+    pub can_star: bool,
+    pub pulls: u64,
+    pub hold: String,
+    /// "ok", "down" or "" (unknown).
+    pub hold_health: String,
+    pub more_tags_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "tag_rows.html")]
+pub struct TagRows {
+    pub tags: Vec<TagRow>,
+    pub more_tags_href: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerRow {
+    pub digest: String,
+    pub media_type: String,
+    pub size: String,
+    pub step: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChildRow {
+    pub platform: String,
+    pub digest: String,
+    pub href: String,
+    pub size: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub step: String,
+    pub empty_layer: bool,
+}
+
+#[derive(Template)]
+#[template(path = "manifest.html")]
+pub struct ManifestPage {
+    pub chrome: Chrome,
+    pub owner: String,
+    pub repo: String,
+    pub repo_href: String,
+    pub digest: String,
+    pub media_type: String,
+    pub total_size: String,
+    pub platform: String,
+    pub layers: Vec<LayerRow>,
+    pub children: Vec<ChildRow>,
+    pub history: Vec<HistoryRow>,
+    /// Why the history is missing, when it is.
+    pub history_note: String,
+    pub annotations: Vec<(String, String)>,
+    pub referrers: Vec<ChildRow>,
+    pub pull: String,
+}
+
+#[derive(Template)]
+#[template(path = "user.html")]
+pub struct UserPage {
+    pub chrome: Chrome,
+    pub handle: String,
+    pub did: String,
+    pub repos: Vec<RepoCard>,
+    pub stars: Vec<RepoCard>,
+}
+
+#[derive(Template)]
+#[template(path = "search.html")]
+pub struct SearchPage {
+    pub chrome: Chrome,
+    pub q: String,
+    /// Architecture filter (`amd64`, `arm64`, ...); empty: any.
+    pub arch: String,
+    pub owner: String,
+    /// The rendered [`SearchResults`] fragment (the same HTML htmx fetches for paging).
+    pub results_html: String,
+}
+
+#[derive(Template)]
+#[template(path = "search_results.html")]
+pub struct SearchResults {
+    pub results: Vec<RepoCard>,
+    /// `/search?...&offset=N` of the next page; empty on the last one.
+    pub next_href: String,
+    pub first_page: bool,
+    pub q: String,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage {
+    pub chrome: Chrome,
+    pub did: String,
+    pub handle: String,
+    pub default_hold: String,
+    pub profile_error: String,
+}
+
+// ---- hold admin ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct CrewRow {
+    pub member: String,
+    pub handle: String,
+    pub role: String,
+    pub permissions: Vec<String>,
+    pub tier: String,
+    pub usage: String,
+    pub blobs: u64,
+    pub is_owner: bool,
+    pub has_read: bool,
+    pub has_write: bool,
+    pub has_admin: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageRow {
+    pub who: String,
+    pub blobs: u64,
+    pub size: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+pub struct AdminPage {
+    pub chrome: Chrome,
+    pub hold_did: String,
+    pub owner: String,
+    pub crew: Vec<CrewRow>,
+    pub public: bool,
+    pub allow_all_crew: bool,
+    pub bluesky_posts: bool,
+    pub successor: String,
+    pub total_size: String,
+    pub blob_count: u64,
+    pub top_users: Vec<UsageRow>,
+    pub flash: String,
+    pub flash_error: bool,
+    /// Where the crew usage figures come from.
+    pub usage_source: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/remove.html")]
+pub struct RemoveConfirm {
+    pub chrome: Chrome,
+    pub member: String,
+    pub handle: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GcRow {
+    pub digest: String,
+    pub size: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/gc.html")]
+pub struct GcPage {
+    pub chrome: Chrome,
+    pub rows: Vec<GcRow>,
+    pub total: String,
+    pub ran: bool,
+}
+
+// ---- formatting ---------------------------------------------------------------------------
+
+/// Bytes for people: `0 B`, `512 B`, `1.5 KiB`, `23.4 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
+/// "just now", "5 minutes ago", "3 days ago" from seconds since the epoch.
+pub fn age(then_unix: u64, now_unix: u64) -> String {
+    if then_unix == 0 {
+        return String::new();
+    }
+    let d = now_unix.saturating_sub(then_unix);
+    let (n, unit) = match d {
+        0..=59 => return "just now".into(),
+        60..=3599 => (d / 60, "minute"),
+        3600..=86_399 => (d / 3600, "hour"),
+        86_400..=2_591_999 => (d / 86_400, "day"),
+        2_592_000..=31_535_999 => (d / 2_592_000, "month"),
+        _ => (d / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// `sha256:0123456789ab` (12 hex digits), for tables.
+pub fn short_digest(d: &str) -> String {
+    match d.split_once(':') {
+        Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
+        None => d.chars().take(19).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(age(100, 100), "just now");
+        assert_eq!(age(100, 160), "1 minute ago");
+        assert_eq!(age(0, 160), "");
+        assert_eq!(age(1, 1 + 3 * 86_400), "3 days ago");
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab"
+        );
+    }
+}

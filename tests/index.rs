@@ -47,6 +47,16 @@ async fn push_pull_delete_reach_the_index() {
     let m = ix.manifest(DID, "app", &d2).await.unwrap().unwrap();
     assert_eq!(m.layers.len(), 1);
     assert_eq!(m.tags, ["v2"]);
+    // The direct write names the hold the blobs went to (here the one in this process).
+    let hold_did = s
+        .running
+        .state
+        .hold
+        .as_ref()
+        .expect("hold")
+        .did()
+        .to_string();
+    assert_eq!(m.hold_did.as_deref(), Some(hold_did.as_str()));
     let r = ix.repository(DID, "app").await.unwrap().unwrap();
     assert_eq!(r.summary.push_count, 2);
     assert!(r.summary.last_push.is_some());

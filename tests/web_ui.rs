@@ -286,6 +286,20 @@ async fn admin_panel_manages_crew_settings_and_gc() {
         serde_json::json!(["blob:read", "blob:write"])
     );
     assert_eq!(rec["tier"], "bosun");
+    // The crew list shows each member's limit from the configured tiers (defaults:
+    // deckhand=5GB, bosun=50GB, quartermaster=100GB); the captain is never limited.
+    let html = s
+        .client
+        .get(s.url("/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("of 50.0 GiB (bosun)"), "bob's quota shown");
+    assert!(html.contains("of unlimited (captain)"), "captain unlimited");
     // The captain keeps every permission.
     let r = post(
         &s,

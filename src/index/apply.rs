@@ -864,6 +864,11 @@ impl Index {
 
     /// After a manifest PUT reached the PDS and the local store: index it now, in the
     /// background (never fails or slows the push; errors are logged).
+    /// Name the hold this appliance's pushes store their blobs on (set once at start).
+    pub fn set_local_hold(&self, hold_did: String) {
+        let _ = self.inner.local_hold.set(hold_did);
+    }
+
     pub fn note_manifest_put(
         &self,
         name: &Name,
@@ -881,7 +886,7 @@ impl Index {
             media_type,
             bytes,
             &blob,
-            "",
+            self.inner.local_hold.get().map_or("", String::as_str),
             &now,
         );
         let mut changes = vec![RecordChange::Upsert {

@@ -76,6 +76,9 @@ struct Inner {
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Firehose endpoints with an open websocket right now.
     connected: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The hold this appliance's pushes name (`holdDid` of the manifest records it writes),
+    /// so direct writes carry it before the firehose echo arrives.
+    local_hold: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Index {
@@ -155,6 +158,7 @@ impl Index {
                 replica,
                 tasks: std::sync::Mutex::new(Vec::new()),
                 connected: std::sync::Mutex::new(Default::default()),
+                local_hold: std::sync::OnceLock::new(),
             }),
         };
         index.spawn_pull_flusher();

@@ -96,6 +96,11 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     } else {
         None
     };
+    // Manifests name the hold that stores their blobs: ours when it runs here.
+    let local_hold_did = hold
+        .as_ref()
+        .map(|h| h.did().to_string())
+        .unwrap_or_else(|| hold_did(&config));
     let web = crate::web::Web::new(store.clone());
     let auth = Arc::new(build_auth(&config, store)?);
     if auth.mode() == crate::auth::AuthMode::Atproto {
@@ -103,10 +108,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         let pds = Arc::new(crate::registry::pds::PdsRecords::new(
             auth.resolver().clone(),
             auth.sessions.clone(),
-            // Manifests name the hold that stores their blobs: ours when it runs here.
-            hold.as_ref()
-                .map(|h| h.did().to_string())
-                .unwrap_or_else(|| hold_did(&config)),
+            local_hold_did.clone(),
         ));
         registry.set_records(pds.clone());
         auth.set_login_hook(pds);
@@ -141,6 +143,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         None => None,
     };
     let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
+    index.set_local_hold(local_hold_did);
     registry.set_index(index.clone());
     Ok(Arc::new(AppState {
         config,

@@ -6,7 +6,7 @@
 //! each, planned against the current repo state under the writer lock), so they reach the
 //! firehose like any other record write. Usage per crew member comes from the registry's
 //! blob links grouped by repository owner (the hold does not write `io.atcr.hold.layer`
-//! records yet); quotas are shown as unlimited because no tiers are configurable yet.
+//! records yet). Quotas are the hold's `[hold] tiers` (enforced on push and notifyManifest).
 
 use std::sync::Arc;
 
@@ -189,6 +189,7 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
     sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
     let top_users = sizes.into_iter().take(10).map(|(_, r)| r).collect();
 
+    let tiers = state.hold_api.as_ref().map(|h| h.tiers());
     let mut crew = Vec::new();
     for c in crew_records(hold).await? {
         let handle = match resolver.resolve(&c.member).await {
@@ -196,6 +197,11 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
             Err(_) => c.member.clone(),
         };
         let (blobs, bytes) = by_did.get(&c.member).copied().unwrap_or_default();
+        let quota = match tiers.and_then(|t| t.for_member(c.tier.as_deref())) {
+            _ if c.member == owner => "unlimited (captain)".to_string(),
+            Some(t) => format!("{} ({})", human_size(t.quota_bytes), t.name),
+            None => "unlimited".to_string(),
+        };
         crew.push(CrewRow {
             is_owner: c.member == owner,
             has_read: c.has(Permission::BlobRead),
@@ -209,6 +215,7 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
             tier: c.tier.clone().unwrap_or_default(),
             role: c.role.clone(),
             usage: human_size(bytes),
+            quota,
             blobs,
             handle,
             member: c.member,
@@ -238,6 +245,18 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
         flash: flash.to_string(),
         flash_error,
         usage_source: usage_source.to_string(),
+        quota_note: match tiers {
+            Some(t) if t.enabled() => format!(
+                "Quotas by tier ([hold] tiers): {}; members without a known tier get \"{}\".",
+                t.tiers
+                    .iter()
+                    .map(|x| format!("{} {}", x.name, human_size(x.quota_bytes)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.default_tier
+            ),
+            _ => "No tiers are configured ([hold] tiers is empty): usage is unlimited.".into(),
+        },
     })
 }
 

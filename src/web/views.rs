@@ -224,6 +224,8 @@ pub struct CrewRow {
     pub permissions: Vec<String>,
     pub tier: String,
     pub usage: String,
+    /// The member's limit: "unlimited", or the tier's size and name.
+    pub quota: String,
     pub blobs: u64,
     pub is_owner: bool,
     pub has_read: bool,
@@ -256,6 +258,7 @@ pub struct AdminPage {
     pub flash_error: bool,
     /// Where the crew usage figures come from.
     pub usage_source: String,
+    pub quota_note: String,
 }
 
 #[derive(Template)]

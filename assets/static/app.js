@@ -12,12 +12,22 @@
   document.addEventListener("click", function (ev) {
     var t = ev.target.closest("[data-theme-toggle]");
     if (t) {
-      var dark = root.getAttribute("data-theme") === "dark" ||
-        (!root.getAttribute("data-theme") && matchMedia("(prefers-color-scheme: dark)").matches);
+      // Each click flips what is shown. An override is kept only while it differs from the
+      // system's scheme, so flipping back to the system's look means "follow the system"
+      // again (and a later change of the system's scheme is followed).
+      var systemDark = matchMedia("(prefers-color-scheme: dark)").matches;
+      var shown = root.getAttribute("data-theme");
+      var dark = shown === "dark" || (!shown && systemDark);
       var next = dark ? "light" : "dark";
-      apply(next);
-      try { localStorage.setItem("atcr-theme", next); } catch (e) {}
-      document.cookie = "atcr_theme=" + next + "; path=/; max-age=31536000; samesite=lax";
+      var follow = (next === "dark") === systemDark;
+      apply(follow ? null : next);
+      try {
+        if (follow) localStorage.removeItem("atcr-theme");
+        else localStorage.setItem("atcr-theme", next);
+      } catch (e) {}
+      document.cookie = follow
+        ? "atcr_theme=; path=/; max-age=0; samesite=lax"
+        : "atcr_theme=" + next + "; path=/; max-age=31536000; samesite=lax";
       t.setAttribute("aria-pressed", next === "dark" ? "true" : "false");
       return;
     }

@@ -544,12 +544,22 @@ impl HoldPds {
         &self,
         cfg: &crate::config::HoldConfig,
     ) -> Result<Option<Committed>, HoldError> {
+        const APPLIED: &str = "captain_settings_from_config";
         let now = now_rfc3339();
-        let committed =
-            self.write_blocking(|repo| records::bootstrap_writes(repo, &self.ident, cfg, &now))?;
+        let last_applied = self
+            .store
+            .get_meta(APPLIED)?
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let committed = self.write_blocking(|repo| {
+            records::bootstrap_writes(repo, &self.ident, cfg, last_applied.as_ref(), &now)
+        })?;
         if let Some(c) = &committed {
             tracing::info!(rev = %c.rev, ops = c.ops.len(), "hold records synced with the config");
         }
+        // Written after the commit: a crash in between only means the next start compares
+        // against older settings, and re-applies values the record already has.
+        let applied = records::captain_settings(&self.ident, cfg).to_string();
+        self.store.put_meta(APPLIED, applied.as_bytes())?;
         Ok(committed)
     }
 }
@@ -823,5 +833,60 @@ mod tests {
         c.server.public_url.clear();
         c.hold.public_host.clear();
         assert_eq!(Identity::from_config(&c).did, "did:web:localhost");
+    }
+
+    /// A toggle made in the admin panel (a captain-record write) survives a restart with an
+    /// unchanged config file; a value changed in the config file wins at the next start.
+    #[tokio::test]
+    async fn captain_settings_latest_change_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.hold.owner_did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz".into();
+        config.hold.public = false;
+        let captain = |pds: Arc<HoldPds>| async move { pds.captain().await.unwrap().unwrap() };
+        let reopen = |config: Config| async move {
+            tokio::task::spawn_blocking(move || HoldPds::open(&config).unwrap())
+                .await
+                .unwrap()
+        };
+
+        let pds = reopen(config.clone()).await;
+        assert!(!captain(pds.clone()).await.public);
+        // The panel flips `public` on.
+        let mut rec = pds
+            .get_record(records::CAPTAIN, records::SELF)
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        rec["public"] = true.into();
+        pds.apply_writes(vec![Write::Update {
+            collection: records::CAPTAIN.into(),
+            rkey: records::SELF.into(),
+            record: record_cbor(&rec).unwrap(),
+        }])
+        .await
+        .unwrap();
+        drop(pds);
+
+        // Restart, config untouched: the panel's choice stays.
+        let pds = reopen(config.clone()).await;
+        let c = captain(pds.clone()).await;
+        assert!(c.public, "a restart undid the admin panel's toggle");
+        assert!(!c.allow_all_crew);
+        drop(pds);
+
+        // The operator edits the file: that newer change wins, for that key only.
+        config.hold.allow_all_crew = true;
+        let pds = reopen(config.clone()).await;
+        let c = captain(pds.clone()).await;
+        assert!(c.allow_all_crew && c.public);
+        drop(pds);
+        let pds = reopen(config.clone()).await;
+        assert!(
+            captain(pds).await.public,
+            "an unchanged config value overrode the record"
+        );
     }
 }

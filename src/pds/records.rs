@@ -68,21 +68,37 @@ pub fn owner_of(ident: &Identity, cfg: &HoldConfig) -> String {
     }
 }
 
+/// The captain fields the config file sets, as they would appear in the record.
+pub fn captain_settings(ident: &Identity, cfg: &HoldConfig) -> serde_json::Value {
+    serde_json::json!({
+        "owner": owner_of(ident, cfg),
+        "public": cfg.public,
+        "allowAllCrew": cfg.allow_all_crew,
+        "enableBlueskyPosts": cfg.enable_bluesky_posts,
+    })
+}
+
 /// The writes that bring the bootstrap records in line with the config (empty if none).
+///
+/// The captain's settings can be changed in two places: the config file and the admin panel
+/// (which writes the record). The latest change wins: a setting is copied from the config
+/// only when the config's value differs from `last_applied`, the settings this function
+/// was last given, so a restart does not undo a toggle made in the panel. `owner` always
+/// follows the config. With no `last_applied` (a new hold, or one from before this rule)
+/// the config wins.
 pub fn bootstrap_writes<S: Blockstore>(
     repo: &Repo<S>,
     ident: &Identity,
     cfg: &HoldConfig,
+    last_applied: Option<&serde_json::Value>,
     now: &str,
 ) -> Result<Vec<Write>, HoldError> {
     let mut writes = Vec::new();
-    let owner = owner_of(ident, cfg);
-    let wanted = serde_json::json!({
-        "owner": owner,
-        "public": cfg.public,
-        "allowAllCrew": cfg.allow_all_crew,
-        "enableBlueskyPosts": cfg.enable_bluesky_posts,
-    });
+    let wanted = captain_settings(ident, cfg);
+    let changed_in_config = |key: &str, value: &serde_json::Value| match last_applied {
+        Some(prev) if key != "owner" => prev.get(key) != Some(value),
+        _ => true,
+    };
     match repo.get_record(CAPTAIN, SELF)? {
         None => {
             let mut rec = wanted.clone();
@@ -99,7 +115,7 @@ pub fn bootstrap_writes<S: Blockstore>(
             let mut changed = false;
             if let (Some(obj), Some(want)) = (rec.as_object_mut(), wanted.as_object()) {
                 for (k, v) in want {
-                    if obj.get(k) != Some(v) {
+                    if obj.get(k) != Some(v) && changed_in_config(k, v) {
                         obj.insert(k.clone(), v.clone());
                         changed = true;
                     }

@@ -149,7 +149,6 @@ impl HoldStore {
         Ok(out)
     }
 
-    /// Highest assigned event seq (0 when there are none).
     /// Stores (or replaces) the state of a hold upload.
     pub fn put_upload(&self, id: &str, state: &[u8]) -> Result<(), HoldStoreError> {
         let txn = self.db.begin_write()?;
@@ -176,6 +175,22 @@ impl HoldStore {
         Ok(out)
     }
 
+    /// A small value kept beside the repo head (not part of the repo).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        let value = t.get(key)?.map(|v| v.value().to_vec());
+        Ok(value)
+    }
+
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Highest assigned event seq (0 when there are none).
     pub fn last_seq(&self) -> Result<u64, HoldStoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(EVENTS)?;

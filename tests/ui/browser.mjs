@@ -207,13 +207,19 @@ if (mode === "flow") {
     expect((await page.locator("html").getAttribute("data-theme")) === "dark", "not dark after reload");
     const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     expect(bg === "rgb(13, 17, 23)", `background ${bg}`);
+    // Flipping back to the system's (light, emulated) scheme drops the override: the page
+    // follows the system again, also after a reload.
     await page.getByRole("button", { name: "Toggle dark mode" }).click();
-    expect((await page.locator("html").getAttribute("data-theme")) === "light", "not light");
-    // Back to "follow the system" so the screenshot matrix below sees the emulated scheme.
-    await page.evaluate(() => {
-      localStorage.removeItem("atcr-theme");
-      document.cookie = "atcr_theme=; path=/; max-age=0";
-    });
+    expect((await page.locator("html").getAttribute("data-theme")) === null, "override kept");
+    const bgLight = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    expect(bgLight !== "rgb(13, 17, 23)", `still dark: ${bgLight}`);
+    expect((await page.evaluate(() => localStorage.getItem("atcr-theme"))) === null, "localStorage kept");
+    await page.reload();
+    expect((await page.locator("html").getAttribute("data-theme")) === null, "override back after reload");
+    await page.emulateMedia({ colorScheme: "dark" });
+    const bgSys = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    expect(bgSys === "rgb(13, 17, 23)", `does not follow a dark system: ${bgSys}`);
+    await page.emulateMedia({ colorScheme: "light" });
   });
 
   console.log("== hold admin");

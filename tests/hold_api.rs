@@ -1328,12 +1328,32 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
         .await
         .unwrap();
     assert!(swept.is_empty(), "swept {swept:?} during the grace period");
-    // The grace period lives in memory; after a restart only layer records keep blobs.
+    // The grace period is kept in the hold's redb: a restart does not end it.
     let Hold { s, dir } = h;
     let h = Hold {
         s: s.restart().await,
         dir,
     };
+    let swept = atcr::server::collect_garbage(&h.s.running.state, false)
+        .await
+        .unwrap();
+    assert!(swept.is_empty(), "swept {swept:?} after a restart during the grace period");
+    // Past the grace period only layer records keep blobs. Aging the completion record is the
+    // one thing done behind the server's back (waiting 24 h is not an option): the store is
+    // reopened while the server is stopped.
+    let Hold { s, dir } = h;
+    let s = s
+        .restart_with(|config| {
+            let path = config.server.data_dir.join("hold.redb");
+            let store = atcr::pds::store::HoldStore::open(&path).unwrap();
+            let long_ago = 1_000_000;
+            for d in [sha256(&kept), sha256(&orphan)] {
+                store.note_completed(&d, long_ago, 0).unwrap();
+            }
+            assert!(store.completed_since(long_ago + 1).unwrap().is_empty());
+        })
+        .await;
+    let h = Hold { s, dir };
     let swept = atcr::server::collect_garbage(&h.s.running.state, false)
         .await
         .unwrap();

@@ -98,14 +98,13 @@ pub struct HoldService {
     auth: ServiceAuth,
     tiers: Tiers,
     uploads: uploads::Uploads,
-    /// Blobs completed through `completeUpload` whose `notifyManifest` (the layer record that
-    /// keeps them from garbage collection) may not have come yet. In memory only: a restart
-    /// forgets them, so a GC right after a restart can still take such a blob.
-    recently_completed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
-/// How long a completed upload is kept from garbage collection without a layer record.
-const UNNOTIFIED_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How long a blob completed through `completeUpload` is kept from garbage collection
+/// without a layer record: the AppView sends `notifyManifest` (which writes the layer record)
+/// only after its manifest write. The completions are kept in the hold's redb, so a restart
+/// in between does not expose such a blob to GC.
+const UNNOTIFIED_GRACE_SECS: u64 = 24 * 3600;
 
 impl std::fmt::Debug for HoldService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,28 +127,28 @@ impl HoldService {
             blobs,
             tiers,
             uploads: uploads::Uploads::default(),
-            recently_completed: Default::default(),
         })
     }
 
-    fn note_completed(&self, digest: &crate::oci::types::Digest) {
-        let mut map = self
-            .recently_completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, at| at.elapsed() < UNNOTIFIED_GRACE);
-        map.insert(digest.to_string(), std::time::Instant::now());
+    async fn note_completed(&self, digest: &crate::oci::types::Digest) -> Result<()> {
+        let digest = digest.to_string();
+        let now = uploads::unix_now();
+        self.pds
+            .store()
+            .run(move |st| {
+                st.note_completed(&digest, now, now.saturating_sub(UNNOTIFIED_GRACE_SECS))
+            })
+            .await
+            .map_err(|e| HoldApiError::Hold(e.into()))
     }
 
-    fn unnotified_completions(&self) -> Vec<String> {
-        let map = self
-            .recently_completed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .filter(|(_, at)| at.elapsed() < UNNOTIFIED_GRACE)
-            .map(|(d, _)| d.clone())
-            .collect()
+    async fn unnotified_completions(&self) -> Result<Vec<String>> {
+        let since = uploads::unix_now().saturating_sub(UNNOTIFIED_GRACE_SECS);
+        self.pds
+            .store()
+            .run(move |st| st.completed_since(since))
+            .await
+            .map_err(|e| HoldApiError::Hold(e.into()))
     }
 
     pub fn pds(&self) -> &Arc<HoldPds> {

@@ -92,7 +92,7 @@ impl Session {
     }
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     crate::pds::service_auth::unix_now()
 }
 
@@ -307,7 +307,7 @@ impl HoldService {
         }
         let digest = s.digest.clone();
         // Noted before the commit, so a GC gathering its keep-list after this cannot miss it.
-        self.note_completed(&digest);
+        self.note_completed(&digest).await?;
         self.blobs
             .upload_commit(id, &digest)
             .await

@@ -322,7 +322,7 @@ impl HoldService {
             .into_iter()
             .filter_map(|(_, v)| v["digest"].as_str().map(str::to_string))
             .collect();
-        keep.extend(self.unnotified_completions());
+        keep.extend(self.unnotified_completions().await?);
         Ok(keep)
     }
 

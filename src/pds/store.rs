@@ -28,6 +28,8 @@ const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// Digests completed through the hold's upload API -> unix time of completion.
+const COMPLETED: TableDefinition<&str, u64> = TableDefinition::new("completed_uploads");
 
 #[derive(Debug, thiserror::Error)]
 #[error("hold store: {0}")]
@@ -82,6 +84,7 @@ impl HoldStore {
             txn.open_table(META)?;
             txn.open_table(EVENTS)?;
             txn.open_table(UPLOADS)?;
+            txn.open_table(COMPLETED)?;
         }
         txn.commit()?;
         Ok(Arc::new(HoldStore { db }))
@@ -188,6 +191,38 @@ impl HoldStore {
         txn.open_table(META)?.insert(key, value)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Records that `digest` was completed at `now` (unix seconds), and forgets completions
+    /// from before `forget_before`.
+    pub fn note_completed(
+        &self,
+        digest: &str,
+        now: u64,
+        forget_before: u64,
+    ) -> Result<(), HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(COMPLETED)?;
+            t.retain(|_, at| at >= forget_before)?;
+            t.insert(digest, now)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Digests completed at or after `since` (unix seconds).
+    pub fn completed_since(&self, since: u64) -> Result<Vec<String>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(COMPLETED)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (digest, at) = item?;
+            if at.value() >= since {
+                out.push(digest.value().to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// Highest assigned event seq (0 when there are none).

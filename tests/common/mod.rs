@@ -40,6 +40,12 @@ impl TestServer {
 
     /// Stop and start again on the same data dir (restart survival tests).
     pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server, runs `while_stopped` (offline changes to its data dir), starts it
+    /// again with the same config.
+    pub async fn restart_with(self, while_stopped: impl FnOnce(&Config)) -> TestServer {
         let TestServer {
             running,
             dir,
@@ -48,6 +54,7 @@ impl TestServer {
         } = self;
         let config = running.state.config.clone();
         running.stop().await;
+        while_stopped(&config);
         let running = atcr::server::spawn(config).await.expect("server restarts");
         let base = running.base_url();
         TestServer {

@@ -1337,7 +1337,10 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
     let swept = atcr::server::collect_garbage(&h.s.running.state, false)
         .await
         .unwrap();
-    assert!(swept.is_empty(), "swept {swept:?} after a restart during the grace period");
+    assert!(
+        swept.is_empty(),
+        "swept {swept:?} after a restart during the grace period"
+    );
     // Past the grace period only layer records keep blobs. Aging the completion record is the
     // one thing done behind the server's back (waiting 24 h is not an option): the store is
     // reopened while the server is stopped.

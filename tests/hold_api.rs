@@ -1205,6 +1205,50 @@ async fn registry_push_records_layers_and_enforces_quota() {
     assert_eq!(status, 201, "{text}");
 }
 
+/// Concurrent pushes of one user cannot overrun the quota together: each fits alone, only
+/// one fits with the others.
+#[tokio::test]
+async fn concurrent_pushes_cannot_overrun_the_quota() {
+    let h = start(false, |c| {
+        c.hold.tiers = "tiny=2KB".into();
+        c.hold.default_tier = "tiny".into();
+    })
+    .await;
+    let name = format!("{WRITER}/app");
+    let config = b"{}".to_vec();
+    oci::push_blob(&h.s, &name, &config).await;
+    let mut bodies = Vec::new();
+    for seed in 0..4 {
+        let layer = oci::bytes(1500, 40 + seed);
+        oci::push_blob(&h.s, &name, &layer).await;
+        bodies.push(oci::image_manifest(
+            oci::descriptor(oci::OCI_CONFIG, &config),
+            vec![oci::descriptor(oci::OCI_LAYER, &layer)],
+        ));
+    }
+    let puts = bodies.iter().enumerate().map(|(i, body)| {
+        let (s, name) = (&h.s, name.clone());
+        async move {
+            let tag = format!("t{i}");
+            oci::put_manifest(s, &name, &tag, oci::OCI_MANIFEST, body)
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let mut statuses = futures_util::future::join_all(puts).await;
+    statuses.sort();
+    assert_eq!(statuses, vec![201, 403, 403, 403]);
+    let q = h
+        .get(
+            Some(WRITER),
+            "io.atcr.hold.getQuota",
+            &[("userDid", WRITER)],
+        )
+        .await;
+    assert!(q.1["totalSize"].as_u64().unwrap() <= 2000, "{}", q.1);
+}
+
 /// Quota counts the sizes the blob store knows, not the sizes a caller claims.
 #[tokio::test]
 async fn quota_uses_stored_sizes() {

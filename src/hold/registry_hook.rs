@@ -2,8 +2,10 @@
 //! PUT) reports to the hold like atcr.io's AppView calls `notifyManifest`, without a token:
 //! the OCI auth already checked that the pusher owns the name. So crew rules are not applied
 //! here (any user who may push to this registry stores blobs in its hold); the quota is: a
-//! push over the user's tier is refused before anything is visible.
+//! push over the user's tier is refused before anything is visible. With tiers on, manifest
+//! pushes of one user run one at a time from the quota check to the layer records.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::manifest::{Descriptor, ManifestSummary, NotifyManifest};
@@ -11,10 +13,13 @@ use super::{HoldApiError, HoldService};
 use crate::atproto::identity::Resolver;
 use crate::oci::types::manifest::ParsedManifest;
 use crate::oci::types::{Digest, Name};
-use crate::registry::push_hook::PushHook;
+use crate::registry::push_hook::{PushHook, PushPermit};
 
 pub struct HoldPushHook {
     svc: Arc<HoldService>,
+    /// One lock per pushing user, held from the quota check to the layer records, so
+    /// concurrent pushes of one user cannot each pass the check and together overrun it.
+    user_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Handle -> DID for names like `alice.test/app`; `None` (auth off): only DID names count.
     resolver: Option<Arc<Resolver>>,
     /// Public base URL for post links.
@@ -25,9 +30,20 @@ impl HoldPushHook {
     pub fn new(svc: Arc<HoldService>, resolver: Option<Arc<Resolver>>, base_url: String) -> Self {
         HoldPushHook {
             svc,
+            user_locks: Default::default(),
             resolver,
             base_url,
         }
+    }
+
+    async fn lock_user(&self, did: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.user_locks.lock().unwrap_or_else(|p| p.into_inner());
+            // Locks nobody holds or waits for are dropped (the map holds the only reference).
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(did.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// The pushing user's DID: the name's identity segment (the OCI auth checked that it
@@ -54,18 +70,26 @@ fn layers(m: &ParsedManifest) -> Vec<Descriptor> {
 
 #[async_trait::async_trait]
 impl PushHook for HoldPushHook {
-    async fn before_push(&self, name: &Name, manifest: &ParsedManifest) -> Result<(), String> {
+    async fn before_push(
+        &self,
+        name: &Name,
+        manifest: &ParsedManifest,
+    ) -> Result<Option<PushPermit>, String> {
+        if !self.svc.tiers().enabled() {
+            return Ok(None);
+        }
         let Some(did) = self.user_did(name).await else {
-            return Ok(());
+            return Ok(None);
         };
+        let guard = self.lock_user(&did).await;
         match self.svc.check_quota(&did, &layers(manifest)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Some(Box::new(guard))),
             Err(HoldApiError::QuotaExceeded(m)) => Err(m),
             Err(e) => {
                 // The quota could not be read: let the push through rather than fail it
                 // on a hold-side fault; record_push checks again.
                 tracing::warn!(error = %e, "hold quota check failed");
-                Ok(())
+                Ok(Some(Box::new(guard)))
             }
         }
     }

@@ -595,11 +595,14 @@ impl Registry {
         };
         self.check_references(name, &parsed).await?;
         let hook = self.push_hook();
-        if let Some(h) = &hook {
-            h.before_push(name, &parsed)
+        // Held to the end of this function, after `after_push` (or the error that ends the push).
+        let _permit = match &hook {
+            Some(h) => h
+                .before_push(name, &parsed)
                 .await
-                .map_err(RegistryError::Denied)?;
-        }
+                .map_err(RegistryError::Denied)?,
+            None => None,
+        };
         // The PDS is the source of truth: write it first; on failure nothing is stored here
         // (the blobs stay).
         if let Some(r) = self.records() {

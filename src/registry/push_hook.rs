@@ -5,11 +5,20 @@
 use crate::oci::types::manifest::ParsedManifest;
 use crate::oci::types::{Digest, Name};
 
+/// Whatever the hook must hold from `before_push` until `after_push` has returned (or the
+/// push failed): dropped by the registry then. E.g. a per-user lock, so a quota checked in
+/// `before_push` still holds when the push lands.
+pub type PushPermit = Box<dyn std::any::Any + Send>;
+
 #[async_trait::async_trait]
 pub trait PushHook: Send + Sync {
     /// Before anything of the push becomes visible. `Err(message)`: the push is refused
     /// with OCI `DENIED` (e.g. the user's storage quota).
-    async fn before_push(&self, name: &Name, manifest: &ParsedManifest) -> Result<(), String>;
+    async fn before_push(
+        &self,
+        name: &Name,
+        manifest: &ParsedManifest,
+    ) -> Result<Option<PushPermit>, String>;
 
     /// After the manifest is stored. Never fails the push: the hook logs its own failures.
     async fn after_push(

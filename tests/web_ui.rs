@@ -415,17 +415,22 @@ async fn admin_panel_manages_crew_settings_and_gc() {
     .await;
     assert!(location(&r).starts_with("/admin?err="));
 
-    // GC: an unlinked blob shows in the preview, survives it, and goes with the run.
-    let data = b"orphan layer bytes".to_vec();
-    let digest = push_blob(&s, "test/orphan", &data).await;
-    assert_eq!(digest, sha256(&data));
-    let r = s
-        .client
-        .delete(s.url(&format!("/v2/test/orphan/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    // GC: unlinked blobs show in the preview and survive it; the run deletes exactly what
+    // the preview listed, minus what a push linked again in between.
+    let mut orphans = Vec::new();
+    for data in [&b"orphan layer one"[..], b"orphan layer two"] {
+        let digest = push_blob(&s, "test/orphan", data).await;
+        assert_eq!(digest, sha256(data));
+        let r = s
+            .client
+            .delete(s.url(&format!("/v2/test/orphan/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        orphans.push(digest);
+    }
+    let (gone, relinked) = (orphans[0].clone(), orphans[1].clone());
     let preview = s
         .client
         .get(s.url("/admin/gc"))
@@ -434,31 +439,51 @@ async fn admin_panel_manages_crew_settings_and_gc() {
         .await
         .unwrap();
     let html = preview.text().await.unwrap();
-    assert!(html.contains(&digest), "preview lists the orphan");
-    let d: atcr::oci::types::Digest = digest.parse().unwrap();
-    assert!(
-        s.running
-            .state
-            .registry
-            .blob_stat(&d)
-            .await
-            .unwrap()
-            .is_some(),
-        "dry run deletes nothing"
-    );
+    for d in &orphans {
+        assert!(html.contains(d.as_str()), "preview lists {d}");
+    }
+    let stat = |d: String| {
+        let state = s.running.state.clone();
+        async move {
+            let d: atcr::oci::types::Digest = d.parse().unwrap();
+            state.registry.blob_stat(&d).await.unwrap().is_some()
+        }
+    };
+    assert!(stat(gone.clone()).await, "dry run deletes nothing");
+    // The digests the preview's form sends back.
+    let listed: Vec<String> = html
+        .split("name=\"digest\" value=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect();
+    assert_eq!(listed.len(), 2, "{html}");
+    // After the preview: a new orphan appears, and one listed blob is pushed again.
+    let late = push_blob(&s, "test/late", b"orphan after preview").await;
+    let r = s
+        .client
+        .delete(s.url(&format!("/v2/test/late/blobs/{late}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    push_blob(&s, "test/relinked", b"orphan layer two").await;
+
     let r = post(&s, "/admin/gc", &cookie, &[("csrf", "x")]).await;
     assert_eq!(r.status(), 403);
-    let r = post(&s, "/admin/gc", &cookie, &[("csrf", &csrf)]).await;
+    let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+    form.extend(listed.iter().map(|d| ("digest", d.as_str())));
+    let r = post(&s, "/admin/gc", &cookie, &form).await;
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains(&digest));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Deleted 1 blob(s)"), "{page}");
     assert!(
-        s.running
-            .state
-            .registry
-            .blob_stat(&d)
-            .await
-            .unwrap()
-            .is_none(),
-        "run deleted it"
+        page.contains("1 blob(s) of the preview were kept"),
+        "{page}"
     );
+    assert!(!stat(gone).await, "the run deleted the listed orphan");
+    assert!(
+        stat(relinked).await,
+        "a blob linked again after the preview survives"
+    );
+    assert!(stat(late).await, "a blob the preview did not list survives");
 }

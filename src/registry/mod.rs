@@ -825,15 +825,23 @@ impl Registry {
     /// Returns the digests (that would be) removed. Callers go through
     /// `server::collect_garbage`, which gathers `keep`: a sweep without it would delete blobs
     /// uploaded through the hold API.
+    ///
+    /// With `only`, blobs outside that set are left alone (the admin panel deletes exactly
+    /// what its preview listed, minus what became referenced since).
     pub async fn gc_keeping(
         &self,
         dry_run: bool,
         keep: &std::collections::HashSet<String>,
+        only: Option<&std::collections::HashSet<String>>,
     ) -> Result<Vec<Digest>> {
         let referenced = self.store.run(|s| s.referenced_digests()).await?;
         let mut swept = Vec::new();
         for d in self.blobs.list().await? {
-            if referenced.contains(&d.to_string()) || keep.contains(&d.to_string()) {
+            let key = d.to_string();
+            if referenced.contains(&key)
+                || keep.contains(&key)
+                || only.is_some_and(|o| !o.contains(&key))
+            {
                 continue;
             }
             if !dry_run {

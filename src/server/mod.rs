@@ -162,6 +162,16 @@ pub async fn collect_garbage(
     state: &AppState,
     dry_run: bool,
 ) -> Result<Vec<crate::oci::types::Digest>, String> {
+    collect_garbage_among(state, dry_run, None).await
+}
+
+/// [`collect_garbage`] limited to the blobs in `only` (when given): what a reviewed preview
+/// listed, minus whatever became referenced since.
+pub async fn collect_garbage_among(
+    state: &AppState,
+    dry_run: bool,
+    only: Option<&std::collections::HashSet<String>>,
+) -> Result<Vec<crate::oci::types::Digest>, String> {
     let keep = match &state.hold_api {
         Some(h) => h
             .referenced_digests()
@@ -171,7 +181,7 @@ pub async fn collect_garbage(
     };
     state
         .registry
-        .gc_keeping(dry_run, &keep)
+        .gc_keeping(dry_run, &keep, only)
         .await
         .map_err(|e| e.to_string())
 }

@@ -489,13 +489,65 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) 
     back(Ok("Settings saved.".into()))
 }
 
-async fn gc_rows(state: &AppState, dry_run: bool) -> Result<(Vec<GcRow>, String), WebError> {
-    // Sizes first: after a real run the blobs are gone.
-    let candidates = crate::server::collect_garbage(state, true)
+/// Most blobs one admin GC run deletes: the preview's digests travel in the run's form
+/// (64 KiB at most), so the run deletes exactly what was reviewed.
+const GC_BATCH: usize = 500;
+
+/// Sizes and a total for a list of digests (read before a run: the blobs are gone after).
+async fn gc_rows(state: &AppState, digests: &[crate::oci::types::Digest]) -> (Vec<GcRow>, u64) {
+    let mut total = 0;
+    let mut rows = Vec::with_capacity(digests.len());
+    for d in digests {
+        let size = state
+            .registry
+            .blob_stat(d)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        total += size;
+        rows.push(GcRow {
+            digest: d.to_string(),
+            size: human_size(size),
+        });
+    }
+    (rows, total)
+}
+
+pub async fn gc_preview(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
+    require_captain!(state, ctx);
+    let mut candidates = crate::server::collect_garbage(state, true)
         .await
         .map_err(WebError::Internal)?;
+    let more = candidates.len().saturating_sub(GC_BATCH);
+    candidates.truncate(GC_BATCH);
+    let (rows, total) = gc_rows(state, &candidates).await;
+    render(&GcPage {
+        chrome: ctx.chrome("Garbage collection"),
+        rows,
+        total: human_size(total),
+        ran: false,
+        more,
+        skipped: 0,
+    })
+}
+
+/// Deletes the blobs the preview listed (sent back in the form), each re-checked: one that
+/// became referenced since the preview is kept.
+pub async fn gc_run(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
+    require_captain!(state, ctx);
+    let form = read_form(req).await?;
+    ctx.check_csrf(&form)?;
+    let mut reviewed = Vec::new();
+    for d in form.all("digest").into_iter().take(GC_BATCH) {
+        let d: crate::oci::types::Digest = d
+            .parse()
+            .map_err(|_| WebError::BadRequest(format!("not a digest: {d:?}")))?;
+        reviewed.push(d);
+    }
+    // Sizes first: after the run the blobs are gone.
     let mut sizes = std::collections::HashMap::new();
-    for d in &candidates {
+    for d in &reviewed {
         let size = state
             .registry
             .blob_stat(d)
@@ -505,15 +557,16 @@ async fn gc_rows(state: &AppState, dry_run: bool) -> Result<(Vec<GcRow>, String)
             .unwrap_or(0);
         sizes.insert(d.to_string(), size);
     }
-    let swept = if dry_run {
-        candidates
+    let only: std::collections::HashSet<String> = sizes.keys().cloned().collect();
+    let swept = if only.is_empty() {
+        Vec::new()
     } else {
-        crate::server::collect_garbage(state, false)
+        crate::server::collect_garbage_among(state, false, Some(&only))
             .await
             .map_err(WebError::Internal)?
     };
     let mut total = 0;
-    let rows = swept
+    let rows: Vec<GcRow> = swept
         .iter()
         .map(|d| {
             let size = sizes.get(&d.to_string()).copied().unwrap_or(0);
@@ -524,34 +577,18 @@ async fn gc_rows(state: &AppState, dry_run: bool) -> Result<(Vec<GcRow>, String)
             }
         })
         .collect();
-    Ok((rows, human_size(total)))
-}
-
-pub async fn gc_preview(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
-    require_captain!(state, ctx);
-    let (rows, total) = gc_rows(state, true).await?;
-    render(&GcPage {
-        chrome: ctx.chrome("Garbage collection"),
-        rows,
-        total,
-        ran: false,
-    })
-}
-
-pub async fn gc_run(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> WebResult {
-    require_captain!(state, ctx);
-    let form = read_form(req).await?;
-    ctx.check_csrf(&form)?;
-    let (rows, total) = gc_rows(state, false).await?;
     tracing::info!(
         blobs = rows.len(),
+        reviewed = only.len(),
         "garbage collection run from the admin panel"
     );
     render(&GcPage {
         chrome: ctx.chrome("Garbage collection"),
+        skipped: only.len() - rows.len(),
         rows,
-        total,
+        total: human_size(total),
         ran: true,
+        more: 0,
     })
 }
 

@@ -282,6 +282,10 @@ pub struct GcPage {
     pub rows: Vec<GcRow>,
     pub total: String,
     pub ran: bool,
+    /// Candidates beyond this preview's batch (a later run takes them).
+    pub more: usize,
+    /// Reviewed blobs the run kept because they became referenced after the preview.
+    pub skipped: usize,
 }
 
 // ---- formatting ---------------------------------------------------------------------------

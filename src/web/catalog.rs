@@ -286,7 +286,13 @@ async fn repo_page(
     render(&RepoPage {
         chrome: ctx.chrome(format!("{owner}/{repo}")),
         pull: format!("docker pull {}/{owner}/{repo}:{latest}", ctx.host),
-        description: info.summary.description.clone().unwrap_or_default(),
+        readme_html: info
+            .summary
+            .description
+            .as_deref()
+            .filter(|d| !d.trim().is_empty())
+            .map(super::markdown::to_html)
+            .unwrap_or_default(),
         stars: info.summary.star_count.max(0) as u64,
         pulls: info.summary.pull_count.max(0) as u64,
         starred,

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod assets;
 pub mod catalog;
+pub mod markdown;
 pub mod pages;
 pub mod session;
 pub mod views;

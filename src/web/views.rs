@@ -109,7 +109,8 @@ pub struct RepoPage {
     pub owner: String,
     pub owner_did: String,
     pub repo: String,
-    pub description: String,
+    /// The README rendered by [`super::markdown::to_html`] (safe to embed).
+    pub readme_html: String,
     pub tags: Vec<TagRow>,
     pub pull: String,
     pub stars: u64,

@@ -149,6 +149,25 @@ if (mode === "flow") {
   });
 
   console.log("== log in and star");
+  await check("README from an io.atcr.repo.page record written to the PDS: rendered markdown, raw HTML as text", async () => {
+    // browser.sh put the record straight into alice's PDS; it reaches the index through the
+    // firehose, so give it a few seconds.
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      await page.goto(`${BASE}/r/${ALICE}/app01`);
+      if (await page.locator(".readme h1").count()) break;
+      if (Date.now() > deadline) throw new Error("the README never showed up");
+      await page.waitForTimeout(500);
+    }
+    expect((await page.locator(".readme h1").textContent()) === "App one", "heading");
+    expect((await page.locator(".readme code").first().textContent()) === "docker run app01", "code span");
+    expect((await page.locator(".readme li").count()) === 2, "list items");
+    expect((await page.locator(".readme script, .readme img").count()) === 0, "raw HTML became elements");
+    const text = await page.locator(".readme").textContent();
+    expect(text.includes("<script>alert(1)</script>"), `raw HTML not shown as text: ${text}`);
+    expect((await page.locator(".readme a[href^=javascript]").count()) === 0, "javascript: link kept");
+    await shot(page, "repo-readme-1280-light");
+  });
   await check("wrong app password is refused with a message", async () => {
     await page.goto(`${BASE}/r/${ALICE}/app01`);
     await page.getByRole("link", { name: "Log in to star" }).click();

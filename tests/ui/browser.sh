@@ -8,8 +8,9 @@
 #    network (tests/support/atnet: reference PDS + PLC with alice.test and bob.test),
 # 2. starts the network on its own ports and state dir (so it can run next to
 #    tests/atproto-e2e.sh) and atcr with alice as the hold's captain,
-# 3. pushes 11 single-platform images and one multi-arch index as alice with skopeo, and
-#    leaves one unreferenced blob behind for the GC pages,
+# 3. pushes 11 single-platform images and one multi-arch index as alice with skopeo,
+#    leaves one unreferenced blob behind for the GC pages, and writes a README
+#    (io.atcr.repo.page) straight to alice's PDS, which atcr's index takes from the firehose,
 # 4. runs tests/ui/browser.mjs: search + htmx paging, repository and manifest pages, login,
 #    star/unstar, export, theme toggle, the admin panel (crew add/edit/remove, a settings
 #    toggle, GC preview + run), then screenshots of every page at 1280 and 390 px in light
@@ -72,6 +73,7 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 REG="localhost:$PORT"
 ATCR_AUTH_MODE=atproto ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" \
 ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" ATCR_HOLD_OWNER_DID="$ALICE_DID" \
+ATCR_INDEX_FIREHOSE="ws://${PDS#http://}" \
 RUST_LOG="${RUST_LOG:-atcr=info}" "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
@@ -95,6 +97,19 @@ curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Typ
     --data-binary @"$T/orphan" "http://$REG/v2/alice.test/scratch/blobs/uploads/?digest=$ORPHAN"
 curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer $TOKEN" "http://$REG/v2/alice.test/scratch/blobs/$ORPHAN"
 echo "   pushed 12 repositories in $(($(date +%s) - STARTED)) s since start"
+# A README for app01 written straight to alice's PDS (not through atcr), as another client
+# would: it reaches the index through the firehose.
+JWT="$(jq -n --arg pw "$ALICE_PW" '{identifier: "alice.test", password: $pw}' |
+    curl -fsS -X POST -H 'Content-Type: application/json' --data-binary @- \
+        "$PDS/xrpc/com.atproto.server.createSession" | jq -r .accessJwt)"
+NOW="$(date -u +%Y-%m-%dT%H:%M:%S.000Z)"
+README=$'# App one\n\nRun it with `docker run app01`.\n\n- small\n- fast\n\n<script>alert(1)</script>\n\n[bad](javascript:alert(1))'
+jq -n --arg did "$ALICE_DID" --arg now "$NOW" --arg md "$README" \
+    '{repo: $did, collection: "io.atcr.repo.page", rkey: "app01",
+      record: {"$type": "io.atcr.repo.page", repository: "app01", description: $md,
+               createdAt: $now, updatedAt: $now}}' |
+    curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' \
+        --data-binary @- "$PDS/xrpc/com.atproto.repo.putRecord"
 
 export BASE="http://$REG" HOST="$REG" ALICE=alice.test BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json"
 rc=0

@@ -56,7 +56,7 @@ pub fn to_html(markdown: &str) -> String {
 /// The link target if its scheme is harmless, else `#`.
 fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
     let lower = url.trim_start().to_ascii_lowercase();
-    let scheme_end = lower.find(|c: char| matches!(c, ':' | '/' | '?' | '#'));
+    let scheme_end = lower.find([':', '/', '?', '#']);
     let has_scheme = scheme_end.is_some_and(|i| lower.as_bytes()[i] == b':');
     let allowed = !has_scheme
         || lower.starts_with("http://")

@@ -6,7 +6,7 @@
 //! remote images, and a README should not be able to make readers' browsers fetch from
 //! elsewhere).
 
-use pulldown_cmark::{html, CowStr, Event, LinkType, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{html, Alignment, CowStr, Event, LinkType, Options, Parser, Tag, TagEnd};
 
 /// READMEs longer than this are cut (the lexicon allows 100,000 characters).
 pub const MAX_README_BYTES: usize = 100_000;
@@ -46,6 +46,10 @@ pub fn to_html(markdown: &str) -> String {
             id,
         }),
         Event::End(TagEnd::Image) => Event::End(TagEnd::Link),
+        // Column alignment comes out as `style` attributes, which the page's CSP refuses.
+        Event::Start(Tag::Table(columns)) => {
+            Event::Start(Tag::Table(vec![Alignment::None; columns.len()]))
+        }
         other => other,
     });
     let mut out = String::with_capacity(source.len() + source.len() / 4);

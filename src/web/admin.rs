@@ -493,24 +493,36 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) 
 /// (64 KiB at most), so the run deletes exactly what was reviewed.
 const GC_BATCH: usize = 500;
 
-/// Sizes and a total for a list of digests (read before a run: the blobs are gone after).
-async fn gc_rows(state: &AppState, digests: &[crate::oci::types::Digest]) -> (Vec<GcRow>, u64) {
-    let mut total = 0;
-    let mut rows = Vec::with_capacity(digests.len());
+/// Each blob's size (0 when it is gone), read before a run: the blobs are gone after it.
+async fn blob_sizes(
+    state: &AppState,
+    digests: &[crate::oci::types::Digest],
+) -> std::collections::HashMap<String, u64> {
+    let mut sizes = std::collections::HashMap::new();
     for d in digests {
-        let size = state
-            .registry
-            .blob_stat(d)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        total += size;
-        rows.push(GcRow {
-            digest: d.to_string(),
-            size: human_size(size),
-        });
+        let size = state.registry.blob_stat(d).await.ok().flatten();
+        sizes.insert(d.to_string(), size.unwrap_or(0));
     }
+    sizes
+}
+
+/// Table rows and their total size.
+fn gc_rows(
+    digests: &[crate::oci::types::Digest],
+    sizes: &std::collections::HashMap<String, u64>,
+) -> (Vec<GcRow>, u64) {
+    let mut total = 0;
+    let rows = digests
+        .iter()
+        .map(|d| {
+            let size = sizes.get(&d.to_string()).copied().unwrap_or(0);
+            total += size;
+            GcRow {
+                digest: d.to_string(),
+                size: human_size(size),
+            }
+        })
+        .collect();
     (rows, total)
 }
 
@@ -521,7 +533,7 @@ pub async fn gc_preview(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
         .map_err(WebError::Internal)?;
     let more = candidates.len().saturating_sub(GC_BATCH);
     candidates.truncate(GC_BATCH);
-    let (rows, total) = gc_rows(state, &candidates).await;
+    let (rows, total) = gc_rows(&candidates, &blob_sizes(state, &candidates).await);
     render(&GcPage {
         chrome: ctx.chrome("Garbage collection"),
         rows,
@@ -545,18 +557,7 @@ pub async fn gc_run(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) ->
             .map_err(|_| WebError::BadRequest(format!("not a digest: {d:?}")))?;
         reviewed.push(d);
     }
-    // Sizes first: after the run the blobs are gone.
-    let mut sizes = std::collections::HashMap::new();
-    for d in &reviewed {
-        let size = state
-            .registry
-            .blob_stat(d)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        sizes.insert(d.to_string(), size);
-    }
+    let sizes = blob_sizes(state, &reviewed).await;
     let only: std::collections::HashSet<String> = sizes.keys().cloned().collect();
     let swept = if only.is_empty() {
         Vec::new()
@@ -565,18 +566,7 @@ pub async fn gc_run(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) ->
             .await
             .map_err(WebError::Internal)?
     };
-    let mut total = 0;
-    let rows: Vec<GcRow> = swept
-        .iter()
-        .map(|d| {
-            let size = sizes.get(&d.to_string()).copied().unwrap_or(0);
-            total += size;
-            GcRow {
-                digest: d.to_string(),
-                size: human_size(size),
-            }
-        })
-        .collect();
+    let (rows, total) = gc_rows(&swept, &sizes);
     tracing::info!(
         blobs = rows.len(),
         reviewed = only.len(),

@@ -23,7 +23,7 @@ async fn session(s: &TestServer, did: &str) -> (String, String) {
         .state
         .web
         .sessions
-        .create(did, "captain.test")
+        .create(did, "captain.test", "web_ui test")
         .await
         .unwrap();
     (format!("atcr_session={id}"), sess.csrf)
@@ -486,4 +486,119 @@ async fn admin_panel_manages_crew_settings_and_gc() {
         "a blob linked again after the preview survives"
     );
     assert!(stat(late).await, "a blob the preview did not list survives");
+}
+
+#[tokio::test]
+async fn settings_lists_and_signs_out_only_the_users_own_sessions() {
+    use atcr::web::session::key_of;
+    let s = start().await;
+    let get_settings = |cookie: String| {
+        let s = &s;
+        async move {
+            s.client
+                .get(s.url("/settings"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (here, csrf) = session(&s, OWNER).await;
+    let (laptop, _) = session(&s, OWNER).await;
+    let (phone, _) = session(&s, OWNER).await;
+    let (bobs, _) = session(&s, BOB).await;
+    let key = |cookie: &str| key_of(cookie.trim_start_matches("atcr_session="));
+
+    let r = get_settings(here.clone()).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("this browser"));
+    for other in [&laptop, &phone] {
+        assert!(page.contains(&key(other)), "own session listed");
+    }
+    assert!(
+        !page.contains(&key(&here)),
+        "no revoke button for this session"
+    );
+    assert!(!page.contains(&key(&bobs)), "bob's session is not listed");
+    assert!(page.contains("Sign out all other browsers"));
+    assert!(page.contains("7 days"), "a new session ends in a week");
+
+    // CSRF is checked, bob's session cannot be named, the current one is not revoked here.
+    let r = post(
+        &s,
+        "/settings/sessions",
+        &here,
+        &[("csrf", "x"), ("revoke", "others")],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = post(
+        &s,
+        "/settings/sessions",
+        &here,
+        &[("csrf", &csrf), ("revoke", &key(&bobs))],
+    )
+    .await;
+    assert_eq!(location(&r), "/settings?revoked=0#sessions-h");
+    assert_eq!(
+        get_settings(bobs.clone()).await.status(),
+        200,
+        "bob is still in"
+    );
+    let r = post(
+        &s,
+        "/settings/sessions",
+        &here,
+        &[("csrf", &csrf), ("revoke", &key(&here))],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+
+    // One named session, then all the others.
+    let r = post(
+        &s,
+        "/settings/sessions",
+        &here,
+        &[("csrf", &csrf), ("revoke", &key(&laptop))],
+    )
+    .await;
+    assert_eq!(location(&r), "/settings?revoked=1#sessions-h");
+    assert_eq!(
+        get_settings(laptop.clone()).await.status(),
+        303,
+        "laptop signed out"
+    );
+    assert_eq!(get_settings(phone.clone()).await.status(), 200);
+    let r = post(
+        &s,
+        "/settings/sessions",
+        &here,
+        &[("csrf", &csrf), ("revoke", "others")],
+    )
+    .await;
+    assert_eq!(location(&r), "/settings?revoked=1#sessions-h");
+    assert_eq!(
+        get_settings(phone.clone()).await.status(),
+        303,
+        "phone signed out"
+    );
+    assert_eq!(
+        get_settings(bobs.clone()).await.status(),
+        200,
+        "bob is still in"
+    );
+    let r = s
+        .client
+        .get(s.url("/settings?revoked=1"))
+        .header("cookie", &here)
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Signed out 1 session."));
+    assert!(
+        !page.contains("Sign out all other browsers"),
+        "only this one is left"
+    );
 }

@@ -11,7 +11,7 @@
 //! uploads    upload id                 -> session JSON (repo, created)
 //! secrets    key                       -> sealed bytes (PDS sessions; encrypted by the
 //!                                         caller, never copied into any index)
-//! ui_sessions sha256(cookie id) hex    -> web session JSON (DID, CSRF token, expiry); the
+//! ui_sessions sha256(cookie id) hex    -> web session JSON (DID, CSRF token, expiry, start, UA); the
 //!                                         cookie value itself is never stored
 //! ```
 //! Each logical change is one write transaction. Every method is blocking: callers run them
@@ -174,15 +174,30 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Removes the sessions `expired` says are over; returns how many.
-    pub fn purge_ui_sessions(&self, expired: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
+    /// Every session row (key, value); a few per user, so a scan is cheap.
+    pub fn list_ui_sessions(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(UI_SESSIONS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes, in one transaction, the sessions `doomed(key, value)` picks; returns how many.
+    pub fn remove_ui_sessions(
+        &self,
+        doomed: impl Fn(&str, &[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
         let txn = self.db.begin_write()?;
         let n = {
             let mut t = txn.open_table(UI_SESSIONS)?;
             let mut stale = Vec::new();
             for row in t.iter()? {
                 let (k, v) = row?;
-                if expired(v.value()) {
+                if doomed(k.value(), v.value()) {
                     stale.push(k.value().to_string());
                 }
             }

@@ -54,6 +54,10 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/u/{handle}", RouteId::Web(WebPage::User)),
             ("/settings", RouteId::Web(WebPage::Settings)),
             ("/settings/export", RouteId::Web(WebPage::SettingsExport)),
+            (
+                "/settings/sessions",
+                RouteId::Web(WebPage::SettingsSessions),
+            ),
             ("/install", RouteId::Web(WebPage::Install)),
             ("/admin", RouteId::Web(WebPage::Admin)),
             ("/admin/login", RouteId::Web(WebPage::AdminLogin)),

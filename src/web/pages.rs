@@ -7,10 +7,11 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::session::{set_cookie, SESSION_COOKIE, SESSION_TTL_SECS};
-use super::views::{InstallPage, LoginPage, SettingsPage};
+use super::session::{key_of, set_cookie, SESSION_COOKIE, SESSION_TTL_SECS};
+use super::views::{age, InstallPage, LoginPage, SessionRow, SettingsPage};
 use super::{read_form, redirect, render, safe_next, Ctx, WebError, WebResult};
 use crate::auth::AuthError;
+use crate::registry::store::now_unix;
 use crate::server::http::{full, query, query_get, Body};
 use crate::server::AppState;
 
@@ -69,6 +70,12 @@ pub async fn login(
     req: Request<Incoming>,
     admin: bool,
 ) -> WebResult {
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let form = read_form(req).await?;
     ctx.check_csrf(&form)?;
     let identifier = form
@@ -154,7 +161,7 @@ pub async fn login(
     let (id, _) = state
         .web
         .sessions
-        .create(&session.session.did, &session.session.handle)
+        .create(&session.session.did, &session.session.handle, &user_agent)
         .await?;
     tracing::info!(did = %session.session.did, admin, "web login");
     let cookie = set_cookie(SESSION_COOKIE, &id, SESSION_TTL_SECS, ctx.secure, "Lax");
@@ -190,7 +197,7 @@ fn login_redirect(here: &str) -> Response<Body> {
     redirect(&format!("/login?next={here}"), &[])
 }
 
-pub async fn settings(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
+pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req_uri: &http::Uri) -> WebResult {
     if ctx.user().is_none() {
         return Ok(login_redirect("/settings"));
     }
@@ -199,13 +206,87 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
         Ok(h) => (h, String::new()),
         Err(e) => (String::new(), format!("Your PDS could not be read: {e}")),
     };
+    let current = ctx
+        .session
+        .as_ref()
+        .map(|(id, _)| key_of(id))
+        .unwrap_or_default();
+    let now = now_unix();
+    let sessions = state
+        .web
+        .sessions
+        .list(&user.did)
+        .await?
+        .into_iter()
+        .map(|e| SessionRow {
+            current: e.key == current,
+            started: if e.session.created_unix == 0 {
+                "before this list existed".into()
+            } else {
+                age(e.session.created_unix, now)
+            },
+            expires: match e.session.expires_unix.saturating_sub(now) {
+                left if left < 86_400 => "under a day".into(),
+                left => format!("{} days", (left + 43_200) / 86_400),
+            },
+            user_agent: if e.session.user_agent.is_empty() {
+                "unknown browser".into()
+            } else {
+                e.session.user_agent
+            },
+            key: e.key,
+        })
+        .collect();
+    let q = query(req_uri);
     render(&SettingsPage {
         chrome: ctx.chrome("Settings"),
         did: user.did.clone(),
         handle: user.handle.clone(),
         default_hold,
         profile_error,
+        sessions,
+        // A count, not a message, in the query: a link cannot put words on this page.
+        flash: match query_get(&q, "revoked").and_then(|n| n.parse::<usize>().ok()) {
+            None => String::new(),
+            Some(0) => "No session was signed out: it had already ended.".into(),
+            Some(1) => "Signed out 1 session.".into(),
+            Some(n) => format!("Signed out {n} sessions."),
+        },
     })
+}
+
+/// `POST /settings/sessions`: `revoke` = a session key from the list, or `others` for every
+/// session of this user but the current one. Only the user's own sessions can be named.
+pub async fn revoke_sessions(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> WebResult {
+    let form = read_form(req).await?;
+    let Some((id, session)) = &ctx.session else {
+        return Ok(login_redirect("/settings"));
+    };
+    ctx.check_csrf(&form)?;
+    let current = key_of(id);
+    let target = form.get("revoke");
+    let ended = if target == "others" {
+        state
+            .web
+            .sessions
+            .revoke_others(&session.did, &current)
+            .await?
+    } else if target.is_empty() || target == current {
+        return Err(WebError::BadRequest(
+            "Pick another session; log out to end this one.".into(),
+        ));
+    } else {
+        usize::from(state.web.sessions.revoke(&session.did, target).await?)
+    };
+    tracing::info!(did = %session.did, ended, "web sessions revoked");
+    Ok(redirect(
+        &format!("/settings?revoked={ended}#sessions-h"),
+        &[],
+    ))
 }
 
 async fn read_profile(state: &AppState, did: &str) -> Result<String, String> {

@@ -27,7 +27,25 @@ pub struct WebSession {
     pub handle: String,
     pub csrf: String,
     pub expires_unix: u64,
+    /// When the login happened; 0 for sessions written before this field existed.
+    #[serde(default)]
+    pub created_unix: u64,
+    /// The browser's User-Agent at login (capped), so the owner can tell sessions apart.
+    #[serde(default)]
+    pub user_agent: String,
 }
+
+/// One live session of a user, as the settings page lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEntry {
+    /// sha256 of the cookie id: names the session in a revoke form without revealing the
+    /// cookie itself.
+    pub key: String,
+    pub session: WebSession,
+}
+
+/// Longest User-Agent kept with a session.
+const USER_AGENT_MAX: usize = 200;
 
 pub struct Sessions {
     store: Arc<MetaStore>,
@@ -41,7 +59,8 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-fn key_of(id: &str) -> String {
+/// The stored key of a cookie id: sha256(id), hex.
+pub fn key_of(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
@@ -60,29 +79,61 @@ impl Sessions {
         &self,
         did: &str,
         handle: &str,
+        user_agent: &str,
     ) -> Result<(String, WebSession), StoreError> {
         let id = random_token();
+        let now = now_unix();
         let s = WebSession {
             did: did.into(),
             handle: handle.into(),
             csrf: random_token(),
-            expires_unix: now_unix() + SESSION_TTL_SECS,
+            expires_unix: now + SESSION_TTL_SECS,
+            created_unix: now,
+            user_agent: cap_chars(user_agent, USER_AGENT_MAX),
         };
         let (k, v) = (key_of(&id), serde_json::to_vec(&s)?);
         self.store.run(move |st| st.put_ui_session(&k, &v)).await?;
         // Opportunistic cleanup of expired rows; logins are rare enough to pay for it.
-        let now = now_unix();
         let _ = self
             .store
-            .run(move |st| {
-                st.purge_ui_sessions(|v| {
-                    serde_json::from_slice::<WebSession>(v)
-                        .map(|s| s.expires_unix <= now)
-                        .unwrap_or(true)
-                })
-            })
+            .run(move |st| st.remove_ui_sessions(|_, v| !live_at(v, now)))
             .await;
         Ok((id, s))
+    }
+
+    /// The live sessions of `did`, newest first.
+    pub async fn list(&self, did: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        let rows = self.store.run(|st| st.list_ui_sessions()).await?;
+        let now = now_unix();
+        let mut out: Vec<SessionEntry> = rows
+            .into_iter()
+            .filter_map(|(key, v)| {
+                let session = serde_json::from_slice::<WebSession>(&v).ok()?;
+                (session.did == did && session.expires_unix > now)
+                    .then_some(SessionEntry { key, session })
+            })
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.session.created_unix));
+        Ok(out)
+    }
+
+    /// Ends the session stored under `key` if it belongs to `did` (anyone else's key, or an
+    /// unknown one, changes nothing); returns whether one ended.
+    pub async fn revoke(&self, did: &str, key: &str) -> Result<bool, StoreError> {
+        let (did, key) = (did.to_string(), key.to_string());
+        let n = self
+            .store
+            .run(move |st| st.remove_ui_sessions(|k, v| k == key && owned_by(v, &did)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Ends every session of `did` but the one stored under `keep`; returns how many ended.
+    pub async fn revoke_others(&self, did: &str, keep: &str) -> Result<usize, StoreError> {
+        let (did, keep) = (did.to_string(), keep.to_string());
+        self.store
+            .run(move |st| st.remove_ui_sessions(|k, v| k != keep && owned_by(v, &did)))
+            .await
     }
 
     /// The live session for a cookie id (expired ones are deleted and read as absent).
@@ -108,6 +159,18 @@ impl Sessions {
         let k = key_of(id);
         self.store.run(move |st| st.delete_ui_session(&k)).await
     }
+}
+
+fn live_at(raw: &[u8], now: u64) -> bool {
+    serde_json::from_slice::<WebSession>(raw).is_ok_and(|s| s.expires_unix > now)
+}
+
+fn owned_by(raw: &[u8], did: &str) -> bool {
+    serde_json::from_slice::<WebSession>(raw).is_ok_and(|s| s.did == did)
+}
+
+fn cap_chars(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -136,10 +199,11 @@ mod tests {
         let store = MetaStore::open(&dir.path().join("r.redb")).unwrap();
         let sessions = Sessions::new(store.clone());
         let (id, s) = sessions
-            .create("did:plc:alice", "alice.test")
+            .create("did:plc:alice", "alice.test", "Firefox\n")
             .await
             .unwrap();
         assert_eq!(sessions.get(&id).await.unwrap(), Some(s.clone()));
+        assert_eq!(s.user_agent, "Firefox", "control characters are dropped");
         assert!(
             store.get_ui_session(&id).unwrap().is_none(),
             "raw id is not a key"
@@ -157,6 +221,48 @@ mod tests {
         assert!(store.get_ui_session(&key_of("old")).unwrap().is_none());
         sessions.delete(&id).await.unwrap();
         assert_eq!(sessions.get(&id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn owners_list_and_revoke_only_their_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(&dir.path().join("r.redb")).unwrap();
+        let sessions = Sessions::new(store);
+        let (a1, _) = sessions.create("did:plc:alice", "a", "one").await.unwrap();
+        let (a2, _) = sessions.create("did:plc:alice", "a", "two").await.unwrap();
+        let (a3, _) = sessions
+            .create("did:plc:alice", "a", "three")
+            .await
+            .unwrap();
+        let (b1, _) = sessions.create("did:plc:bob", "b", "bob's").await.unwrap();
+        let listed = sessions.list("did:plc:alice").await.unwrap();
+        let mut keys: Vec<_> = listed.iter().map(|e| e.key.clone()).collect();
+        keys.sort();
+        let mut expected = vec![key_of(&a1), key_of(&a2), key_of(&a3)];
+        expected.sort();
+        assert_eq!(keys, expected, "bob's session is not alice's to see");
+
+        // Alice cannot end bob's session by naming its key; she can end her own.
+        assert!(!sessions
+            .revoke("did:plc:alice", &key_of(&b1))
+            .await
+            .unwrap());
+        assert!(sessions.get(&b1).await.unwrap().is_some());
+        assert!(sessions
+            .revoke("did:plc:alice", &key_of(&a2))
+            .await
+            .unwrap());
+        assert!(sessions.get(&a2).await.unwrap().is_none());
+
+        // "Sign out everywhere else" keeps the current one and bob's.
+        let n = sessions
+            .revoke_others("did:plc:alice", &key_of(&a1))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(sessions.get(&a1).await.unwrap().is_some());
+        assert!(sessions.get(&a3).await.unwrap().is_none());
+        assert!(sessions.get(&b1).await.unwrap().is_some());
     }
 
     #[test]

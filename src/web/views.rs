@@ -213,6 +213,20 @@ pub struct SettingsPage {
     pub handle: String,
     pub default_hold: String,
     pub profile_error: String,
+    pub sessions: Vec<SessionRow>,
+    pub flash: String,
+}
+
+/// One browser session on the settings page.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// sha256 of the cookie id, sent back by the revoke button.
+    pub key: String,
+    pub current: bool,
+    pub started: String,
+    /// Time left, rounded to days.
+    pub expires: String,
+    pub user_agent: String,
 }
 
 // ---- hold admin ---------------------------------------------------------------------------

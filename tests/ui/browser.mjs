@@ -219,6 +219,29 @@ if (mode === "flow") {
     expect(doc.collections["io.atcr.manifest"].length >= 2, "manifests in export");
     expect(doc.collections["io.atcr.tag"].length === 12, "tags in export");
   });
+  await check("settings lists the signed-in browsers; signing out the other one ends its session", async () => {
+    const other = await browser.newContext({ userAgent: "Other-Browser/1.0 (atcr test)" });
+    other.setDefaultTimeout(10000);
+    const op = await other.newPage();
+    await op.goto(`${BASE}/login`);
+    await op.fill("input[name=identifier]", ALICE);
+    await op.fill("input[name=password]", ALICE_PW);
+    await op.getByRole("button", { name: "Log in" }).click();
+    await op.getByRole("button", { name: "Log out" }).waitFor();
+    await page.goto(`${BASE}/settings`);
+    const section = page.locator("section", { has: page.getByRole("heading", { name: "Signed-in browsers" }) });
+    const rows = section.locator("tbody tr");
+    expect((await rows.count()) === 2, `sessions listed: ${await rows.count()}`);
+    const mine = await rows.filter({ hasText: "this browser" }).textContent();
+    expect(mine.includes("Chrome"), `this browser's row: ${mine}`);
+    await rows.filter({ hasText: "Other-Browser/1.0" }).getByRole("button", { name: "Sign out" }).click();
+    await page.getByText("Signed out 1 session.").waitFor();
+    expect((await rows.count()) === 1, "the other session is still listed");
+    await shot(page, "settings-sessions-1280-light");
+    await op.goto(`${BASE}/settings`);
+    await op.waitForURL(/\/login\?next=\/settings/);
+    await other.close();
+  });
   await check("theme toggle switches to dark and survives a reload", async () => {
     await page.getByRole("button", { name: "Toggle dark mode" }).click();
     expect((await page.locator("html").getAttribute("data-theme")) === "dark", "not dark");

@@ -392,7 +392,24 @@ async fn pds_down_fails_the_manifest_put_cleanly() {
         oci::descriptor(oci::OCI_CONFIG, &config),
         vec![oci::descriptor(oci::OCI_LAYER, &layer)],
     );
+    // A pull miss: neither here nor in alice's PDS. The answer is remembered for a while,
+    // so a client polling for it does not reach the PDS each time: with the PDS down, the
+    // same miss is still a 404 while a name not asked before needs the PDS (503).
+    let anon = reqwest::Client::new();
+    let pull = |reference: &'static str| {
+        let req = anon.get(s.url(&format!("/v2/{repo}/manifests/{reference}")));
+        async move { req.send().await.unwrap() }
+    };
+    oci::assert_error(pull("not-yet").await, 404, "MANIFEST_UNKNOWN").await;
     Atnet::down();
+    oci::assert_error(pull("not-yet").await, 404, "MANIFEST_UNKNOWN").await;
+    let resp = pull("never-asked").await;
+    assert_eq!(
+        resp.status().as_u16(),
+        503,
+        "{}",
+        resp.text().await.unwrap()
+    );
     let resp = oci::put_manifest(&s, repo, "latest", OCI_MANIFEST, &body).await;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();

@@ -4,6 +4,7 @@
 //! Handlers in [`crate::oci::handlers`] call these methods; storage goes through
 //! [`crate::blob::BlobStore`] for bytes and [`store::MetaStore`] for metadata.
 
+pub mod misses;
 pub mod pds;
 pub mod push_hook;
 pub mod records;
@@ -133,6 +134,8 @@ pub struct Registry {
     push_hook: std::sync::RwLock<Option<Arc<dyn push_hook::PushHook>>>,
     /// The UI/search index, told about pushes and deletes once they succeeded.
     index: std::sync::OnceLock<crate::index::Index>,
+    /// Recent "not in the PDS either" answers, so polling clients do not hammer PDSes.
+    misses: misses::Misses,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -160,6 +163,7 @@ impl Registry {
             gc_guard: tokio::sync::RwLock::new(()),
             push_hook: std::sync::RwLock::new(None),
             index: std::sync::OnceLock::new(),
+            misses: misses::Misses::new(misses::MISS_TTL),
         })
     }
 
@@ -531,10 +535,18 @@ impl Registry {
         if let Some(m) = local {
             return Ok(m);
         }
-        match self.records() {
-            Some(r) => self.fetch_remote(r, name, reference).await,
-            None => Err(RegistryError::ManifestUnknown),
+        let Some(r) = self.records() else {
+            return Err(RegistryError::ManifestUnknown);
+        };
+        let (n, rf) = (name.to_string(), reference.to_string());
+        if self.misses.is_recent_miss(&n, &rf) {
+            return Err(RegistryError::ManifestUnknown);
         }
+        let fetched = self.fetch_remote(r, name, reference).await;
+        if let Err(RegistryError::ManifestUnknown) = fetched {
+            self.misses.note(&n, &rf);
+        }
+        fetched
     }
 
     /// A local miss: fetch from the owner's PDS (digest-checked there), cache, serve.

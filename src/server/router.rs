@@ -52,6 +52,7 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/r/{owner}/{*rest}", RouteId::Web(WebPage::Repo)), // <repo...>[/manifests/<digest>]
             ("/star", RouteId::Web(WebPage::Star)),
             ("/u/{handle}", RouteId::Web(WebPage::User)),
+            ("/avatar/{did}", RouteId::Web(WebPage::Avatar)),
             ("/settings", RouteId::Web(WebPage::Settings)),
             ("/settings/export", RouteId::Web(WebPage::SettingsExport)),
             (

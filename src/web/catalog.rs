@@ -521,13 +521,65 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
         .iter()
         .map(|r| card(r, now))
         .collect();
+    let has_avatar = ix
+        .user_by_handle_or_did(&did)
+        .await
+        .map_err(ix_err)?
+        .and_then(|u| u.avatar)
+        .is_some();
     render(&UserPage {
         chrome: ctx.chrome(handle.clone()),
         handle,
         did,
+        has_avatar,
         repos,
         stars,
     })
+}
+
+/// `/avatar/<did>`: the user's profile avatar, fetched from their PDS and served from here
+/// ([`super::avatars`]). 404 when the index knows none or it cannot be had.
+pub async fn avatar(state: &Arc<AppState>, did: &str, if_none_match: Option<&str>) -> WebResult {
+    let none = || WebError::NotFound("No avatar.".into());
+    if !did.starts_with("did:") {
+        return Err(none());
+    }
+    let user = index(state)?
+        .user_by_handle_or_did(did)
+        .await
+        .map_err(ix_err)?
+        .filter(|u| u.did == did)
+        .ok_or_else(none)?;
+    let (pds, cid) = user
+        .avatar
+        .as_deref()
+        .and_then(super::avatars::parse_avatar_url)
+        .ok_or_else(none)?;
+    let xrpc = state.auth.resolver().xrpc();
+    let image = state
+        .web
+        .avatars
+        .get(xrpc, &pds, did, &cid)
+        .await
+        .ok_or_else(none)?;
+    let etag = format!("\"{}\"", image.cid);
+    let builder = http::Response::builder()
+        .header(http::header::ETAG, &etag)
+        .header(http::header::CACHE_CONTROL, "public, max-age=3600")
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(http::header::CONTENT_SECURITY_POLICY, "default-src 'none'");
+    let resp = if if_none_match == Some(etag.as_str()) {
+        builder
+            .status(http::StatusCode::NOT_MODIFIED)
+            .body(crate::server::http::empty())
+    } else {
+        builder
+            .status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, image.content_type)
+            .header(http::header::CONTENT_LENGTH, image.bytes.len())
+            .body(crate::server::http::full(image.bytes))
+    };
+    Ok(resp.expect("valid headers"))
 }
 
 pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -> WebResult {

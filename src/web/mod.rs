@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod avatars;
 pub mod catalog;
 pub mod markdown;
 pub mod pages;
@@ -35,12 +36,14 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 /// Web state shared by all requests.
 pub struct Web {
     pub sessions: session::Sessions,
+    pub avatars: avatars::Avatars,
 }
 
 impl Web {
     pub fn new(store: Arc<crate::registry::store::MetaStore>) -> Web {
         Web {
             sessions: session::Sessions::new(store),
+            avatars: avatars::Avatars::default(),
         }
     }
 }
@@ -60,6 +63,7 @@ pub enum WebPage {
     Settings,
     SettingsExport,
     SettingsSessions,
+    Avatar,
     Install,
     Admin,
     AdminLogin,
@@ -405,6 +409,16 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok());
         let head = req.method() == Method::HEAD;
         return assets::serve(&param("file"), inm, head).unwrap_or_else(not_found);
+    }
+    if page == WebPage::Avatar {
+        let inm = req
+            .headers()
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        return match catalog::avatar(state, &param("did"), inm).await {
+            Ok(r) => r,
+            Err(e) => error_page(None, &e),
+        };
     }
     let ctx = match Ctx::from_request(state, &req, peer).await {
         Ok(c) => c,

@@ -179,6 +179,8 @@ pub struct UserPage {
     pub chrome: Chrome,
     pub handle: String,
     pub did: String,
+    /// The index knows a profile avatar (served by `/avatar/<did>`).
+    pub has_avatar: bool,
     pub repos: Vec<RepoCard>,
     pub stars: Vec<RepoCard>,
 }

@@ -194,6 +194,21 @@ if (mode === "flow") {
     const starred = page.locator("section", { has: page.getByRole("heading", { name: "Starred" }) });
     await starred.getByRole("link", { name: `${ALICE}/app01` }).waitFor();
   });
+  await check("user page shows the Bluesky avatar, served from this host", async () => {
+    const ALICE_DID = env("ALICE_DID");
+    const img = page.locator("h1 img.avatar");
+    await img.waitFor();
+    expect((await img.getAttribute("src")) === `/avatar/${ALICE_DID}`, "avatar src");
+    const size = await img.evaluate((el) => [el.complete, el.naturalWidth, el.naturalHeight]);
+    expect(size[0] && size[1] === 64 && size[2] === 64, `avatar decoded as ${size}`);
+    const r = await page.request.get(`${BASE}/avatar/${ALICE_DID}`);
+    expect(r.status() === 200 && r.headers()["content-type"] === "image/png", `avatar response ${r.status()}`);
+    expect(r.headers()["x-content-type-options"] === "nosniff", "nosniff");
+    const again = await page.request.get(`${BASE}/avatar/${ALICE_DID}`, { headers: { "if-none-match": r.headers()["etag"] } });
+    expect(again.status() === 304, `revalidation gave ${again.status()}`);
+    const none = await page.request.get(`${BASE}/avatar/did:plc:nobodynobodynobodynobody`);
+    expect(none.status() === 404, `unknown DID gave ${none.status()}`);
+  });
   await check("unstar and star again", async () => {
     await page.goto(`${BASE}/r/${ALICE}/app01`);
     await page.getByRole("button", { name: /Unstar/ }).click();

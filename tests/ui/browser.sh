@@ -63,6 +63,28 @@ PLC="$(jq -r .plc "$T/atnet.json")"
 PDS="$(jq -r .pds "$T/atnet.json")"
 ALICE_DID="$(jq -r '.accounts[] | select(.handle=="alice.test") | .did' "$T/atnet.json")"
 ALICE_PW="$(jq -r '.accounts[] | select(.handle=="alice.test") | .appPassword' "$T/atnet.json")"
+# Alice's Bluesky profile with an avatar (a 64x64 PNG), written before her first push so
+# the index reads it when it first sees her; the user page shows it through /avatar/<did>.
+JWT="$(jq -n --arg pw "$ALICE_PW" '{identifier: "alice.test", password: $pw}' |
+    curl -fsS -X POST -H 'Content-Type: application/json' --data-binary @- \
+        "$PDS/xrpc/com.atproto.server.createSession" | jq -r .accessJwt)"
+python3 - "$T/avatar.png" <<'PY'
+import struct, sys, zlib
+w = h = 64
+rows = b"".join(b"\0" + b"".join(bytes((40 + 3 * x, 90 + 2 * y, 200, 255)) for x in range(w)) for y in range(h))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+PY
+AVATAR_BLOB="$(curl -fsS -X POST -H "Authorization: Bearer $JWT" -H 'Content-Type: image/png' \
+    --data-binary @"$T/avatar.png" "$PDS/xrpc/com.atproto.repo.uploadBlob" | jq -c .blob)"
+jq -n --arg did "$ALICE_DID" --argjson blob "$AVATAR_BLOB" \
+    '{repo: $did, collection: "app.bsky.actor.profile", rkey: "self",
+      record: {"$type": "app.bsky.actor.profile", displayName: "Alice", avatar: $blob}}' |
+    curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' \
+        --data-binary @- "$PDS/xrpc/com.atproto.repo.putRecord"
 
 echo "== starting atcr (captain: alice.test = $ALICE_DID)"
 if [[ -z "${ATCR_BIN:-}" ]]; then
@@ -99,9 +121,6 @@ curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer $TOKEN" "http://$REG/
 echo "   pushed 12 repositories in $(($(date +%s) - STARTED)) s since start"
 # A README for app01 written straight to alice's PDS (not through atcr), as another client
 # would: it reaches the index through the firehose.
-JWT="$(jq -n --arg pw "$ALICE_PW" '{identifier: "alice.test", password: $pw}' |
-    curl -fsS -X POST -H 'Content-Type: application/json' --data-binary @- \
-        "$PDS/xrpc/com.atproto.server.createSession" | jq -r .accessJwt)"
 NOW="$(date -u +%Y-%m-%dT%H:%M:%S.000Z)"
 README=$'# App one\n\nRun it with `docker run app01`.\n\n- small\n- fast\n\n<script>alert(1)</script>\n\n[bad](javascript:alert(1))'
 jq -n --arg did "$ALICE_DID" --arg now "$NOW" --arg md "$README" \
@@ -111,7 +130,7 @@ jq -n --arg did "$ALICE_DID" --arg now "$NOW" --arg md "$README" \
     curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' \
         --data-binary @- "$PDS/xrpc/com.atproto.repo.putRecord"
 
-export BASE="http://$REG" HOST="$REG" ALICE=alice.test BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json"
+export BASE="http://$REG" HOST="$REG" ALICE=alice.test ALICE_DID BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json"
 rc=0
 echo "== browser: flow and screenshots"
 node "$HERE/browser.mjs" flow || rc=1

@@ -13,6 +13,7 @@
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
+//! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.
 //!
@@ -28,4 +29,5 @@ pub mod oci;
 pub mod pds;
 pub mod registry;
 pub mod server;
+pub mod ttl_map;
 pub mod web;

@@ -5,26 +5,23 @@
 //! local copy is always read first, so a push through this registry is visible at once. A
 //! manifest written to the PDS by another AppView shows up here after at most [`MISS_TTL`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::ttl_map::TtlMap;
 
 /// How long a miss is believed.
 pub const MISS_TTL: Duration = Duration::from_secs(15);
-/// Bound on remembered misses; past it, expired ones go, then all (a flood of distinct
-/// names must not grow memory).
+/// Bound on remembered misses (see [`TtlMap`] for what happens past it).
 const MAX_MISSES: usize = 10_000;
 
 pub struct Misses {
-    seen: Mutex<HashMap<String, Instant>>,
-    ttl: Duration,
+    seen: TtlMap<()>,
 }
 
 impl Misses {
     pub fn new(ttl: Duration) -> Misses {
         Misses {
-            seen: Mutex::new(HashMap::new()),
-            ttl,
+            seen: TtlMap::new(ttl, MAX_MISSES),
         }
     }
 
@@ -34,21 +31,11 @@ impl Misses {
 
     /// Whether the PDS said "not there" for this (name, reference) within the TTL.
     pub fn is_recent_miss(&self, name: &str, reference: &str) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(&Self::key(name, reference))
-            .is_some_and(|at| at.elapsed() < self.ttl)
+        self.seen.get(&Self::key(name, reference)).is_some()
     }
 
     pub fn note(&self, name: &str, reference: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_MISSES {
-            let ttl = self.ttl;
-            seen.retain(|_, at| at.elapsed() < ttl);
-            if seen.len() >= MAX_MISSES {
-                seen.clear();
-            }
-        }
-        seen.insert(Self::key(name, reference), Instant::now());
+        self.seen.put(&Self::key(name, reference), ());
     }
 }
 
@@ -73,7 +60,7 @@ mod tests {
         for i in 0..=MAX_MISSES {
             m.note("alice.test/app", &i.to_string());
         }
-        assert!(m.seen.lock().unwrap().len() <= MAX_MISSES);
+        assert!(m.seen.len() <= MAX_MISSES);
         assert!(m.is_recent_miss("alice.test/app", &MAX_MISSES.to_string()));
     }
 }

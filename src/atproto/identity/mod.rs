@@ -9,15 +9,15 @@
 //! directory, did:web through `https://<host>/.well-known/did.json` (plain http only for
 //! `localhost`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::atproto::repo::crypto::PublicKey;
 use crate::atproto::repo::syntax::{validate_did, validate_handle};
 use crate::atproto::xrpc::{read_limited, XrpcClient, XrpcError};
+use crate::ttl_map::TtlMap;
 
 /// DID documents and well-known answers larger than this are refused.
 pub const MAX_DID_DOC: usize = 64 * 1024;
@@ -193,47 +193,13 @@ impl Default for IdentityConfig {
     }
 }
 
-struct Cache<V> {
-    map: Mutex<HashMap<String, (Instant, V)>>,
-    ttl: Duration,
-}
-
-impl<V: Clone> Cache<V> {
-    fn new(ttl: Duration) -> Self {
-        Cache {
-            map: Mutex::new(HashMap::new()),
-            ttl,
-        }
-    }
-    fn get(&self, k: &str) -> Option<V> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, v)| v.clone())
-    }
-    fn put(&self, k: &str, v: V) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_CACHE_ENTRIES {
-            let ttl = self.ttl;
-            map.retain(|_, (at, _)| at.elapsed() < ttl);
-            if map.len() >= MAX_CACHE_ENTRIES {
-                map.clear();
-            }
-        }
-        map.insert(k.to_string(), (Instant::now(), v));
-    }
-    fn forget(&self, k: &str) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
-    }
-}
-
 /// The resolver. Share one per process (`Arc`).
 pub struct Resolver {
     cfg: IdentityConfig,
     xrpc: XrpcClient,
     dns: Option<hickory_resolver::TokioResolver>,
-    handles: Cache<String>,
-    docs: Cache<DidDocument>,
+    handles: TtlMap<String>,
+    docs: TtlMap<DidDocument>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -263,8 +229,8 @@ impl Resolver {
     pub fn new(cfg: IdentityConfig, xrpc: XrpcClient) -> Arc<Resolver> {
         let dns = if cfg.dns { build_dns() } else { None };
         Arc::new(Resolver {
-            handles: Cache::new(cfg.cache_ttl),
-            docs: Cache::new(cfg.cache_ttl),
+            handles: TtlMap::new(cfg.cache_ttl, MAX_CACHE_ENTRIES),
+            docs: TtlMap::new(cfg.cache_ttl, MAX_CACHE_ENTRIES),
             cfg,
             xrpc,
             dns,

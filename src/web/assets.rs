@@ -61,13 +61,29 @@ pub fn version(name: &str) -> &'static str {
 pub fn serve(name: &str, if_none_match: Option<&str>, head: bool) -> Option<Response<Body>> {
     let i = ASSETS.iter().position(|a| a.name == name)?;
     let asset = &ASSETS[i];
-    let etag = &etags()[i];
+    Some(conditional(
+        &etags()[i],
+        "public, max-age=31536000, immutable",
+        if_none_match,
+        asset.mime,
+        asset.bytes,
+        head,
+    ))
+}
+
+/// A cacheable body with a strong `ETag`: 304 when `if_none_match` names it (or is `*`),
+/// else 200 (no body for HEAD). Static assets and avatars.
+pub fn conditional(
+    etag: &str,
+    cache_control: &str,
+    if_none_match: Option<&str>,
+    content_type: &str,
+    body: impl Into<bytes::Bytes>,
+    head: bool,
+) -> Response<Body> {
     let builder = Response::builder()
-        .header(http::header::ETAG, etag.as_str())
-        .header(
-            http::header::CACHE_CONTROL,
-            "public, max-age=31536000, immutable",
-        )
+        .header(http::header::ETAG, etag)
+        .header(http::header::CACHE_CONTROL, cache_control)
         .header("X-Content-Type-Options", "nosniff");
     let matches = if_none_match
         .map(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
@@ -75,13 +91,14 @@ pub fn serve(name: &str, if_none_match: Option<&str>, head: bool) -> Option<Resp
     let resp = if matches {
         builder.status(StatusCode::NOT_MODIFIED).body(empty())
     } else {
+        let body = body.into();
         builder
             .status(StatusCode::OK)
-            .header(http::header::CONTENT_TYPE, asset.mime)
-            .header(http::header::CONTENT_LENGTH, asset.bytes.len())
-            .body(if head { empty() } else { full(asset.bytes) })
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(if head { empty() } else { full(body) })
     };
-    resp.ok()
+    resp.expect("valid headers")
 }
 
 #[cfg(test)]

@@ -172,13 +172,28 @@ pub async fn home(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
 }
 
 /// The DID for a handle or DID in a URL: the index first, then the network.
-async fn owner_did(state: &AppState, ix: &Index, who: &str) -> Result<(String, String), WebError> {
+/// A page's owner: DID, the name shown (handle, else DID), and whether the index knows a
+/// profile avatar for them.
+struct Owner {
+    did: String,
+    shown: String,
+    has_avatar: bool,
+}
+
+async fn find_owner(state: &AppState, ix: &Index, who: &str) -> Result<Owner, WebError> {
     if let Some(u) = ix.user_by_handle_or_did(who).await.map_err(ix_err)? {
-        let shown = u.handle.clone().unwrap_or_else(|| u.did.clone());
-        return Ok((u.did, shown));
+        return Ok(Owner {
+            shown: u.handle.unwrap_or_else(|| u.did.clone()),
+            did: u.did,
+            has_avatar: u.avatar.is_some(),
+        });
     }
     match state.auth.resolver().resolve(who).await {
-        Ok(id) => Ok((id.did.clone(), id.handle.unwrap_or(id.did))),
+        Ok(id) => Ok(Owner {
+            shown: id.handle.unwrap_or_else(|| id.did.clone()),
+            did: id.did,
+            has_avatar: false,
+        }),
         Err(e @ crate::atproto::identity::IdentityError::DidFetch { .. }) => {
             Err(WebError::Upstream(format!("cannot resolve {who}: {e}")))
         }
@@ -234,7 +249,9 @@ async fn repo_page(
     offset: u32,
 ) -> WebResult {
     let ix = index(state)?;
-    let (did, owner) = owner_did(state, ix, who).await?;
+    let Owner {
+        did, shown: owner, ..
+    } = find_owner(state, ix, who).await?;
     let Some(info) = ix.repository(&did, repo).await.map_err(ix_err)? else {
         return Err(WebError::NotFound(format!(
             "{owner} has no repository {repo}."
@@ -407,7 +424,9 @@ async fn manifest(
     digest: &str,
 ) -> WebResult {
     let ix = index(state)?;
-    let (did, owner) = owner_did(state, ix, who).await?;
+    let Owner {
+        did, shown: owner, ..
+    } = find_owner(state, ix, who).await?;
     let Some(m) = ix.manifest(&did, repo, digest).await.map_err(ix_err)? else {
         return Err(WebError::NotFound(format!(
             "{owner}/{repo} has no manifest {digest}."
@@ -505,7 +524,11 @@ async fn manifest(
 
 pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
     let ix = index(state)?;
-    let (did, handle) = owner_did(state, ix, who).await?;
+    let Owner {
+        did,
+        shown: handle,
+        has_avatar,
+    } = find_owner(state, ix, who).await?;
     let now = now();
     let repos = ix
         .user_repos(&did)
@@ -521,12 +544,6 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
         .iter()
         .map(|r| card(r, now))
         .collect();
-    let has_avatar = ix
-        .user_by_handle_or_did(&did)
-        .await
-        .map_err(ix_err)?
-        .and_then(|u| u.avatar)
-        .is_some();
     render(&UserPage {
         chrome: ctx.chrome(handle.clone()),
         handle,
@@ -539,7 +556,12 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
 
 /// `/avatar/<did>`: the user's profile avatar, fetched from their PDS and served from here
 /// ([`super::avatars`]). 404 when the index knows none or it cannot be had.
-pub async fn avatar(state: &Arc<AppState>, did: &str, if_none_match: Option<&str>) -> WebResult {
+pub async fn avatar(
+    state: &Arc<AppState>,
+    did: &str,
+    if_none_match: Option<&str>,
+    head: bool,
+) -> WebResult {
     let none = || WebError::NotFound("No avatar.".into());
     if !did.starts_with("did:") {
         return Err(none());
@@ -562,24 +584,19 @@ pub async fn avatar(state: &Arc<AppState>, did: &str, if_none_match: Option<&str
         .get(xrpc, &pds, did, &cid)
         .await
         .ok_or_else(none)?;
-    let etag = format!("\"{}\"", image.cid);
-    let builder = http::Response::builder()
-        .header(http::header::ETAG, &etag)
-        .header(http::header::CACHE_CONTROL, "public, max-age=3600")
-        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(http::header::CONTENT_SECURITY_POLICY, "default-src 'none'");
-    let resp = if if_none_match == Some(etag.as_str()) {
-        builder
-            .status(http::StatusCode::NOT_MODIFIED)
-            .body(crate::server::http::empty())
-    } else {
-        builder
-            .status(http::StatusCode::OK)
-            .header(http::header::CONTENT_TYPE, image.content_type)
-            .header(http::header::CONTENT_LENGTH, image.bytes.len())
-            .body(crate::server::http::full(image.bytes))
-    };
-    Ok(resp.expect("valid headers"))
+    let mut resp = super::assets::conditional(
+        &format!("\"{}\"", image.cid),
+        "public, max-age=3600",
+        if_none_match,
+        image.content_type,
+        image.bytes,
+        head,
+    );
+    resp.headers_mut().insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static("default-src 'none'"),
+    );
+    Ok(resp)
 }
 
 pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -> WebResult {

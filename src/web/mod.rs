@@ -402,20 +402,17 @@ pub async fn handle(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
+    // Cacheable bodies without a session: no cookie is read, no CSRF cookie is set.
+    let inm = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let head = req.method() == Method::HEAD;
     if page == WebPage::Static {
-        let inm = req
-            .headers()
-            .get(http::header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok());
-        let head = req.method() == Method::HEAD;
         return assets::serve(&param("file"), inm, head).unwrap_or_else(not_found);
     }
     if page == WebPage::Avatar {
-        let inm = req
-            .headers()
-            .get(http::header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok());
-        return match catalog::avatar(state, &param("did"), inm).await {
+        return match catalog::avatar(state, &param("did"), inm, head).await {
             Ok(r) => r,
             Err(e) => error_page(None, &e),
         };

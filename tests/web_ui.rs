@@ -29,6 +29,15 @@ async fn session(s: &TestServer, did: &str) -> (String, String) {
     (format!("atcr_session={id}"), sess.csrf)
 }
 
+async fn get(s: &TestServer, path: &str, cookie: &str) -> reqwest::Response {
+    s.client
+        .get(s.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn post(
     s: &TestServer,
     path: &str,
@@ -168,13 +177,7 @@ async fn assets_errors_and_csrf() {
     let (cookie, csrf) = session(&s, OWNER).await;
     let r = post(&s, "/logout", &cookie, &[("csrf", "nope")]).await;
     assert_eq!(r.status(), 403);
-    let r = s
-        .client
-        .get(s.url("/install"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s, "/install", &cookie).await;
     assert!(r.text().await.unwrap().contains("Log out"));
     let r = post(&s, "/logout", &cookie, &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), 303);
@@ -182,13 +185,7 @@ async fn assets_errors_and_csrf() {
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
-    let r = s
-        .client
-        .get(s.url("/admin"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s, "/admin", &cookie).await;
     assert_eq!(r.status(), 303, "the old cookie no longer logs in");
 }
 
@@ -198,23 +195,11 @@ async fn admin_panel_manages_crew_settings_and_gc() {
 
     // Not the captain: refused.
     let (other, _) = session(&s, BOB).await;
-    let r = s
-        .client
-        .get(s.url("/admin"))
-        .header("cookie", &other)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s, "/admin", &other).await;
     assert_eq!(r.status(), 403);
 
     let (cookie, csrf) = session(&s, OWNER).await;
-    let page = s
-        .client
-        .get(s.url("/admin"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let page = get(&s, "/admin", &cookie).await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains(OWNER) && html.contains("Crew (1)"));
@@ -288,16 +273,7 @@ async fn admin_panel_manages_crew_settings_and_gc() {
     assert_eq!(rec["tier"], "bosun");
     // The crew list shows each member's limit from the configured tiers (defaults:
     // deckhand=5GB, bosun=50GB, quartermaster=100GB); the captain is never limited.
-    let html = s
-        .client
-        .get(s.url("/admin"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&s, "/admin", &cookie).await.text().await.unwrap();
     assert!(html.contains("of 50.0 GiB (bosun)"), "bob's quota shown");
     assert!(html.contains("of unlimited (captain)"), "captain unlimited");
     // The captain keeps every permission.
@@ -312,13 +288,7 @@ async fn admin_panel_manages_crew_settings_and_gc() {
 
     // Remove: a confirmation page first; an unconfirmed POST does nothing.
     let q = format!("/admin/crew/remove?member={BOB}");
-    let confirm = s
-        .client
-        .get(s.url(&q))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let confirm = get(&s, &q, &cookie).await;
     assert_eq!(confirm.status(), 200);
     assert!(confirm
         .text()
@@ -371,16 +341,7 @@ async fn admin_panel_manages_crew_settings_and_gc() {
     ])
     .await
     .unwrap();
-    let html = s
-        .client
-        .get(s.url("/admin"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get(&s, "/admin", &cookie).await.text().await.unwrap();
     assert!(
         html.contains("4.0 MiB") && html.contains("io.atcr.hold.layer records."),
         "layer usage shown"
@@ -431,13 +392,7 @@ async fn admin_panel_manages_crew_settings_and_gc() {
         orphans.push(digest);
     }
     let (gone, relinked) = (orphans[0].clone(), orphans[1].clone());
-    let preview = s
-        .client
-        .get(s.url("/admin/gc"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let preview = get(&s, "/admin/gc", &cookie).await;
     let html = preview.text().await.unwrap();
     for d in &orphans {
         assert!(html.contains(d.as_str()), "preview lists {d}");
@@ -492,24 +447,13 @@ async fn admin_panel_manages_crew_settings_and_gc() {
 async fn settings_lists_and_signs_out_only_the_users_own_sessions() {
     use atcr::web::session::key_of;
     let s = start().await;
-    let get_settings = |cookie: String| {
-        let s = &s;
-        async move {
-            s.client
-                .get(s.url("/settings"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     let (here, csrf) = session(&s, OWNER).await;
     let (laptop, _) = session(&s, OWNER).await;
     let (phone, _) = session(&s, OWNER).await;
     let (bobs, _) = session(&s, BOB).await;
     let key = |cookie: &str| key_of(cookie.trim_start_matches("atcr_session="));
 
-    let r = get_settings(here.clone()).await;
+    let r = get(&s, "/settings", &here).await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("this browser"));
@@ -542,7 +486,7 @@ async fn settings_lists_and_signs_out_only_the_users_own_sessions() {
     .await;
     assert_eq!(location(&r), "/settings?revoked=0#sessions-h");
     assert_eq!(
-        get_settings(bobs.clone()).await.status(),
+        get(&s, "/settings", &bobs).await.status(),
         200,
         "bob is still in"
     );
@@ -565,11 +509,11 @@ async fn settings_lists_and_signs_out_only_the_users_own_sessions() {
     .await;
     assert_eq!(location(&r), "/settings?revoked=1#sessions-h");
     assert_eq!(
-        get_settings(laptop.clone()).await.status(),
+        get(&s, "/settings", &laptop).await.status(),
         303,
         "laptop signed out"
     );
-    assert_eq!(get_settings(phone.clone()).await.status(), 200);
+    assert_eq!(get(&s, "/settings", &phone).await.status(), 200);
     let r = post(
         &s,
         "/settings/sessions",
@@ -579,22 +523,16 @@ async fn settings_lists_and_signs_out_only_the_users_own_sessions() {
     .await;
     assert_eq!(location(&r), "/settings?revoked=1#sessions-h");
     assert_eq!(
-        get_settings(phone.clone()).await.status(),
+        get(&s, "/settings", &phone).await.status(),
         303,
         "phone signed out"
     );
     assert_eq!(
-        get_settings(bobs.clone()).await.status(),
+        get(&s, "/settings", &bobs).await.status(),
         200,
         "bob is still in"
     );
-    let r = s
-        .client
-        .get(s.url("/settings?revoked=1"))
-        .header("cookie", &here)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&s, "/settings?revoked=1", &here).await;
     let page = r.text().await.unwrap();
     assert!(page.contains("Signed out 1 session."));
     assert!(

@@ -48,7 +48,7 @@ fn manifest_record(repo: &str, i: usize) -> (String, serde_json::Value) {
     (d, rec)
 }
 
-fn populate(rt: &tokio::runtime::Runtime, state: &atcr::server::AppState) {
+fn populate(rt: &tokio::runtime::Runtime, state: &atcr::app::AppState) {
     rt.block_on(async {
         let ix = &state.index;
         ix.set_user_identity(DID, Some(HANDLE), Some("http://localhost:2583"))
@@ -93,7 +93,7 @@ fn repository_page(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = Config::for_data_dir(dir.path());
-    let state = rt.block_on(atcr::server::build_state(config)).unwrap();
+    let state = rt.block_on(atcr::app::build_state(config)).unwrap();
     populate(&rt, &state);
     let ctx = Ctx::anonymous("registry.example.com");
     // One warm-up request checks the page really is the populated repository.

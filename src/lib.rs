@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - [`config`]: typed configuration (TOML + `ATCR_*` env overrides), validation, `config init`.
-//! - [`server`]: hyper accept loop, the single route table, shared HTTP plumbing.
+//! - [`app`]: the floor below the handlers: `AppState`, the composition root
+//!   (`build_state`) and the HTTP helpers every handler shares.
+//! - [`server`]: hyper accept loop and the single route table (above the handlers).
+//! - [`gc`]: garbage collection across the registry and the hold (domain logic).
 //! - [`oci`]: the OCI Distribution API surface: types (digest, name, manifest), the error
 //!   table, thin handlers.
 //! - [`registry`]: registry domain logic with no HTTP in it: upload sessions, blob links,
@@ -19,10 +22,12 @@
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
+pub mod app;
 pub mod atproto;
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod gc;
 pub mod hold;
 pub mod index;
 pub mod oci;

@@ -202,7 +202,7 @@ fn run_async<F: std::future::Future<Output = ExitCode>>(
 
 async fn serve(config: Config) -> ExitCode {
     let addr = config.listen_addr();
-    let state = match atcr::server::build_state(config).await {
+    let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
@@ -238,14 +238,14 @@ async fn shutdown_signal() {
 }
 
 async fn gc(config: Config, dry_run: bool) -> ExitCode {
-    let state = match atcr::server::build_state(config).await {
+    let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("atcr: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match atcr::server::collect_garbage(&state, dry_run).await {
+    match atcr::gc::collect_garbage(&state.registry, state.hold_api.as_deref(), dry_run).await {
         Ok(swept) => {
             for d in &swept {
                 println!("{}{d}", if dry_run { "would delete " } else { "deleted " });

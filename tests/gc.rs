@@ -24,7 +24,7 @@ async fn gc_sweeps_only_unlinked_blobs() {
     }
 
     let state = &s.running.state;
-    let preview = atcr::server::collect_garbage(state, true)
+    let preview = atcr::gc::collect_garbage(&state.registry, state.hold_api.as_deref(), true)
         .await
         .expect("dry run");
     let preview: Vec<String> = preview.iter().map(|d| d.to_string()).collect();
@@ -34,23 +34,25 @@ async fn gc_sweeps_only_unlinked_blobs() {
         "dry run lists only the orphan"
     );
     // A dry run deletes nothing: the orphan is still in storage (mountable by digest).
-    let again: Vec<String> = atcr::server::collect_garbage(state, true)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.to_string())
-        .collect();
+    let again: Vec<String> =
+        atcr::gc::collect_garbage(&state.registry, state.hold_api.as_deref(), true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
     assert_eq!(again, preview);
 
-    let swept: Vec<String> = atcr::server::collect_garbage(state, false)
-        .await
-        .expect("gc")
-        .iter()
-        .map(|d| d.to_string())
-        .collect();
+    let swept: Vec<String> =
+        atcr::gc::collect_garbage(&state.registry, state.hold_api.as_deref(), false)
+            .await
+            .expect("gc")
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
     assert_eq!(swept, vec![orphan_d.clone()]);
     assert!(
-        atcr::server::collect_garbage(state, true)
+        atcr::gc::collect_garbage(&state.registry, state.hold_api.as_deref(), true)
             .await
             .unwrap()
             .is_empty(),

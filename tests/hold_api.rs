@@ -1368,9 +1368,13 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
     assert_eq!(r.0, 200, "{}", r.1);
     // Just completed and not yet named by a notifyManifest: kept for a grace period, since
     // the AppView sends notifyManifest only after its manifest write.
-    let swept = atcr::server::collect_garbage(&h.s.running.state, false)
-        .await
-        .unwrap();
+    let swept = atcr::gc::collect_garbage(
+        &h.s.running.state.registry,
+        h.s.running.state.hold_api.as_deref(),
+        false,
+    )
+    .await
+    .unwrap();
     assert!(swept.is_empty(), "swept {swept:?} during the grace period");
     // The grace period is kept in the hold's redb: a restart does not end it.
     let Hold { s, dir } = h;
@@ -1378,9 +1382,13 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
         s: s.restart().await,
         dir,
     };
-    let swept = atcr::server::collect_garbage(&h.s.running.state, false)
-        .await
-        .unwrap();
+    let swept = atcr::gc::collect_garbage(
+        &h.s.running.state.registry,
+        h.s.running.state.hold_api.as_deref(),
+        false,
+    )
+    .await
+    .unwrap();
     assert!(
         swept.is_empty(),
         "swept {swept:?} after a restart during the grace period"
@@ -1401,9 +1409,13 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
         })
         .await;
     let h = Hold { s, dir };
-    let swept = atcr::server::collect_garbage(&h.s.running.state, false)
-        .await
-        .unwrap();
+    let swept = atcr::gc::collect_garbage(
+        &h.s.running.state.registry,
+        h.s.running.state.hold_api.as_deref(),
+        false,
+    )
+    .await
+    .unwrap();
     let swept: Vec<String> = swept.iter().map(|d| d.to_string()).collect();
     assert_eq!(swept, vec![sha256(&orphan)]);
     assert_eq!(

@@ -9,9 +9,9 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::scope::parse_scopes;
 use super::AuthError;
+use crate::app::http::{json, oci_error, query, Body};
+use crate::app::AppState;
 use crate::oci::OciError;
-use crate::server::http::{json, oci_error, query, Body};
-use crate::server::AppState;
 
 /// Longest `Authorization` header read (Basic with a long DID and password fits easily).
 const MAX_AUTH_HEADER: usize = 4096;

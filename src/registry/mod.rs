@@ -835,7 +835,7 @@ impl Registry {
     /// Garbage collection: blobs in storage that no repository links and `keep` (the digests
     /// the hold's layer records name) does not hold. With `dry_run` nothing is deleted.
     /// Returns the digests (that would be) removed. Callers go through
-    /// `server::collect_garbage`, which gathers `keep`: a sweep without it would delete blobs
+    /// `gc::collect_garbage`, which gathers `keep`: a sweep without it would delete blobs
     /// uploaded through the hold API.
     ///
     /// With `only`, blobs outside that set are left alone (the admin panel deletes exactly

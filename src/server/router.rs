@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::http::{json, oci_error, Body};
-use super::AppState;
+use crate::app::http::{json, oci_error, Body};
+use crate::app::AppState;
 use crate::auth::Need;
 use crate::oci::handlers as oci;
 use crate::oci::route::OciRoute;

@@ -15,12 +15,12 @@ use hyper::body::Incoming;
 
 use super::views::{human_size, AdminPage, CrewRow, GcPage, GcRow, RemoveConfirm, UsageRow};
 use super::{read_form, redirect, render, Ctx, Form, WebError, WebResult};
+use crate::app::http::{query, query_get};
+use crate::app::AppState;
 use crate::atproto::repo::Write;
 use crate::pds::permissions::{role_permissions, CrewMember, Permission};
 use crate::pds::records::{crew_rkey, CAPTAIN, CREW, SELF};
 use crate::pds::{record_cbor, HoldPds};
-use crate::server::http::{query, query_get};
-use crate::server::AppState;
 
 /// Layer records read for usage figures (100 pages of 100).
 const MAX_LAYER_PAGES: usize = 100;
@@ -528,9 +528,10 @@ fn gc_rows(
 
 pub async fn gc_preview(state: &Arc<AppState>, ctx: &Ctx) -> WebResult {
     require_captain!(state, ctx);
-    let mut candidates = crate::server::collect_garbage(state, true)
-        .await
-        .map_err(WebError::Internal)?;
+    let mut candidates =
+        crate::gc::collect_garbage(&state.registry, state.hold_api.as_deref(), true)
+            .await
+            .map_err(WebError::Internal)?;
     let more = candidates.len().saturating_sub(GC_BATCH);
     candidates.truncate(GC_BATCH);
     let (rows, total) = gc_rows(&candidates, &blob_sizes(state, &candidates).await);
@@ -562,9 +563,14 @@ pub async fn gc_run(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) ->
     let swept = if only.is_empty() {
         Vec::new()
     } else {
-        crate::server::collect_garbage_among(state, false, Some(&only))
-            .await
-            .map_err(WebError::Internal)?
+        crate::gc::collect_garbage_among(
+            &state.registry,
+            state.hold_api.as_deref(),
+            false,
+            Some(&only),
+        )
+        .await
+        .map_err(WebError::Internal)?
     };
     let (rows, total) = gc_rows(&swept, &sizes);
     tracing::info!(

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use http::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::server::http::{empty, full, Body};
+use crate::app::http::{empty, full, Body};
 
 struct Asset {
     name: &'static str,

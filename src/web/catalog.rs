@@ -16,10 +16,10 @@ use super::views::{
     RepoCard, RepoPage, SearchPage, SearchResults, TagRow, TagRows, UserPage,
 };
 use super::{read_form, redirect, render, safe_next, Ctx, WebError, WebResult};
+use crate::app::http::{query, query_get};
+use crate::app::AppState;
 use crate::index::{Index, Platform, RepoSummary, SearchFilters};
 use crate::oci::types::{Digest, Name};
-use crate::server::http::{query, query_get};
-use crate::server::AppState;
 
 const STAR_NSID: &str = "io.atcr.sailor.star";
 const PAGE_NSID: &str = "io.atcr.repo.page";

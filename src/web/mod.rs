@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod markdown;
 pub mod pages;
 pub mod session;
+pub mod state;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -26,27 +27,12 @@ use askama::Template;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::server::http::{collect_limited, full, Body};
-use crate::server::AppState;
+use crate::app::http::{collect_limited, full, Body};
+use crate::app::AppState;
 use session::{cookie, set_cookie, tokens_match, WebSession, CSRF_COOKIE, SESSION_COOKIE};
 
 /// Form bodies are small (a handle, a password, a few fields).
 const MAX_FORM_BYTES: usize = 64 * 1024;
-
-/// Web state shared by all requests.
-pub struct Web {
-    pub sessions: session::Sessions,
-    pub avatars: avatars::Avatars,
-}
-
-impl Web {
-    pub fn new(store: Arc<crate::registry::store::MetaStore>) -> Web {
-        Web {
-            sessions: session::Sessions::new(store),
-            avatars: avatars::Avatars::default(),
-        }
-    }
-}
 
 /// The pages of the route table (`server/router.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,10 +311,10 @@ pub fn render(t: &impl Template) -> WebResult {
 pub fn redirect(location: &str, cookies: &[String]) -> Response<Body> {
     let mut b = Response::builder()
         .status(StatusCode::SEE_OTHER)
-        .header(http::header::LOCATION, crate::server::http::hv(location))
+        .header(http::header::LOCATION, crate::app::http::hv(location))
         .header(http::header::CACHE_CONTROL, "no-store");
     for c in cookies {
-        b = b.header(http::header::SET_COOKIE, crate::server::http::hv(c));
+        b = b.header(http::header::SET_COOKIE, crate::app::http::hv(c));
     }
     b.body(full(Vec::new())).expect("valid redirect")
 }
@@ -426,8 +412,8 @@ pub async fn handle(
         (WebPage::Home, Method::GET) => catalog::home(state, &ctx).await,
         (WebPage::Search, Method::GET) => catalog::search(state, &ctx, &req).await,
         (WebPage::Repo, Method::GET) => {
-            let q = crate::server::http::query(req.uri());
-            let offset = crate::server::http::query_get(&q, "tags_offset")
+            let q = crate::app::http::query(req.uri());
+            let offset = crate::app::http::query_get(&q, "tags_offset")
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(0);
             catalog::repo_or_manifest(state, &ctx, &param("owner"), &param("rest"), offset).await

@@ -10,10 +10,10 @@ use hyper::body::Incoming;
 use super::session::{key_of, set_cookie, SESSION_COOKIE, SESSION_TTL_SECS};
 use super::views::{age, InstallPage, LoginPage, SessionRow, SettingsPage};
 use super::{read_form, redirect, render, safe_next, Ctx, WebError, WebResult};
+use crate::app::http::{full, query, query_get, Body};
+use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::registry::store::now_unix;
-use crate::server::http::{full, query, query_get, Body};
-use crate::server::AppState;
 
 /// The user's `io.atcr.*` collections the export contains.
 const EXPORT_COLLECTIONS: [&str; 6] = [

@@ -3,10 +3,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::HandlerResult;
+use crate::app::http::{empty, hv, stream_body};
+use crate::app::AppState;
 use crate::oci::types::range::{parse_range, RangeOutcome};
 use crate::oci::types::{Digest, Name};
-use crate::server::http::{empty, hv, stream_body};
-use crate::server::AppState;
 
 /// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single-range support.
 pub async fn blob_get(

@@ -4,11 +4,11 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::HandlerResult;
+use crate::app::http::{full, hv, json, query, query_get};
+use crate::app::AppState;
 use crate::oci::error::{ErrorCode, OciError};
 use crate::oci::types::manifest::{Descriptor, OCI_INDEX};
 use crate::oci::types::{Digest, Name};
-use crate::server::http::{full, hv, json, query, query_get};
-use crate::server::AppState;
 
 /// Upper bound on one page, so `n=1000000000` cannot make us build a huge response.
 const MAX_PAGE: usize = 10_000;
@@ -66,7 +66,7 @@ pub async fn tags_list(state: &AppState, req: Request<Incoming>, name: Name) -> 
 pub async fn catalog(
     state: &AppState,
     req: Request<Incoming>,
-) -> http::Response<crate::server::http::Body> {
+) -> http::Response<crate::app::http::Body> {
     let run = async {
         if req.method() != http::Method::GET {
             return Err(OciError::new(ErrorCode::Unsupported, "only GET is allowed"));
@@ -85,7 +85,7 @@ pub async fn catalog(
         Ok(resp)
     };
     run.await
-        .unwrap_or_else(|e: OciError| crate::server::http::oci_error(&e))
+        .unwrap_or_else(|e: OciError| crate::app::http::oci_error(&e))
 }
 
 /// `GET /v2/<name>/referrers/<digest>?artifactType=`: an image index of the manifests whose

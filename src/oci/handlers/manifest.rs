@@ -3,11 +3,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::HandlerResult;
+use crate::app::http::{collect_limited, empty, full, header_u64, hv, CollectError};
+use crate::app::AppState;
 use crate::oci::error::{ErrorCode, OciError};
 use crate::oci::types::{Name, Reference};
 use crate::registry::RegistryError;
-use crate::server::http::{collect_limited, empty, full, header_u64, hv, CollectError};
-use crate::server::AppState;
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`: the exact bytes that were pushed.
 pub async fn manifest_get(
@@ -43,7 +43,7 @@ pub async fn manifest_put(
     let (parts, body) = req.into_parts();
     let too_large = || OciError::from(RegistryError::ManifestTooLarge { limit });
     if header_u64(&parts, &CONTENT_LENGTH).is_some_and(|n| n > limit as u64) {
-        crate::server::http::drain(body, 4 * limit as u64).await;
+        crate::app::http::drain(body, 4 * limit as u64).await;
         return Err(too_large());
     }
     let bytes = match collect_limited(body, limit).await {

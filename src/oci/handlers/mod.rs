@@ -14,7 +14,7 @@ pub use upload::{upload_cancel, upload_patch, upload_put, upload_start, upload_s
 use http::{Method, Response, StatusCode};
 
 use super::error::{ErrorCode, OciError};
-use crate::server::http::{json, oci_error, Body};
+use crate::app::http::{json, oci_error, Body};
 
 pub type HandlerResult = Result<Response<Body>, OciError>;
 

@@ -3,12 +3,12 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{blob_location, HandlerResult};
+use crate::app::http::{body_stream, empty, header_str, header_u64, hv, query, query_get};
+use crate::app::AppState;
 use crate::oci::error::{ErrorCode, OciError};
 use crate::oci::types::range::parse_content_range;
 use crate::oci::types::{Algorithm, Digest, Name};
 use crate::registry::{RegistryError, UploadState};
-use crate::server::http::{body_stream, empty, header_str, header_u64, hv, query, query_get};
-use crate::server::AppState;
 
 fn upload_location(name: &Name, id: &str) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
@@ -23,7 +23,7 @@ fn session_response(
     status: StatusCode,
     name: &Name,
     s: &UploadState,
-) -> Response<crate::server::http::Body> {
+) -> Response<crate::app::http::Body> {
     Response::builder()
         .status(status)
         .header(LOCATION, hv(&upload_location(name, &s.id)))
@@ -126,7 +126,7 @@ fn content_range_start(
 
 /// An out-of-order chunk: 416 with where the upload really stands, so the client can resume.
 async fn out_of_order(state: &AppState, name: &Name, id: &str, e: RegistryError) -> HandlerResult {
-    let mut resp = crate::server::http::oci_error(&OciError::from(e));
+    let mut resp = crate::app::http::oci_error(&OciError::from(e));
     if let Ok(s) = state.registry.upload_status(name, id).await {
         let h = resp.headers_mut();
         h.insert(LOCATION, hv(&upload_location(name, &s.id)));

@@ -4,8 +4,8 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Params, XrpcError, XrpcErrorKind, XrpcResult};
+use crate::app::http::json;
 use crate::pds::HoldPds;
-use crate::server::http::json;
 
 pub async fn resolve_handle(hold: &HoldPds, req: Request<Incoming>) -> XrpcResult {
     let p = Params::of(&req);

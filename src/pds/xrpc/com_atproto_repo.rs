@@ -5,9 +5,9 @@ use hyper::body::Incoming;
 
 use super::well_known::did_document;
 use super::{check_repo, public_url, Params, XrpcError, XrpcErrorKind, XrpcResult};
+use crate::app::http::json;
 use crate::atproto::repo::syntax::{validate_nsid, validate_record_key};
 use crate::pds::{HoldPds, RecordView};
-use crate::server::http::json;
 
 pub const LIST_DEFAULT: usize = 50;
 pub const LIST_MAX: usize = 100;

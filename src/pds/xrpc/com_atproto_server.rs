@@ -4,8 +4,8 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::XrpcResult;
+use crate::app::http::json;
 use crate::pds::HoldPds;
-use crate::server::http::json;
 
 pub async fn health(_hold: &HoldPds, _req: Request<Incoming>) -> XrpcResult {
     Ok(json(

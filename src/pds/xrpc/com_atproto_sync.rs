@@ -5,9 +5,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{car_response, check_repo, Params, XrpcError, XrpcErrorKind, XrpcResult};
+use crate::app::http::{json, stream_body};
 use crate::atproto::repo::syntax::{validate_nsid, validate_record_key};
 use crate::pds::HoldPds;
-use crate::server::http::{json, stream_body};
 
 /// The whole repo as a CAR, streamed (chunked transfer, no Content-Length). `since` is
 /// accepted and ignored: the full repo is always sent (valid, just not the smallest).

@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{public_url, Params, XrpcError, XrpcErrorKind, XrpcResult};
+use crate::app::http::{body_stream, collect_limited, json, stream_body, Body};
+use crate::app::AppState;
 use crate::hold::uploads::PartRef;
 use crate::hold::{HoldApiError, HoldService};
 use crate::oci::types::Digest;
 use crate::pds::permissions::Action;
-use crate::server::http::{body_stream, collect_limited, json, stream_body, Body};
-use crate::server::AppState;
 
 /// Largest JSON request body (notifyManifest with many layers stays far below).
 const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -322,7 +322,7 @@ async fn get_blob(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> Xrpc
             return Ok(Response::builder()
                 .status(StatusCode::TEMPORARY_REDIRECT)
                 .header(http::header::LOCATION, url)
-                .body(crate::server::http::empty())
+                .body(crate::app::http::empty())
                 .expect("valid redirect"));
         }
         let builder = Response::builder()
@@ -332,7 +332,7 @@ async fn get_blob(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> Xrpc
             .header("Docker-Content-Digest", digest.to_string());
         if req.method() == Method::HEAD {
             return Ok(builder
-                .body(crate::server::http::empty())
+                .body(crate::app::http::empty())
                 .expect("valid headers"));
         }
         let read = blobs

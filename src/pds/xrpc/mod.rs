@@ -18,8 +18,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{HoldError, HoldPds};
-use crate::server::http::{full, json, Body};
-use crate::server::AppState;
+use crate::app::http::{full, json, Body};
+use crate::app::AppState;
 
 /// XRPC error names used by the hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,11 +205,11 @@ pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn of<B>(req: &Request<B>) -> Params {
-        Params(crate::server::http::query(req.uri()))
+        Params(crate::app::http::query(req.uri()))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        crate::server::http::query_get(&self.0, key)
+        crate::app::http::query_get(&self.0, key)
     }
 
     pub fn required(&self, key: &str) -> Result<&str, XrpcError> {

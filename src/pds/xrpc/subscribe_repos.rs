@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{Params, XrpcError, XrpcErrorKind, XrpcResult};
+use crate::app::http::empty;
 use crate::pds::{encode_error_frame, HoldPds, Subscription, REPLAY_BATCH};
-use crate::server::http::empty;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 

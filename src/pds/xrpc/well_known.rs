@@ -4,9 +4,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{public_url, XrpcError, XrpcErrorKind};
+use crate::app::http::{full, json, Body};
+use crate::app::AppState;
 use crate::pds::HoldPds;
-use crate::server::http::{full, json, Body};
-use crate::server::AppState;
 
 /// The DID document: Multikey `#atproto` key, `#atproto_pds` and `#atcr_hold` services.
 pub fn did_document(hold: &HoldPds, endpoint: &str) -> serde_json::Value {

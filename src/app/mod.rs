@@ -1,0 +1,208 @@
+//! The shared floor below every handler: [`AppState`] (everything a request handler can
+//! reach), the composition root [`build_state`] that opens storage and wires the domain
+//! services together, and the HTTP helpers ([`http`]) all handlers use. Handlers import from
+//! here; nothing here imports a handler or the server, so the layering has no circle.
+
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::blob::fs::FsBlobStore;
+use crate::blob::s3::{S3BlobStore, S3Settings};
+use crate::blob::BlobStore;
+use crate::config::Config;
+use crate::registry::store::MetaStore;
+use crate::registry::{Limits, Registry};
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// The hold's embedded PDS (`hold.enabled`).
+    pub hold: Option<Arc<crate::pds::HoldPds>>,
+    /// The `io.atcr.hold.*` API over that PDS and the blob store.
+    pub hold_api: Option<Arc<crate::hold::HoldService>>,
+    /// Browser sessions of the web UI.
+    pub web: crate::web::state::Web,
+    /// The UI/search index (libSQL), fed by direct writes and the network.
+    pub index: crate::index::Index,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    #[error("cannot open blob storage: {0}")]
+    Blobs(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open the registry database: {0}")]
+    Store(#[from] crate::registry::store::StoreError),
+    #[error("cannot load keys: {0}")]
+    Keys(#[from] crate::auth::keys::KeyError),
+    #[error("cannot open the hold: {0}")]
+    Hold(#[from] crate::pds::HoldError),
+    #[error("cannot open the index: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Open storage and build the state (the composition root).
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let data = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data).map_err(|e| StartError::DataDir(data.clone(), e))?;
+    let blobs: Arc<dyn BlobStore> = match config.storage.backend.as_str() {
+        "s3" => {
+            let s3 = &config.storage.s3;
+            let settings = S3Settings {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+                path_style: s3.path_style,
+                access_key: s3.access_key.clone(),
+                secret_key: config.s3_secret_key()?,
+                prefix: s3.prefix.trim_matches('/').to_string(),
+                cdn_host: s3.cdn_host.clone(),
+                presign_secs: s3.presign_secs,
+                part_size: s3.part_size_mib * 1024 * 1024,
+                spill_dir: data.join("s3-uploads"),
+            };
+            Arc::new(
+                S3BlobStore::open(settings, s3.create_bucket)
+                    .await
+                    .map_err(|e| StartError::Blobs(e.to_string()))?,
+            )
+        }
+        _ => Arc::new(
+            FsBlobStore::open(config.blob_root()).map_err(|e| StartError::Blobs(e.to_string()))?,
+        ),
+    };
+    let store = MetaStore::open(&data.join("registry.redb"))?;
+    let limits = Limits {
+        max_manifest_bytes: config.registry.max_manifest_bytes,
+        upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
+    };
+    let registry = Registry::new(blobs.clone(), store.clone(), limits);
+    let hold = if config.hold.enabled {
+        Some(crate::pds::HoldPds::open(&config)?)
+    } else {
+        None
+    };
+    // Manifests name the hold that stores their blobs: ours when it runs here.
+    let local_hold_did = hold
+        .as_ref()
+        .map(|h| h.did().to_string())
+        .unwrap_or_else(|| hold_did(&config));
+    let web = crate::web::state::Web::new(store.clone());
+    let auth = Arc::new(build_auth(&config, store)?);
+    if auth.mode() == crate::auth::AuthMode::Atproto {
+        // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
+        let pds = Arc::new(crate::registry::pds::PdsRecords::new(
+            auth.resolver().clone(),
+            auth.sessions.clone(),
+            local_hold_did.clone(),
+        ));
+        registry.set_records(pds.clone());
+        auth.set_login_hook(pds);
+    }
+    let hold_api = match &hold {
+        Some(pds) => {
+            let tiers = crate::hold::Tiers::parse(&config.hold.tiers, &config.hold.default_tier)
+                .map_err(|e| crate::pds::HoldError::Internal(e.to_string()))?;
+            let svc =
+                crate::hold::HoldService::new(pds.clone(), blobs, auth.resolver().clone(), tiers);
+            match svc.restore_uploads().await {
+                Ok((0, 0)) => {}
+                Ok((restored, removed)) => {
+                    tracing::info!(restored, removed, "hold uploads of the last run")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot restore the hold's uploads"),
+            }
+            let resolver =
+                (auth.mode() == crate::auth::AuthMode::Atproto).then(|| auth.resolver().clone());
+            let base = pds
+                .identity()
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", pds.identity().host));
+            registry.set_push_hook(Arc::new(crate::hold::registry_hook::HoldPushHook::new(
+                svc.clone(),
+                resolver,
+                base,
+            )));
+            Some(svc)
+        }
+        None => None,
+    };
+    let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
+    index.set_local_hold(local_hold_did);
+    registry.set_index(index.clone());
+    Ok(Arc::new(AppState {
+        config,
+        registry,
+        auth,
+        hold,
+        hold_api,
+        web,
+        index,
+    }))
+}
+
+/// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else
+/// `auth.service`, else `localhost:<listen port>`).
+fn hold_did(config: &Config) -> String {
+    use crate::registry::records::did_web_for;
+    if !config.server.public_url.is_empty() {
+        did_web_for(&config.server.public_url)
+    } else if !config.auth.service.is_empty() {
+        did_web_for(&config.auth.service)
+    } else {
+        did_web_for(&format!("localhost:{}", config.listen_addr().port()))
+    }
+}
+
+/// Identity resolver, PDS session store and token issuer (keys from `<data_dir>/keys/`).
+fn build_auth(config: &Config, store: Arc<MetaStore>) -> Result<crate::auth::Auth, StartError> {
+    use crate::atproto::identity::{IdentityConfig, Resolver};
+    use crate::atproto::xrpc::XrpcClient;
+    use crate::auth::{keys, sessions::SessionStore, Auth, AuthMode, AuthSettings};
+    let keys_dir = config.server.data_dir.join("keys");
+    let xrpc = XrpcClient::default();
+    let ic = &config.identity;
+    let resolver = Resolver::new(
+        IdentityConfig {
+            plc_url: ic.plc_url.clone(),
+            handle_resolver: (!ic.handle_resolver.is_empty()).then(|| ic.handle_resolver.clone()),
+            cache_ttl: Duration::from_secs(ic.cache_ttl_secs),
+            dns: true,
+        },
+        xrpc.clone(),
+    );
+    let sessions = Arc::new(SessionStore::new(
+        store,
+        keys::session_seal_key(&keys_dir)?,
+        xrpc,
+    ));
+    let settings = AuthSettings {
+        mode: if config.auth.mode == "none" {
+            AuthMode::None
+        } else {
+            AuthMode::Atproto
+        },
+        service: config.auth.service.clone(),
+        public_url: config.server.public_url.clone(),
+        token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+        max_failures: config.auth.max_failed_logins as usize,
+        failure_window: Duration::from_secs(60),
+    };
+    Ok(Auth::new(
+        settings,
+        keys::token_signing_key(&keys_dir)?,
+        resolver,
+        sessions,
+    ))
+}

@@ -13,6 +13,7 @@ use super::records::{
 use crate::atproto::identity::{Identity, Resolver};
 use crate::atproto::xrpc::XrpcError;
 use crate::auth::sessions::{PdsSession, SessionError, SessionStore};
+use crate::atproto::xrpc::Credential;
 use crate::oci::types::{Digest, Name, Reference};
 
 /// Tag lookups that miss the deterministic rkey scan this many `listRecords` pages.
@@ -30,9 +31,12 @@ fn unavailable(did: &str, e: impl std::fmt::Display) -> RecordsError {
 
 fn session_err(did: &str, e: SessionError) -> RecordsError {
     match e {
-        SessionError::Missing(_) | SessionError::Corrupt(_) => RecordsError::NoSession(format!(
-            "no usable PDS session for {did} on this registry: log in again (docker login)"
-        )),
+        SessionError::Missing(_) | SessionError::Corrupt(_) | SessionError::Revoked(_) => {
+            RecordsError::NoSession(format!(
+                "no usable PDS session for {did} on this registry: log in again (docker login, \
+                 docker-credential-atcr login, or sign in on the web)"
+            ))
+        }
         SessionError::Xrpc(x) => unavailable(did, x),
         SessionError::Store(s) => RecordsError::Unavailable(s.to_string()),
     }
@@ -67,7 +71,7 @@ impl PdsRecords {
         let rec = profile_record(&self.hold_did, &now_datetime());
         xrpc.put_record(
             &s.pds,
-            &s.session.access_jwt,
+            &Credential::Bearer(s.session.access_jwt.clone()),
             did,
             PROFILE_NSID,
             "self",
@@ -142,7 +146,7 @@ impl ManifestRecords for PdsRecords {
         let body = bytes.to_vec();
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
-            .with_session(&did, |s| {
+            .with_agent(&did, |s| {
                 let (xrpc, body, repository, rkey, hold) = (
                     xrpc.clone(),
                     body.clone(),
@@ -156,7 +160,7 @@ impl ManifestRecords for PdsRecords {
                     let blob = xrpc
                         .upload_blob(
                             &s.pds,
-                            &s.session.access_jwt,
+                            &s.auth,
                             media_type,
                             body.clone(),
                             Some(len),
@@ -173,10 +177,10 @@ impl ManifestRecords for PdsRecords {
                         &hold,
                         &now,
                     );
-                    let did = &s.session.did;
+                    let did = &s.did;
                     xrpc.put_record(
                         &s.pds,
-                        &s.session.access_jwt,
+                        &s.auth,
                         did,
                         MANIFEST_NSID,
                         &rkey,
@@ -188,7 +192,7 @@ impl ManifestRecords for PdsRecords {
                         let rec = tag_record(&repository, t, &uri, &now);
                         xrpc.put_record(
                             &s.pds,
-                            &s.session.access_jwt,
+                            &s.auth,
                             did,
                             TAG_NSID,
                             &tag_rkey(&repository, t),
@@ -209,13 +213,13 @@ impl ManifestRecords for PdsRecords {
         let rkey = tag_rkey(name.repository(), tag);
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
-            .with_session(&did, |s| {
+            .with_agent(&did, |s| {
                 let (xrpc, rkey) = (xrpc.clone(), rkey.clone());
                 async move {
                     xrpc.delete_record(
                         &s.pds,
-                        &s.session.access_jwt,
-                        &s.session.did,
+                        &s.auth,
+                        &s.did,
                         TAG_NSID,
                         &rkey,
                     )
@@ -238,14 +242,14 @@ impl ManifestRecords for PdsRecords {
         let rkey = digest.hex().to_string();
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
-            .with_session(&did, |s| {
+            .with_agent(&did, |s| {
                 let (xrpc, rkey, repository) = (xrpc.clone(), rkey.clone(), repository.clone());
                 async move {
                     for t in tags {
                         xrpc.delete_record(
                             &s.pds,
-                            &s.session.access_jwt,
-                            &s.session.did,
+                            &s.auth,
+                            &s.did,
                             TAG_NSID,
                             &tag_rkey(&repository, t),
                         )
@@ -253,8 +257,8 @@ impl ManifestRecords for PdsRecords {
                     }
                     xrpc.delete_record(
                         &s.pds,
-                        &s.session.access_jwt,
-                        &s.session.did,
+                        &s.auth,
+                        &s.did,
                         MANIFEST_NSID,
                         &rkey,
                     )

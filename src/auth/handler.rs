@@ -87,7 +87,18 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             } else {
                 tracing::warn!(%peer, "token request rate-limited");
             }
-            let mut resp = oci_error(&OciError::from(e));
+            let mut resp = match e {
+                // Clients print `message`, not `detail`: put the hint where people see it.
+                AuthError::MainPassword => json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({"errors": [{
+                        "code": "UNAUTHORIZED",
+                        "message": super::APP_PASSWORD_HINT,
+                        "detail": super::APP_PASSWORD_HINT,
+                    }]}),
+                ),
+                e => oci_error(&OciError::from(e)),
+            };
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if let Ok(v) = http::HeaderValue::from_str(&auth.challenge(host, None, false)) {
                     resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);

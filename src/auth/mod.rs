@@ -383,7 +383,10 @@ impl Auth {
         AuthError::TooManyFailures
     }
 
-    /// `user` + device secret (from `docker-credential-atcr`): no PDS call at all.
+    /// `user` + device secret (from `docker-credential-atcr`): no PDS call at all. Device
+    /// secrets carry 256 random bits, so guessing is hopeless and failures are not counted:
+    /// a revoked device keeps getting a clear 401 (Docker asks for several tokens per push),
+    /// never a 429. The address limit still applies.
     async fn device_login(
         &self,
         user: &str,
@@ -403,24 +406,14 @@ impl Auth {
                 });
             }
         };
-        let attempt = self
-            .limiter
-            .begin(client_addr, &did)
-            .map_err(|w| self.limited(w, client_addr))?;
         match self.devices.authenticate(secret).await {
-            Ok(Some(d)) if d.did == did => {
-                attempt.succeeded();
-                Ok(LoggedIn {
-                    did: d.did,
-                    handle: d.handle,
-                })
-            }
-            Ok(_) => {
-                attempt.failed();
-                Err(AuthError::BadCredentials(format!(
-                    "unknown or revoked device credential for {user}: run docker-credential-atcr login"
-                )))
-            }
+            Ok(Some(d)) if d.did == did => Ok(LoggedIn {
+                did: d.did,
+                handle: d.handle,
+            }),
+            Ok(_) => Err(AuthError::BadCredentials(format!(
+                "unknown or revoked device credential for {user}: run docker-credential-atcr login"
+            ))),
             Err(e) => Err(AuthError::Internal(e.to_string())),
         }
     }

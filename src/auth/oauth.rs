@@ -634,7 +634,7 @@ mod tests {
         // RFC 7636 appendix B.
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t9URtbPGFHZsJpJ8"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         assert!(acceptable_url("https://bsky.social/oauth/par"));
         assert!(acceptable_url("http://localhost:2583/oauth/par"));

@@ -89,16 +89,23 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// Adds the `Authorization` (and `DPoP`) headers for `method` `url`.
-    fn apply(&self, req: reqwest::RequestBuilder, method: &str, url: &str) -> reqwest::RequestBuilder {
-        match self {
-            Credential::Bearer(t) => req.bearer_auth(t),
+    /// Sets the `Authorization` (and `DPoP`) headers of a request for `method` `url`.
+    fn set_headers(&self, headers: &mut reqwest::header::HeaderMap, method: &str, url: &str) {
+        use reqwest::header::{HeaderValue, AUTHORIZATION};
+        let (scheme, token) = match self {
+            Credential::Bearer(t) => ("Bearer", t),
             Credential::Dpop { token, key, nonces } => {
                 let nonce = nonces.get(url);
                 let proof = key.dpop_proof(method, url, nonce.as_deref(), Some(token));
-                req.header(reqwest::header::AUTHORIZATION, format!("DPoP {token}"))
-                    .header("DPoP", proof)
+                if let Ok(v) = HeaderValue::from_str(&proof) {
+                    headers.insert("DPoP", v);
+                }
+                ("DPoP", token)
             }
+        };
+        if let Ok(mut v) = HeaderValue::from_str(&format!("{scheme} {token}")) {
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
         }
     }
 }
@@ -304,36 +311,35 @@ impl XrpcClient {
     ) -> Result<reqwest::Response> {
         let resp = match auth {
             None => req.send().await.map_err(|e| transport(method, e))?,
-            Some(Credential::Bearer(t)) => req
-                .bearer_auth(t)
-                .send()
-                .await
-                .map_err(|e| transport(method, e))?,
-            Some(c @ Credential::Dpop { nonces, .. }) => {
-                let built = req.try_clone().and_then(|r| r.build().ok());
-                let (verb, url) = match &built {
-                    Some(r) => (r.method().as_str().to_string(), r.url().to_string()),
-                    None => return Err(XrpcError::BadUrl(method.into())),
-                };
-                let retry = req.try_clone();
-                let resp = c
-                    .apply(req, &verb, &url)
-                    .send()
+            Some(c) => {
+                let (client, built) = req.build_split();
+                let mut request = built.map_err(|e| transport(method, e))?;
+                let verb = request.method().as_str().to_string();
+                let url = request.url().to_string();
+                // A body that cannot be sent twice (a stream) gets no nonce retry.
+                let retry = request.try_clone();
+                c.set_headers(request.headers_mut(), &verb, &url);
+                let resp = client
+                    .execute(request)
                     .await
                     .map_err(|e| transport(method, e))?;
-                nonces.remember(&url, resp.headers());
-                match retry {
-                    // A body that cannot be sent twice (a stream) gets no retry.
-                    Some(again) if wants_dpop_nonce(&resp) => {
-                        let resp = c
-                            .apply(again, &verb, &url)
-                            .send()
-                            .await
-                            .map_err(|e| transport(method, e))?;
+                match c {
+                    Credential::Bearer(_) => resp,
+                    Credential::Dpop { nonces, .. } => {
                         nonces.remember(&url, resp.headers());
-                        resp
+                        match retry {
+                            Some(mut again) if wants_dpop_nonce(&resp) => {
+                                c.set_headers(again.headers_mut(), &verb, &url);
+                                let resp = client
+                                    .execute(again)
+                                    .await
+                                    .map_err(|e| transport(method, e))?;
+                                nonces.remember(&url, resp.headers());
+                                resp
+                            }
+                            _ => resp,
+                        }
                     }
-                    _ => resp,
                 }
             }
         };

@@ -49,11 +49,19 @@ fn basic(user: &str, pass: &str) -> String {
 
 /// A token request as the client at `addr` (the server trusts X-Forwarded-For from
 /// loopback, as from the appliance's reverse proxy).
-async fn token_from(s: &TestServer, addr: &str, user: &str, pass: &str) -> (u16, serde_json::Value) {
+async fn token_from(
+    s: &TestServer,
+    addr: &str,
+    user: &str,
+    pass: &str,
+) -> (u16, serde_json::Value) {
     let r = s
         .client
         .get(s.url("/auth/token"))
-        .query(&[("service", "x"), ("scope", "repository:alice.test/app:pull,push")])
+        .query(&[
+            ("service", "x"),
+            ("scope", "repository:alice.test/app:pull,push"),
+        ])
         .header("Authorization", basic(user, pass))
         .header("X-Forwarded-For", addr)
         .send()
@@ -104,7 +112,11 @@ async fn hundred_token_requests_cost_one_create_session() {
     let started = Instant::now();
     for i in 0..100 {
         // Handle and DID are the same identity and the same stored session.
-        let user = if i % 2 == 0 { "alice.test" } else { alice.did.as_str() };
+        let user = if i % 2 == 0 {
+            "alice.test"
+        } else {
+            alice.did.as_str()
+        };
         let (status, body) = token_from(&s, "192.0.2.10", user, &alice.app_password).await;
         assert_eq!(status, 200, "request {i}: {body}");
     }
@@ -114,7 +126,10 @@ async fn hundred_token_requests_cost_one_create_session() {
         "session reuse: 100 token requests -> {calls} createSession call(s) at the PDS, {} ms in total",
         took.as_millis()
     );
-    assert_eq!(calls, 1, "100 token requests must cost exactly one PDS login");
+    assert_eq!(
+        calls, 1,
+        "100 token requests must cost exactly one PDS login"
+    );
 
     // A wrong password is still checked at the PDS (it may be a new app password) and
     // does not disturb the stored session.
@@ -135,7 +150,11 @@ async fn forty_concurrent_wrong_passwords_reach_the_pds_at_most_five_times() {
     let before = pds_calls(CREATE_SESSION).await;
     let attempts = (0..40).map(|i| {
         let s = &s;
-        async move { token_from(s, "203.0.113.66", "alice.test", &format!("guess-{i}")).await.0 }
+        async move {
+            token_from(s, "203.0.113.66", "alice.test", &format!("guess-{i}"))
+                .await
+                .0
+        }
     });
     let statuses = futures_util::future::join_all(attempts).await;
     let refused_401 = statuses.iter().filter(|&&c| c == 401).count();
@@ -176,7 +195,10 @@ async fn main_password_is_refused_and_its_session_deleted() {
     assert_eq!(status, 401, "{body}");
     let msg = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("app password"), "{msg}");
-    assert!(msg.contains("App passwords"), "says where to create one: {msg}");
+    assert!(
+        msg.contains("App passwords"),
+        "says where to create one: {msg}"
+    );
     assert_eq!(
         pds_calls("com.atproto.server.deleteSession").await - deleted_before,
         1,
@@ -188,7 +210,12 @@ async fn main_password_is_refused_and_its_session_deleted() {
     s.running.stop().await;
 }
 
-async fn xrpc_post(net: &Atnet, method: &str, jwt: Option<&str>, body: serde_json::Value) -> serde_json::Value {
+async fn xrpc_post(
+    net: &Atnet,
+    method: &str,
+    jwt: Option<&str>,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let mut r = reqwest::Client::new()
         .post(format!("{}/xrpc/{method}", net.pds))
         .json(&body);
@@ -242,15 +269,11 @@ async fn a_revoked_app_password_ends_the_reuse() {
     // The stored session's refresh fails at the PDS: it is dropped, and the password, asked
     // at the PDS again, is refused.
     let (status, body) = token_from(&s, "192.0.2.40", "bob.test", &pw).await;
-    assert_eq!(status, 401, "a revoked app password must stop working: {body}");
-    assert!(s
-        .running
-        .state
-        .auth
-        .sessions
-        .get(&bob.did)
-        .await
-        .is_err());
+    assert_eq!(
+        status, 401,
+        "a revoked app password must stop working: {body}"
+    );
+    assert!(s.running.state.auth.sessions.get(&bob.did).await.is_err());
     s.running.stop().await;
 }
 
@@ -267,7 +290,9 @@ async fn oauth_session_writes_records_and_gets_service_tokens() {
         std::env::var("ATCR_TEST_OAUTH_DATA"),
         std::env::var("ATCR_TEST_OAUTH_PUBLIC_URL"),
     ) else {
-        eprintln!("SKIPPED: ATCR_TEST_OAUTH_DATA is set by tests/signin-e2e.sh after the browser sign-in");
+        eprintln!(
+            "SKIPPED: ATCR_TEST_OAUTH_DATA is set by tests/signin-e2e.sh after the browser sign-in"
+        );
         return;
     };
     let alice = net.account("alice.test");
@@ -308,7 +333,10 @@ async fn oauth_session_writes_records_and_gets_service_tokens() {
     sessions
         .with_agent(&alice.did, |a| {
             let (x, rec) = (x.clone(), rec.clone());
-            async move { x.put_record(&a.pds, &a.auth, &a.did, "io.atcr.sailor.star", rkey, &rec).await }
+            async move {
+                x.put_record(&a.pds, &a.auth, &a.did, "io.atcr.sailor.star", rkey, &rec)
+                    .await
+            }
         })
         .await
         .unwrap();
@@ -326,7 +354,10 @@ async fn oauth_session_writes_records_and_gets_service_tokens() {
     sessions.put_oauth(&s).await.unwrap();
     let fresh = sessions.agent(&alice.did).await.unwrap();
     let now = sessions.get_oauth(&alice.did).await.unwrap().unwrap();
-    assert_ne!(now.access_token, old, "refreshed at the authorization server");
+    assert_ne!(
+        now.access_token, old,
+        "refreshed at the authorization server"
+    );
     assert!(now.expires_unix > atcr::registry::store::now_unix());
     assert!(fresh.is_oauth());
 
@@ -338,7 +369,10 @@ async fn oauth_session_writes_records_and_gets_service_tokens() {
         .await
         .unwrap();
     let verifier = atcr::pds::service_auth::ServiceAuth::new(hold, resolver.clone());
-    let iss = verifier.verify(&token, "io.atcr.hold.getQuota").await.unwrap();
+    let iss = verifier
+        .verify(&token, "io.atcr.hold.getQuota")
+        .await
+        .unwrap();
     assert_eq!(iss, alice.did);
     println!("OAuth session: record write, refresh and service token for {hold}: ok");
 
@@ -346,7 +380,10 @@ async fn oauth_session_writes_records_and_gets_service_tokens() {
     sessions
         .with_agent(&alice.did, |a| {
             let x = x.clone();
-            async move { x.delete_record(&a.pds, &a.auth, &a.did, "io.atcr.sailor.star", rkey).await }
+            async move {
+                x.delete_record(&a.pds, &a.auth, &a.did, "io.atcr.sailor.star", rkey)
+                    .await
+            }
         })
         .await
         .unwrap();

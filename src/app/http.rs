@@ -158,11 +158,17 @@ mod client_ip_tests {
     #[test]
     fn forwarded_for_only_from_loopback() {
         let mut h = http::HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 10.0.0.9"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 10.0.0.9"),
+        );
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], 5));
         let remote = std::net::SocketAddr::from(([192, 0, 2, 7], 5));
         assert_eq!(client_ip(local, &h).to_string(), "10.0.0.9");
         assert_eq!(client_ip(remote, &h).to_string(), "192.0.2.7");
-        assert_eq!(client_ip(local, &http::HeaderMap::new()).to_string(), "127.0.0.1");
+        assert_eq!(
+            client_ip(local, &http::HeaderMap::new()).to_string(),
+            "127.0.0.1"
+        );
     }
 }

@@ -174,7 +174,12 @@ impl DeviceFlow {
     }
 
     /// Step 1: a new code pair for a device called `name` asking from `addr`.
-    pub async fn create(&self, name: &str, addr: &str, base: &str) -> Result<DeviceCode, DeviceError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        addr: &str,
+        base: &str,
+    ) -> Result<DeviceCode, DeviceError> {
         let pending = self.pending().await?;
         if pending.len() >= MAX_PENDING
             || pending.iter().filter(|(_, p)| p.addr == addr).count() >= MAX_PENDING_PER_ADDR
@@ -200,7 +205,10 @@ impl DeviceFlow {
         Ok(DeviceCode {
             device_code,
             verification_uri: format!("{base}/device"),
-            verification_uri_complete: format!("{base}/device?code={}", display_user_code(&user_code)),
+            verification_uri_complete: format!(
+                "{base}/device?code={}",
+                display_user_code(&user_code)
+            ),
             user_code: display_user_code(&user_code),
             expires_in: CODE_TTL_SECS,
             interval: POLL_INTERVAL_SECS,
@@ -274,7 +282,11 @@ impl DeviceFlow {
             let too_fast = p.last_poll_unix + POLL_INTERVAL_SECS > now + 1;
             p.last_poll_unix = now;
             self.sessions.put_sealed(&ck, &ck, &p).await?;
-            return Ok(if too_fast { Poll::SlowDown } else { Poll::Pending });
+            return Ok(if too_fast {
+                Poll::SlowDown
+            } else {
+                Poll::Pending
+            });
         };
         // Approved: hand out the secret exactly once (the take wins a concurrent poll).
         if self
@@ -363,7 +375,10 @@ mod tests {
         let store = MetaStore::open(&dir.path().join("r.redb")).unwrap();
         let ss = Arc::new(SessionStore::new(store, [1u8; 32], XrpcClient::default()));
         let flow = DeviceFlow::new(ss);
-        let c = flow.create("laptop\n", "10.0.0.1", "https://r.example/").await.unwrap();
+        let c = flow
+            .create("laptop\n", "10.0.0.1", "https://r.example/")
+            .await
+            .unwrap();
         assert_eq!(c.verification_uri, "https://r.example/device");
         assert_eq!(c.user_code.len(), 9);
         assert_eq!(flow.poll(&c.device_code).await.unwrap(), Poll::Pending);
@@ -374,9 +389,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(p.name, "laptop");
-        assert!(flow.decide(&c.user_code, "did:plc:a", "a.test", true).await.unwrap());
+        assert!(flow
+            .decide(&c.user_code, "did:plc:a", "a.test", true)
+            .await
+            .unwrap());
         // The user code is spent.
-        assert!(!flow.decide(&c.user_code, "did:plc:evil", "e", true).await.unwrap());
+        assert!(!flow
+            .decide(&c.user_code, "did:plc:evil", "e", true)
+            .await
+            .unwrap());
         let Poll::Approved { secret, did, .. } = flow.poll(&c.device_code).await.unwrap() else {
             panic!("not approved")
         };
@@ -386,7 +407,11 @@ mod tests {
         assert_eq!(flow.poll(&c.device_code).await.unwrap(), Poll::Expired);
         let d = flow.authenticate(&secret).await.unwrap().unwrap();
         assert_eq!(d.did, "did:plc:a");
-        assert!(flow.authenticate("atcr_device_nope").await.unwrap().is_none());
+        assert!(flow
+            .authenticate("atcr_device_nope")
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(flow.list("did:plc:a").await.unwrap().len(), 1);
         assert!(flow.list("did:plc:b").await.unwrap().is_empty());
         // Someone else cannot revoke it; the owner can.
@@ -395,8 +420,14 @@ mod tests {
         assert!(flow.authenticate(&secret).await.unwrap().is_none());
 
         // Denied requests say so.
-        let c = flow.create("x", "10.0.0.1", "https://r.example").await.unwrap();
-        assert!(flow.decide(&c.user_code, "did:plc:a", "a", false).await.unwrap());
+        let c = flow
+            .create("x", "10.0.0.1", "https://r.example")
+            .await
+            .unwrap();
+        assert!(flow
+            .decide(&c.user_code, "did:plc:a", "a", false)
+            .await
+            .unwrap());
         assert_eq!(flow.poll(&c.device_code).await.unwrap(), Poll::Denied);
     }
 }

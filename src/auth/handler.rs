@@ -78,8 +78,7 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
     };
     let auth = &state.auth;
     let client = crate::app::http::client_ip(peer, req.headers()).to_string();
-    match auth.login(basic, scopes, &client, host).await
-    {
+    match auth.login(basic, scopes, &client, host).await {
         Ok(t) => json(StatusCode::OK, &t),
         Err(e) => {
             if !matches!(e, AuthError::TooManyFailures) {
@@ -120,7 +119,9 @@ async fn small_body(req: Request<hyper::body::Incoming>) -> Option<Vec<(String, 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let bytes = collect_limited(req.into_body(), MAX_DEVICE_BODY).await.ok()?;
+    let bytes = collect_limited(req.into_body(), MAX_DEVICE_BODY)
+        .await
+        .ok()?;
     if ct.starts_with("application/json") {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
         Some(
@@ -161,10 +162,18 @@ pub async fn device_code(
     peer: SocketAddr,
 ) -> Response<Body> {
     if req.method() != Method::POST {
-        return oauth_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST");
+        return oauth_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "use POST",
+        );
     }
     if state.auth.mode() != super::AuthMode::Atproto {
-        return oauth_error(StatusCode::NOT_FOUND, "unsupported", "logins are off on this server");
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "unsupported",
+            "logins are off on this server",
+        );
     }
     let host = req
         .headers()
@@ -173,7 +182,11 @@ pub async fn device_code(
         .map(str::to_string);
     let client = crate::app::http::client_ip(peer, req.headers()).to_string();
     let Some(fields) = small_body(req).await else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable body");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
     };
     let base = state.auth.base_url(host.as_deref());
     match state
@@ -197,7 +210,11 @@ pub async fn device_code(
         ),
         Err(e) => {
             tracing::warn!(error = %e, "device code failed");
-            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            )
         }
     }
 }
@@ -207,10 +224,18 @@ pub async fn device_code(
 pub async fn device_token(state: &AppState, req: Request<hyper::body::Incoming>) -> Response<Body> {
     use super::device::Poll;
     if req.method() != Method::POST {
-        return oauth_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST");
+        return oauth_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "use POST",
+        );
     }
     let Some(fields) = small_body(req).await else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable body");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
     };
     match state.auth.devices.poll(field(&fields, "device_code")).await {
         Ok(Poll::Approved {
@@ -234,7 +259,11 @@ pub async fn device_token(state: &AppState, req: Request<hyper::body::Incoming>)
             "waiting for approval at /device",
         ),
         Ok(Poll::SlowDown) => oauth_error(StatusCode::BAD_REQUEST, "slow_down", "poll less often"),
-        Ok(Poll::Denied) => oauth_error(StatusCode::BAD_REQUEST, "access_denied", "the request was denied"),
+        Ok(Poll::Denied) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "access_denied",
+            "the request was denied",
+        ),
         Ok(Poll::Expired) => oauth_error(
             StatusCode::BAD_REQUEST,
             "expired_token",
@@ -242,7 +271,11 @@ pub async fn device_token(state: &AppState, req: Request<hyper::body::Incoming>)
         ),
         Err(e) => {
             tracing::warn!(error = %e, "device poll failed");
-            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            )
         }
     }
 }
@@ -264,7 +297,11 @@ fn public_json(value: &serde_json::Value) -> Response<Body> {
 pub fn client_metadata(state: &AppState) -> Response<Body> {
     match &state.auth.oauth {
         Some(c) => public_json(&c.client_metadata()),
-        None => oauth_error(StatusCode::NOT_FOUND, "not_found", "OAuth is off on this server"),
+        None => oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "OAuth is off on this server",
+        ),
     }
 }
 
@@ -272,7 +309,11 @@ pub fn client_metadata(state: &AppState) -> Response<Body> {
 pub fn jwks(state: &AppState) -> Response<Body> {
     match &state.auth.oauth {
         Some(c) => public_json(&c.jwks()),
-        None => oauth_error(StatusCode::NOT_FOUND, "not_found", "OAuth is off on this server"),
+        None => oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "OAuth is off on this server",
+        ),
     }
 }
 

@@ -43,7 +43,8 @@ use ratelimit::{LimitSettings, Limited, LoginLimiter};
 use sessions::{LoginProof, PdsSession, SessionStore};
 
 /// Where users create app passwords (shown when a main password is refused).
-pub const APP_PASSWORD_HINT: &str = "atcr accepts only app passwords, never your account's main password. \
+pub const APP_PASSWORD_HINT: &str =
+    "atcr accepts only app passwords, never your account's main password. \
 Create one in your Bluesky app under Settings > Privacy and security > App passwords \
 (https://bsky.app/settings/app-passwords), or in your PDS's account settings, and sign in with it.";
 
@@ -110,7 +111,8 @@ pub struct Refusal {
 /// Called after a successful password login (creates the sailor profile).
 #[async_trait::async_trait]
 pub trait LoginHook: Send + Sync {
-    async fn after_login(&self, session: &PdsSession);
+    /// `did` has a stored session (app password or OAuth) by now.
+    async fn after_login(&self, did: &str);
 }
 
 pub struct AuthSettings {
@@ -446,7 +448,10 @@ impl Auth {
             .limiter
             .begin(client_addr, &identity.did)
             .map_err(|w| self.limited(w, client_addr))?;
-        if let Some(who) = self.reuse_session(&identity.did, &identity.pds, password).await {
+        if let Some(who) = self
+            .reuse_session(&identity.did, &identity.pds, password)
+            .await
+        {
             attempt.succeeded();
             return Ok(who);
         }
@@ -507,14 +512,7 @@ impl Auth {
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         attempt.succeeded();
-        let hook = self
-            .login_hook
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(h) = hook {
-            h.after_login(&pds_session).await;
-        }
+        self.after_login(&pds_session.session.did).await;
         Ok(LoggedIn {
             did: pds_session.session.did.clone(),
             handle: pds_session.session.handle.clone(),
@@ -554,6 +552,19 @@ impl Auth {
             did: stored.session.did.clone(),
             handle: stored.session.handle.clone(),
         })
+    }
+
+    /// Runs the login hook (the sailor profile) for a DID that just signed in, by password
+    /// or OAuth.
+    pub async fn after_login(&self, did: &str) {
+        let hook = self
+            .login_hook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(h) = hook {
+            h.after_login(did).await;
+        }
     }
 
     /// Forget what lets a password skip the PDS (sign-out, revocation).

@@ -280,7 +280,11 @@ impl OAuthClient {
                 return Err(err(format!("endpoint {u} is not https")));
             }
         }
-        if !meta.dpop_signing_alg_values_supported.iter().any(|a| a == "ES256") {
+        if !meta
+            .dpop_signing_alg_values_supported
+            .iter()
+            .any(|a| a == "ES256")
+        {
             return Err(err("no ES256 DPoP".into()));
         }
         if !meta
@@ -346,7 +350,9 @@ impl OAuthClient {
                 OAuthError::Refused(detail.trim().to_string())
             });
         }
-        Err(OAuthError::Refused("the server kept asking for a new DPoP nonce".into()))
+        Err(OAuthError::Refused(
+            "the server kept asking for a new DPoP nonce".into(),
+        ))
     }
 
     /// Starts a sign-in for `identifier` (a handle or DID): returns the authorization URL to
@@ -368,7 +374,10 @@ impl OAuthClient {
         let dpop = Es256Key::generate();
         let redirect = self.redirect_uri();
         let challenge = pkce_challenge(&verifier);
-        let hint = identity.handle.clone().unwrap_or_else(|| identity.did.clone());
+        let hint = identity
+            .handle
+            .clone()
+            .unwrap_or_else(|| identity.did.clone());
         let resp = self
             .post_form(
                 &meta.pushed_authorization_request_endpoint,
@@ -456,7 +465,9 @@ impl OAuthClient {
         }
         // RFC 9207: the response must come from the server we sent the user to.
         if iss != Some(pending.issuer.as_str()) {
-            return Err(OAuthError::Invalid("the answer came from another issuer".into()));
+            return Err(OAuthError::Invalid(
+                "the answer came from another issuer".into(),
+            ));
         }
         let dpop = hex::decode(&pending.dpop_key)
             .ok()
@@ -497,7 +508,10 @@ impl OAuthClient {
         let now = now_unix();
         let session = OAuthSession {
             did: tokens.sub.clone(),
-            handle: identity.handle.clone().unwrap_or_else(|| tokens.sub.clone()),
+            handle: identity
+                .handle
+                .clone()
+                .unwrap_or_else(|| tokens.sub.clone()),
             pds: identity.pds.clone(),
             issuer: pending.issuer.clone(),
             token_endpoint: pending.token_endpoint.clone(),
@@ -539,7 +553,9 @@ impl OAuthClient {
             )
             .await
         {
-            Ok(_) => tracing::info!(did = %s.did, "OAuth grant revoked at the authorization server"),
+            Ok(_) => {
+                tracing::info!(did = %s.did, "OAuth grant revoked at the authorization server")
+            }
             Err(e) => tracing::warn!(did = %s.did, error = %e, "cannot revoke the OAuth grant"),
         }
     }
@@ -572,7 +588,9 @@ async fn token_response(resp: reqwest::Response) -> Result<TokenResponse, OAuthE
     }
     if let Some(scope) = &t.scope {
         if !scope.split(' ').any(|s| s == "atproto") {
-            return Err(OAuthError::Refused(format!("scope {scope:?} lacks atproto")));
+            return Err(OAuthError::Refused(format!(
+                "scope {scope:?} lacks atproto"
+            )));
         }
     }
     Ok(t)
@@ -581,7 +599,9 @@ async fn token_response(resp: reqwest::Response) -> Result<TokenResponse, OAuthE
 #[async_trait::async_trait]
 impl OAuthRefresher for OAuthClient {
     async fn refresh(&self, s: &OAuthSession) -> Result<OAuthSession, SessionError> {
-        let dpop = s.key().ok_or_else(|| SessionError::Corrupt(s.did.clone()))?;
+        let dpop = s
+            .key()
+            .ok_or_else(|| SessionError::Corrupt(s.did.clone()))?;
         let resp = match self
             .post_form(
                 &s.token_endpoint,

@@ -149,7 +149,11 @@ impl LoginLimiter {
 
     /// Reserves one attempt of `addr` for `identity` (a DID), or says why not.
     pub fn begin(self: &Arc<Self>, addr: &str, identity: &str) -> Result<Attempt, Limited> {
-        let (pk, ak, ik) = (pair_key(addr, identity), addr_key(addr), identity_key(identity));
+        let (pk, ak, ik) = (
+            pair_key(addr, identity),
+            addr_key(addr),
+            identity_key(identity),
+        );
         let mut st = self.lock();
         let pair_used = self.used(&mut st, &pk);
         if pair_used >= self.settings.per_pair {

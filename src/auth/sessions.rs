@@ -250,9 +250,7 @@ impl SessionStore {
         let plain = serde_json::to_vec(value).map_err(StoreError::from)?;
         let sealed = self.seal_bytes(aad, &plain);
         let k = key.to_string();
-        self.store
-            .run(move |st| st.put_secret(&k, &sealed))
-            .await?;
+        self.store.run(move |st| st.put_secret(&k, &sealed)).await?;
         Ok(())
     }
 
@@ -374,7 +372,11 @@ impl SessionStore {
         self.delete_sealed(&oauth_key_of(did)).await
     }
 
-    async fn refresh_oauth(&self, stale_token: &str, did: &str) -> Result<OAuthSession, SessionError> {
+    async fn refresh_oauth(
+        &self,
+        stale_token: &str,
+        did: &str,
+    ) -> Result<OAuthSession, SessionError> {
         let _guard = self.refresh_lock.lock().await;
         let current = self
             .get_oauth(did)
@@ -401,7 +403,9 @@ impl SessionStore {
     }
 
     fn oauth_agent(&self, s: &OAuthSession) -> Result<PdsAgent, SessionError> {
-        let key = s.key().ok_or_else(|| SessionError::Corrupt(s.did.clone()))?;
+        let key = s
+            .key()
+            .ok_or_else(|| SessionError::Corrupt(s.did.clone()))?;
         Ok(PdsAgent {
             did: s.did.clone(),
             handle: s.handle.clone(),
@@ -437,7 +441,9 @@ impl SessionStore {
                 match self.refresh_oauth(&s.access_token, did).await {
                     Ok(fresh) => fresh,
                     // Revoked: fall back to an app-password session if there is one.
-                    Err(SessionError::Revoked(_)) => return Ok(Self::app_agent(&self.get(did).await?)),
+                    Err(SessionError::Revoked(_)) => {
+                        return Ok(Self::app_agent(&self.get(did).await?))
+                    }
                     Err(e) => return Err(e),
                 }
             } else {

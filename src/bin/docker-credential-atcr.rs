@@ -268,10 +268,14 @@ fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
-        .user_agent(concat!("docker-credential-atcr/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!(
+            "docker-credential-atcr/",
+            env!("CARGO_PKG_VERSION")
+        ));
     if let Some(p) = ca_cert {
         let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", p.display()))?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", p.display()))?;
         b = b.add_root_certificate(cert);
     }
     b.build().map_err(|e| e.to_string())
@@ -314,7 +318,10 @@ async fn login(registry: &str, name: &str, ca_cert: Option<&Path>) -> Result<(),
     };
     eprintln!("To sign this computer in to {base}, open");
     eprintln!("  {url}");
-    eprintln!("in a browser where you are signed in, and approve the code {}", code.user_code);
+    eprintln!(
+        "in a browser where you are signed in, and approve the code {}",
+        code.user_code
+    );
     eprintln!("(or enter it at {}). Waiting...", code.verification_uri);
     let mut interval = Duration::from_secs(code.interval.clamp(1, 60));
     let deadline = std::time::Instant::now() + Duration::from_secs(code.expires_in.min(3600));
@@ -345,7 +352,12 @@ async fn login(registry: &str, name: &str, ca_cert: Option<&Path>) -> Result<(),
                 },
             );
             save(&store)?;
-            eprintln!("Signed in to {} as {} ({}).", registry_key(&base), t.handle, t.did);
+            eprintln!(
+                "Signed in to {} as {} ({}).",
+                registry_key(&base),
+                t.handle,
+                t.did
+            );
             return Ok(());
         }
         let e: OAuthErr = resp.json().await.unwrap_or_default();
@@ -375,8 +387,8 @@ fn containers_auth_path() -> PathBuf {
 
 /// Adds `"credHelpers": {"<registry>": "atcr"}` to a JSON config, keeping everything else.
 fn add_cred_helpers(path: &Path, registries: &[String]) -> Result<(), String> {
-    let mut v: serde_json::Value = read_json_file::<Option<serde_json::Value>>(path)?
-        .unwrap_or_else(|| serde_json::json!({}));
+    let mut v: serde_json::Value =
+        read_json_file::<Option<serde_json::Value>>(path)?.unwrap_or_else(|| serde_json::json!({}));
     let obj = v
         .as_object_mut()
         .ok_or_else(|| format!("{} is not a JSON object", path.display()))?;
@@ -392,7 +404,11 @@ fn add_cred_helpers(path: &Path, registries: &[String]) -> Result<(), String> {
     let mut bytes = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
     write_private(path, &bytes)?;
-    eprintln!("{}: credHelpers -> atcr for {}", path.display(), registries.join(", "));
+    eprintln!(
+        "{}: credHelpers -> atcr for {}",
+        path.display(),
+        registries.join(", ")
+    );
     Ok(())
 }
 
@@ -476,7 +492,11 @@ fn main() -> ExitCode {
                 Ok(s) if s.registries.is_empty() => eprintln!("not signed in to any registry"),
                 Ok(s) => {
                     for (k, e) in &s.registries {
-                        let who = if e.handle.is_empty() { &e.username } else { &e.handle };
+                        let who = if e.handle.is_empty() {
+                            &e.username
+                        } else {
+                            &e.handle
+                        };
                         println!("{k}\t{who}\t{}", e.username);
                     }
                 }
@@ -500,7 +520,10 @@ mod tests {
 
     #[test]
     fn registry_keys_normalise() {
-        assert_eq!(registry_key("https://Reg.Example.com:5000/v2/"), "reg.example.com:5000");
+        assert_eq!(
+            registry_key("https://Reg.Example.com:5000/v2/"),
+            "reg.example.com:5000"
+        );
         assert_eq!(registry_key("localhost:5000"), "localhost:5000");
         assert_eq!(registry_key(" http://a.b "), "a.b");
         assert_eq!(base_url("reg.example"), "https://reg.example");

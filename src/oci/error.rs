@@ -236,9 +236,7 @@ impl From<crate::auth::AuthError> for OciError {
             | A::BadCredentials(_)
             | A::BadToken(_)
             | A::Identity { .. }
-            | A::MainPassword => {
-                OciError::new(ErrorCode::Unauthorized, detail)
-            }
+            | A::MainPassword => OciError::new(ErrorCode::Unauthorized, detail),
             A::Denied(_) => OciError::new(ErrorCode::Denied, detail),
             A::TooManyFailures => OciError::new(ErrorCode::TooManyRequests, detail),
             A::PdsUnavailable(_) => {

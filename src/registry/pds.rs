@@ -11,9 +11,9 @@ use super::records::{
     Fetched, ManifestRecords, RecordsError, MANIFEST_NSID, PROFILE_NSID, TAG_NSID,
 };
 use crate::atproto::identity::{Identity, Resolver};
+use crate::atproto::xrpc::Credential;
 use crate::atproto::xrpc::XrpcError;
 use crate::auth::sessions::{PdsSession, SessionError, SessionStore};
-use crate::atproto::xrpc::Credential;
 use crate::oci::types::{Digest, Name, Reference};
 
 /// Tag lookups that miss the deterministic rkey scan this many `listRecords` pages.
@@ -57,28 +57,29 @@ impl PdsRecords {
         })
     }
 
-    /// Creates `io.atcr.sailor.profile/self` with this registry's hold if it is missing.
-    pub async fn ensure_profile(&self, s: &PdsSession) -> Result<(), XrpcError> {
-        let xrpc = self.resolver.xrpc();
-        let did = &s.session.did;
-        if xrpc
-            .get_record(&s.pds, did, PROFILE_NSID, "self")
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
-        let rec = profile_record(&self.hold_did, &now_datetime());
-        xrpc.put_record(
-            &s.pds,
-            &Credential::Bearer(s.session.access_jwt.clone()),
-            did,
-            PROFILE_NSID,
-            "self",
-            &rec,
-        )
-        .await?;
-        Ok(())
+    /// Creates `io.atcr.sailor.profile/self` with this registry's hold if it is missing,
+    /// through the DID's stored session (app password or OAuth).
+    pub async fn ensure_profile(&self, did: &str) -> Result<(), SessionError> {
+        let xrpc = self.resolver.xrpc().clone();
+        let hold = self.hold_did.clone();
+        self.sessions
+            .with_agent(did, |a| {
+                let (xrpc, hold) = (xrpc.clone(), hold.clone());
+                async move {
+                    if xrpc
+                        .get_record(&a.pds, &a.did, PROFILE_NSID, "self")
+                        .await?
+                        .is_some()
+                    {
+                        return Ok(());
+                    }
+                    let rec = profile_record(&hold, &now_datetime());
+                    xrpc.put_record(&a.pds, &a.auth, &a.did, PROFILE_NSID, "self", &rec)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await
     }
 
     async fn find_tag(
@@ -121,9 +122,9 @@ impl PdsRecords {
 
 #[async_trait::async_trait]
 impl crate::auth::LoginHook for PdsRecords {
-    async fn after_login(&self, session: &PdsSession) {
-        if let Err(e) = self.ensure_profile(session).await {
-            tracing::warn!(did = %session.session.did, error = %e, "cannot create the sailor profile");
+    async fn after_login(&self, did: &str) {
+        if let Err(e) = self.ensure_profile(did).await {
+            tracing::warn!(%did, error = %e, "cannot create the sailor profile");
         }
     }
 }
@@ -158,13 +159,7 @@ impl ManifestRecords for PdsRecords {
                 async move {
                     let len = body.len() as u64;
                     let blob = xrpc
-                        .upload_blob(
-                            &s.pds,
-                            &s.auth,
-                            media_type,
-                            body.clone(),
-                            Some(len),
-                        )
+                        .upload_blob(&s.pds, &s.auth, media_type, body.clone(), Some(len))
                         .await?;
                     let blob = serde_json::to_value(&blob).unwrap_or(Value::Null);
                     let now = now_datetime();
@@ -178,15 +173,8 @@ impl ManifestRecords for PdsRecords {
                         &now,
                     );
                     let did = &s.did;
-                    xrpc.put_record(
-                        &s.pds,
-                        &s.auth,
-                        did,
-                        MANIFEST_NSID,
-                        &rkey,
-                        &rec,
-                    )
-                    .await?;
+                    xrpc.put_record(&s.pds, &s.auth, did, MANIFEST_NSID, &rkey, &rec)
+                        .await?;
                     if let Some(t) = tag {
                         let uri = at_uri(did, MANIFEST_NSID, &rkey);
                         let rec = tag_record(&repository, t, &uri, &now);
@@ -216,14 +204,8 @@ impl ManifestRecords for PdsRecords {
             .with_agent(&did, |s| {
                 let (xrpc, rkey) = (xrpc.clone(), rkey.clone());
                 async move {
-                    xrpc.delete_record(
-                        &s.pds,
-                        &s.auth,
-                        &s.did,
-                        TAG_NSID,
-                        &rkey,
-                    )
-                    .await
+                    xrpc.delete_record(&s.pds, &s.auth, &s.did, TAG_NSID, &rkey)
+                        .await
                 }
             })
             .await
@@ -255,14 +237,8 @@ impl ManifestRecords for PdsRecords {
                         )
                         .await?;
                     }
-                    xrpc.delete_record(
-                        &s.pds,
-                        &s.auth,
-                        &s.did,
-                        MANIFEST_NSID,
-                        &rkey,
-                    )
-                    .await
+                    xrpc.delete_record(&s.pds, &s.auth, &s.did, MANIFEST_NSID, &rkey)
+                        .await
                 }
             })
             .await

@@ -722,15 +722,8 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
                     let (xrpc, did, rkey, record) =
                         (xrpc.clone(), did.clone(), rkey.clone(), record.clone());
                     async move {
-                        xrpc.put_record(
-                            &s.pds,
-                            &s.auth,
-                            &did,
-                            STAR_NSID,
-                            &rkey,
-                            &record,
-                        )
-                        .await
+                        xrpc.put_record(&s.pds, &s.auth, &did, STAR_NSID, &rkey, &record)
+                            .await
                     }
                 })
                 .await

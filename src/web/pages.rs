@@ -266,7 +266,8 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req_uri: &http::Uri) -> 
         .collect();
     render(&SettingsPage {
         devices,
-        devices_flash: match query_get(&q, "devices_revoked").and_then(|n| n.parse::<usize>().ok()) {
+        devices_flash: match query_get(&q, "devices_revoked").and_then(|n| n.parse::<usize>().ok())
+        {
             None => String::new(),
             Some(0) => "No device was revoked.".into(),
             Some(1) => "Revoked 1 device.".into(),

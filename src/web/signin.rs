@@ -24,7 +24,13 @@ use crate::auth::oauth::{OAuthError, PENDING_TTL_SECS};
 /// Binds an OAuth sign-in to the browser that started it (checked at the callback).
 const OAUTH_COOKIE: &str = "atcr_oauth";
 
-fn login_error(ctx: &Ctx, next: &str, identifier: &str, status: StatusCode, msg: &str) -> WebResult {
+fn login_error(
+    ctx: &Ctx,
+    next: &str,
+    identifier: &str,
+    status: StatusCode,
+    msg: &str,
+) -> WebResult {
     let mut resp = render(&LoginPage {
         chrome: ctx.chrome("Log in"),
         admin: false,
@@ -54,7 +60,13 @@ pub async fn oauth_login(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming
         ));
     };
     if identifier.is_empty() || identifier.len() > 256 {
-        return login_error(ctx, &next, &identifier, StatusCode::BAD_REQUEST, "Give your handle (or DID).");
+        return login_error(
+            ctx,
+            &next,
+            &identifier,
+            StatusCode::BAD_REQUEST,
+            "Give your handle (or DID).",
+        );
     }
     let binding = random_token();
     match client.start(&identifier, &binding, &next).await {
@@ -74,7 +86,13 @@ pub async fn oauth_login(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming
                 OAuthError::Identity(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             };
-            login_error(ctx, &next, &identifier, status, &format!("Cannot start the sign-in: {e}"))
+            login_error(
+                ctx,
+                &next,
+                &identifier,
+                status,
+                &format!("Cannot start the sign-in: {e}"),
+            )
         }
     }
 }
@@ -82,14 +100,19 @@ pub async fn oauth_login(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming
 /// `GET /auth/oauth/callback?code&state&iss` (or `?error=`).
 pub async fn oauth_callback<B>(state: &Arc<AppState>, ctx: &Ctx, req: &Request<B>) -> WebResult {
     let Some(client) = &state.auth.oauth else {
-        return Err(WebError::NotFound("OAuth sign-in is off on this server.".into()));
+        return Err(WebError::NotFound(
+            "OAuth sign-in is off on this server.".into(),
+        ));
     };
     let q = query(req.uri());
     let get = |k| query_get(&q, k).unwrap_or("");
     if !get("error").is_empty() {
         let msg = match get("error") {
             "access_denied" => "The sign-in was cancelled at your PDS.".to_string(),
-            e => format!("Your PDS refused the sign-in ({e}: {}).", get("error_description")),
+            e => format!(
+                "Your PDS refused the sign-in ({e}: {}).",
+                get("error_description")
+            ),
         };
         return login_error(ctx, "/", "", StatusCode::UNAUTHORIZED, &msg);
     }
@@ -104,7 +127,10 @@ pub async fn oauth_callback<B>(state: &Arc<AppState>, ctx: &Ctx, req: &Request<B
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let iss = query_get(&q, "iss");
-    let signed_in = match client.callback(get("state"), get("code"), iss, binding).await {
+    let signed_in = match client
+        .callback(get("state"), get("code"), iss, binding)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(error = %e, "OAuth callback refused");
@@ -125,6 +151,7 @@ pub async fn oauth_callback<B>(state: &Arc<AppState>, ctx: &Ctx, req: &Request<B
         .create_with(&signed_in.did, &signed_in.handle, user_agent, true)
         .await?;
     tracing::info!(did = %signed_in.did, "web login (OAuth)");
+    state.auth.after_login(&signed_in.did).await;
     let session = set_cookie(SESSION_COOKIE, &id, SESSION_TTL_SECS, ctx.secure, "Lax");
     let clear = set_cookie(OAUTH_COOKIE, "", 0, ctx.secure, "Lax");
     Ok(redirect(safe_next(&signed_in.next), &[session, clear]))
@@ -134,8 +161,20 @@ pub async fn oauth_callback<B>(state: &Arc<AppState>, ctx: &Ctx, req: &Request<B
 /// here, nothing needs their PDS any more, so the OAuth grant is revoked at the
 /// authorization server and the app-password session deleted at the PDS.
 pub async fn release_pds_access_if_unused(state: &AppState, did: &str) {
-    let browsers = state.web.sessions.list(did).await.map(|l| l.len()).unwrap_or(1);
-    let devices = state.auth.devices.list(did).await.map(|l| l.len()).unwrap_or(1);
+    let browsers = state
+        .web
+        .sessions
+        .list(did)
+        .await
+        .map(|l| l.len())
+        .unwrap_or(1);
+    let devices = state
+        .auth
+        .devices
+        .list(did)
+        .await
+        .map(|l| l.len())
+        .unwrap_or(1);
     if browsers == 0 && devices == 0 {
         release_pds_access(state, did).await;
     }
@@ -212,7 +251,11 @@ pub async fn device_decide(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incomi
     let approve = match form.get("decision") {
         "approve" => true,
         "deny" => false,
-        _ => return Err(WebError::BadRequest("decision must be approve or deny".into())),
+        _ => {
+            return Err(WebError::BadRequest(
+                "decision must be approve or deny".into(),
+            ))
+        }
     };
     let code = form.get("code");
     let decided = state
@@ -230,7 +273,9 @@ pub async fn device_decide(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incomi
     render(&DevicePage {
         chrome: ctx.chrome("Approve a device"),
         handle: user.handle.clone(),
-        code: crate::auth::device::display_user_code(&crate::auth::device::normalize_user_code(code)),
+        code: crate::auth::device::display_user_code(&crate::auth::device::normalize_user_code(
+            code,
+        )),
         found: false,
         unknown: false,
         name: String::new(),
@@ -262,7 +307,10 @@ pub async fn revoke_devices(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incom
         .revoke(&user.did, id)
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(redirect(&format!("/settings?devices_revoked={n}#devices-h"), &[]))
+    Ok(redirect(
+        &format!("/settings?devices_revoked={n}#devices-h"),
+        &[],
+    ))
 }
 
 /// `POST /settings/access`: sign out everywhere, revoke every device, revoke the OAuth grant

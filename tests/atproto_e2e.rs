@@ -635,7 +635,7 @@ async fn hold_accepts_service_tokens_from_the_reference_pds() {
     let bob_token = xrpc
         .get_service_auth(
             &net.pds,
-            &bob_session.access_jwt,
+            &atcr::atproto::xrpc::Credential::Bearer(bob_session.access_jwt.clone()),
             &hold_did,
             Some("io.atcr.hold.initiateUpload"),
             None,

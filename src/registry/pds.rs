@@ -11,9 +11,8 @@ use super::records::{
     Fetched, ManifestRecords, RecordsError, MANIFEST_NSID, PROFILE_NSID, TAG_NSID,
 };
 use crate::atproto::identity::{Identity, Resolver};
-use crate::atproto::xrpc::Credential;
 use crate::atproto::xrpc::XrpcError;
-use crate::auth::sessions::{PdsSession, SessionError, SessionStore};
+use crate::auth::sessions::{SessionError, SessionStore};
 use crate::oci::types::{Digest, Name, Reference};
 
 /// Tag lookups that miss the deterministic rkey scan this many `listRecords` pages.

@@ -463,7 +463,8 @@ async fn identity_and_xrpc_against_the_reference_pds() {
     let id = resolver.resolve("Alice.Test").await.unwrap();
     assert_eq!(id.did, alice.did);
     assert_eq!(id.handle.as_deref(), Some("alice.test"));
-    assert_eq!(id.pds, "http://localhost:2583");
+    // The PDS's public URL (its port follows ATNET_PDS_PORT).
+    assert_eq!(id.pds, net.pds_public_url);
     assert!(id.doc.signing_key().is_some());
     let by_did = resolver.resolve(&alice.did).await.unwrap();
     assert_eq!(by_did.handle.as_deref(), Some("alice.test"));

@@ -1,7 +1,8 @@
 //! The ATProto layer: the pure repository code ([`repo`]: DAG-CBOR, CIDs, MST, signed
-//! commits, CAR, identifier syntax, keys), the XRPC client ([`xrpc`]) and identity
+//! commits, CAR, identifier syntax, keys), firehose frames ([`firehose`], pure), the XRPC client ([`xrpc`]) and identity
 //! resolution ([`identity`]). Nothing here knows about HTTP servers, redb or the registry.
 
+pub mod firehose;
 pub mod identity;
 pub mod repo;
 pub mod xrpc;

@@ -16,6 +16,7 @@
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
+//! - [`metrics`]: process-wide Prometheus metrics (bounded labels) and the `/metrics` text.
 //! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.
@@ -49,6 +50,8 @@ pub mod gc;
 pub mod hold;
 #[cfg(feature = "server")]
 pub mod index;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod oci;
 #[cfg(feature = "server")]

@@ -43,6 +43,8 @@ pub struct CommitFrame {
     pub too_big: bool,
     pub blocks: Vec<u8>,
     pub ops: Vec<CommitOp>,
+    /// When the source stamped the event (RFC 3339), for the consumer's lag.
+    pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +83,14 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The event's time stamp (commits only).
+    pub fn time(&self) -> Option<&str> {
+        match self {
+            Frame::Commit(c) => c.time.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn seq(&self) -> Option<i64> {
         match self {
             Frame::Commit(c) => Some(c.seq),
@@ -120,6 +130,8 @@ struct CommitIn {
     blocks: Vec<u8>,
     #[serde(default)]
     ops: Vec<OpIn>,
+    #[serde(default)]
+    time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +227,7 @@ pub fn parse_frame(bytes: &[u8], max: usize) -> Result<Frame, FrameError> {
                 rev: c.rev,
                 too_big: c.too_big,
                 blocks: c.blocks,
+                time: c.time,
                 ops: c
                     .ops
                     .into_iter()

@@ -155,6 +155,7 @@ async fn run_once(index: &Index, endpoint: &str, max_frame: usize) -> Result<(),
                 continue;
             }
         };
+        crate::metrics::firehose_event(endpoint, frame.seq(), frame.time());
         if let Frame::Error { error, message } = &frame {
             tracing::warn!(%endpoint, %error, message = ?message, "firehose error frame");
             if error == "FutureCursor" {

@@ -257,7 +257,22 @@ impl XrpcClient {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| transport(method, e))?;
+        let (client, req) = req.build_split();
+        let req = req.map_err(|e| transport(method, e))?;
+        let host = match (req.url().host_str(), req.url().port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
+        let started = std::time::Instant::now();
+        let sent = client.execute(req).await;
+        let outcome = match &sent {
+            Err(_) => crate::metrics::Upstream::Transport,
+            Ok(r) if r.status().is_success() => crate::metrics::Upstream::Ok,
+            Ok(r) => crate::metrics::Upstream::Status(r.status().as_u16()),
+        };
+        crate::metrics::upstream_call(&host, started.elapsed(), outcome);
+        let resp = sent.map_err(|e| transport(method, e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

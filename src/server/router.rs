@@ -93,7 +93,7 @@ pub async fn dispatch(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let label = RequestLabel::of(&path);
+    let label = RequestLabel::of(&path, req.uri().query());
     let request_id = request_id(&req);
     let span = tracing::info_span!(
         "request",
@@ -147,7 +147,7 @@ struct RequestLabel {
 }
 
 impl RequestLabel {
-    fn of(path: &str) -> RequestLabel {
+    fn of(path: &str, query: Option<&str>) -> RequestLabel {
         let mut label = RequestLabel {
             route: Cow::Borrowed("not_found"),
             repository: None,
@@ -185,7 +185,13 @@ impl RequestLabel {
                             route,
                             OciRoute::UploadStart { .. } | OciRoute::Upload { .. }
                         );
-                        label.digest = digest;
+                        // An upload's final PUT names its digest in the query.
+                        label.digest = digest.or_else(|| {
+                            form_urlencoded::parse(query?.as_bytes())
+                                .find(|(k, _)| k == "digest")
+                                .and_then(|(_, v)| v.parse::<crate::oci::types::Digest>().ok())
+                                .map(|d| d.to_string())
+                        });
                         name.into()
                     }
                     Err(_) => "oci_invalid".into(),

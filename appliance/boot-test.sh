@@ -5,8 +5,9 @@
 #   - skopeo pushes a small OCI image through the forwarded port and pulls it back with the
 #     same manifest digest and byte-identical blobs, also after `systemctl restart atcr`
 #   - cloud-init wrote /etc/atcr/config.toml (0600) and enabled the service; the unit is
-#     Type=notify with a watchdog and reported READY with its status line; journal lines carry
-#     priorities and no ANSI colours; no failed units; the root partition was grown
+#     Type=notify with a watchdog and reported READY with its status line; journal entries
+#     (native protocol) carry priorities, request fields and no ANSI colours; no failed units;
+#     the root partition was grown
 # The guest network is "restrict=on": it can reach nothing but the forwarded ports.
 #   sudo appliance/boot-test.sh      # ACCEL=tcg (default) or kvm; FIRMWARE=bios (default) or uefi
 # Slow suite (3-5 min under TCG), not part of CI. Exit status 0 only when every check passed.
@@ -150,8 +151,15 @@ props=$(G 'systemctl show -p ActiveState -p NRestarts atcr.service')
 check "still active after WatchdogSec, no watchdog restart" \
   sh -c 'echo "$1" | grep -qx ActiveState=active && echo "$1" | grep -qx NRestarts=0' _ "$props"
 G 'sudo journalctl -u atcr.service -o json --no-pager' > "$RUN/journal.json"
-check "journal: 'atcr listening' at PRIORITY 6 (from the <6> prefix)" \
-  test "$(jq -r 'select((.MESSAGE|tostring)|test("atcr listening")) | .PRIORITY' "$RUN/journal.json" | head -n1)" = 6
+# atcr writes to journald over the native protocol (systemd-journal-logger): INFO is
+# PRIORITY 5 there, and each request's entry carries the request span as journal fields.
+check "journal: 'atcr listening' at PRIORITY 5 (native protocol)" \
+  test "$(jq -r 'select((.MESSAGE|tostring)|test("atcr listening")) | .PRIORITY' "$RUN/journal.json" | head -n1)" = 5
+check "journal: the manifest PUT has REQUEST_ID, ROUTE, METHOD, REPOSITORY, STATUS fields" \
+  test -n "$(jq -r 'select(.ROUTE == "oci_manifest" and .METHOD == "PUT" and .STATUS == "201"
+    and .REPOSITORY == "alice.test/app" and (.REQUEST_ID | tostring | length) == 16) | .MESSAGE' "$RUN/journal.json")"
+check "journal: the blob upload PUT has its DIGEST field" \
+  test -n "$(jq -r 'select(.ROUTE == "oci_upload" and .STATUS == "201" and (.DIGEST | tostring | startswith("sha256:"))) | .DIGEST' "$RUN/journal.json")"
 # journald stores a MESSAGE holding control characters (ANSI colours) as a byte array.
 check "journal: no ANSI colours, no timestamp of our own" \
   test -z "$(jq -r 'select(._COMM == "atcr") | .MESSAGE | select(type != "string" or test("\u001b|^ *[0-9]{4}-[0-9]{2}-[0-9]{2}T"))' "$RUN/journal.json")"

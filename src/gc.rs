@@ -27,6 +27,17 @@ pub async fn collect_garbage_among(
     dry_run: bool,
     only: Option<&HashSet<String>>,
 ) -> Result<Vec<Digest>, String> {
+    let result = sweep(registry, hold, dry_run, only).await;
+    crate::metrics::gc_run(dry_run, result.as_ref().map(Vec::len).map_err(|_| ()));
+    result
+}
+
+async fn sweep(
+    registry: &Registry,
+    hold: Option<&HoldService>,
+    dry_run: bool,
+    only: Option<&HashSet<String>>,
+) -> Result<Vec<Digest>, String> {
     let keep = match hold {
         Some(h) => h
             .referenced_digests()

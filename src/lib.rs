@@ -16,23 +16,68 @@
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
+//! - [`metrics`]: process-wide Prometheus metrics (bounded labels) and the `/metrics` text.
 //! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.
 //!
 //! See `ARCHITECTURE.md` for the data flow of a push and a pull.
 
-pub mod app;
-pub mod atproto;
-pub mod auth;
-pub mod blob;
-pub mod config;
-pub mod gc;
-pub mod hold;
-pub mod index;
-pub mod oci;
-pub mod pds;
-pub mod registry;
-pub mod server;
+// Feature `server` (on by default) is the whole program. Without it (`default-features =
+// false`, how `fuzz/` builds the crate) only the pure parsers of outside data compile: no
+// libsql, reqwest, rust-s3, hyper, askama, tungstenite or hickory, so the sanitizer build
+// instruments none of them. A new module goes under `server` unless it is a pure parser
+// that a fuzz target needs; then it is listed in the `not(server)` blocks too.
+
 pub mod ttl_map;
+
+#[cfg(all(test, feature = "server"))]
+mod fuzz_seeds;
+
+#[cfg(feature = "server")]
+pub mod app;
+#[cfg(feature = "server")]
+pub mod atproto;
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod blob;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod gc;
+#[cfg(feature = "server")]
+pub mod hold;
+#[cfg(feature = "server")]
+pub mod index;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod oci;
+#[cfg(feature = "server")]
+pub mod pds;
+#[cfg(feature = "server")]
+pub mod registry;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
 pub mod web;
+
+/// The pure parsers only (fuzz build).
+#[cfg(not(feature = "server"))]
+pub mod atproto {
+    pub mod firehose;
+    pub mod repo;
+}
+/// The pure parsers only (fuzz build).
+#[cfg(not(feature = "server"))]
+pub mod oci {
+    pub mod error;
+    pub mod route;
+    pub mod types;
+}
+/// The pure parsers only (fuzz build).
+#[cfg(not(feature = "server"))]
+pub mod web {
+    pub mod markdown;
+}

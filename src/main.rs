@@ -121,19 +121,8 @@ fn load_config(given: Option<PathBuf>) -> Result<Config, ExitCode> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if systemd::stderr_is_journal() {
-        // Under systemd: journald adds time and unit; `<N>` prefixes carry the priority.
-        builder
-            .event_format(systemd::JournalFormat::default())
-            .init();
-    } else {
-        builder.init();
-    }
+    atcr::server::logging::init(&config.log);
+    atcr::metrics::init();
 }
 
 fn main() -> ExitCode {

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    atcr::index::firehose::fuzz_frame(data);
+    atcr::atproto::firehose::fuzz_frame(data);
 });

@@ -48,7 +48,14 @@ pub fn oci_error(e: &OciError) -> Response<Body> {
 
 /// The request body as a stream of byte chunks, for blob uploads.
 pub fn body_stream(body: Incoming) -> ChunkStream {
-    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+    Box::pin(
+        body.into_data_stream()
+            .map_ok(|chunk| {
+                crate::metrics::bytes_received(chunk.len());
+                chunk
+            })
+            .map_err(std::io::Error::other),
+    )
 }
 
 /// Read and discard up to `max` more bytes of a body we refuse, so a client still sending it
@@ -57,6 +64,7 @@ pub async fn drain(body: Incoming, max: u64) {
     let mut stream = body.into_data_stream();
     let mut seen = 0u64;
     while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+        crate::metrics::bytes_received(chunk.len());
         seen += chunk.len() as u64;
         if seen > max {
             break;
@@ -71,6 +79,7 @@ pub async fn collect_limited(body: Incoming, limit: usize) -> Result<Vec<u8>, Co
     let mut out = Vec::new();
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| CollectError::Io(e.to_string()))?;
+        crate::metrics::bytes_received(chunk.len());
         if out.len() + chunk.len() > limit {
             let mut seen = (out.len() + chunk.len()) as u64;
             while let Some(Ok(c)) = futures_util::StreamExt::next(&mut stream).await {

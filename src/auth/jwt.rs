@@ -1,13 +1,19 @@
 //! Registry JWTs: ES256 (P-256) tokens this registry issues to Docker clients and verifies on
-//! every `/v2/` request. Signed with the crate's own `SigningKey` (low-S compact r||s), so no
-//! JWT crate is needed; verification checks the header, signature, `iss`, `aud`, `exp` and
-//! `nbf`, and refuses tokens longer than [`MAX_TOKEN_LEN`].
+//! every `/v2/` request, through the `jsonwebtoken` crate (pure-Rust `p256` backend, no C).
+//! Verification is pinned: algorithm ES256 only, `iss` = `aud` = the service, `exp` and
+//! `nbf` required with [`LEEWAY`] seconds of clock skew, tokens longer than
+//! [`MAX_TOKEN_LEN`] refused before parsing. The signing key is the registry's own
+//! `keys/registry-token.key`; the header's `kid` is its did:key.
+//!
+//! Service tokens minted by PDSes (`pds/service_auth.rs`) do not come through here: they are
+//! ES256K (secp256k1) as often as ES256, which jsonwebtoken does not implement.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::pkcs8::EncodePrivateKey;
 use serde::{Deserialize, Serialize};
 
-use crate::atproto::repo::crypto::{PublicKey, SigningKey};
+use crate::atproto::repo::crypto::{KeyAlgorithm, PublicKey, SigningKey};
 
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Allowed clock skew for `nbf`/`exp`, in seconds.
@@ -70,15 +76,8 @@ pub enum JwtError {
     NotYetValid,
     #[error("token is for another service")]
     Audience,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    typ: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
+    #[error("the token key is not a P-256 key")]
+    Key,
 }
 
 /// Key id: the did:key form of the public key (stable, tells keys apart after rotation).
@@ -86,54 +85,62 @@ pub fn key_id(key: &PublicKey) -> String {
     key.did_key()
 }
 
+/// The PKCS#8 form jsonwebtoken takes for an ES256 key.
+fn encoding_key(key: &SigningKey) -> Result<EncodingKey, JwtError> {
+    if key.algorithm() != KeyAlgorithm::P256 {
+        return Err(JwtError::Key);
+    }
+    let secret = p256::SecretKey::from_slice(&key.to_bytes()).map_err(|_| JwtError::Key)?;
+    let der = secret.to_pkcs8_der().map_err(|_| JwtError::Key)?;
+    Ok(EncodingKey::from_ec_der(der.as_bytes()))
+}
+
+/// Signs `claims` with the registry's token key, which `auth/keys.rs` always creates and
+/// loads as P-256.
 pub fn sign(key: &SigningKey, claims: &Claims) -> String {
-    let header = Header {
-        alg: "ES256".into(),
-        typ: Some("JWT".into()),
-        kid: Some(key_id(&key.public_key())),
-    };
-    let h = B64.encode(serde_json::to_vec(&header).unwrap_or_default());
-    let c = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let input = format!("{h}.{c}");
-    let sig = key.sign(input.as_bytes());
-    format!("{input}.{}", B64.encode(sig))
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(key_id(&key.public_key()));
+    encoding_key(key)
+        .and_then(|k| jsonwebtoken::encode(&header, claims, &k).map_err(|_| JwtError::Key))
+        .expect("the registry token key is a P-256 key")
 }
 
 pub fn verify(key: &PublicKey, token: &str, service: &str, now: u64) -> Result<Claims, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLong);
     }
-    let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed);
-    };
-    let header: Header = B64
-        .decode(h)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(JwtError::Malformed)?;
-    if header.alg != "ES256" {
-        return Err(JwtError::Algorithm);
+    if key.algorithm() != KeyAlgorithm::P256 {
+        return Err(JwtError::Key);
     }
-    let sig = B64.decode(s).map_err(|_| JwtError::Malformed)?;
-    let input_len = h.len() + 1 + c.len();
-    key.verify(&token.as_bytes()[..input_len], &sig)
-        .map_err(|_| JwtError::Signature)?;
-    let claims: Claims = B64
-        .decode(c)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(JwtError::Malformed)?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    // `exp`/`nbf` must be present (required claims) but are checked below against the
+    // caller's clock `now`, with the same leeway, instead of jsonwebtoken's own clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.leeway = LEEWAY;
+    validation.set_audience(&[service]);
+    validation.set_issuer(&[service]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+    let decoding = DecodingKey::from_ec_der(&key.compressed());
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &decoding, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => JwtError::Signature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    JwtError::Algorithm
+                }
+                ErrorKind::ExpiredSignature => JwtError::Expired,
+                ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+                ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => JwtError::Audience,
+                _ => JwtError::Malformed,
+            }
+        })?;
+    let claims = data.claims;
     if claims.exp + LEEWAY <= now {
         return Err(JwtError::Expired);
     }
     if claims.nbf > now + LEEWAY {
         return Err(JwtError::NotYetValid);
-    }
-    if claims.aud != service || claims.iss != service {
-        return Err(JwtError::Audience);
     }
     Ok(claims)
 }
@@ -141,6 +148,8 @@ pub fn verify(key: &PublicKey, token: &str, service: &str, now: u64) -> Result<C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
 
     fn claims(now: u64) -> Claims {
         Claims {
@@ -199,15 +208,38 @@ mod tests {
             verify(&pk, &"a".repeat(MAX_TOKEN_LEN + 1), "reg.test", now).unwrap_err(),
             JwtError::TooLong
         );
-        // alg=none is refused.
-        let none = format!(
-            "{}.{}.",
-            B64.encode(br#"{"alg":"none"}"#),
-            B64.encode(serde_json::to_vec(&claims(now)).unwrap())
+        // alg=none (not an algorithm jsonwebtoken knows) and HS256 (a known algorithm,
+        // not the pinned one: the classic key-confusion attack) are refused.
+        let body = B64.encode(serde_json::to_vec(&claims(now)).unwrap());
+        let none = format!("{}.{body}.", B64.encode(br#"{"alg":"none"}"#));
+        assert!(matches!(
+            verify(&pk, &none, "reg.test", now).unwrap_err(),
+            JwtError::Algorithm | JwtError::Malformed
+        ));
+        let hs = format!(
+            "{}.{body}.AAAA",
+            B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#)
         );
         assert_eq!(
-            verify(&pk, &none, "reg.test", now).unwrap_err(),
+            verify(&pk, &hs, "reg.test", now).unwrap_err(),
             JwtError::Algorithm
         );
+        // Not valid yet; and without the required exp/nbf claims.
+        assert_eq!(
+            verify(&pk, &t, "reg.test", now - 100).unwrap_err(),
+            JwtError::NotYetValid
+        );
+        let no_exp = serde_json::json!({"iss": "reg.test", "aud": "reg.test", "sub": "x"});
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = None;
+        let t2 = jsonwebtoken::encode(&header, &no_exp, &encoding_key(&key).unwrap()).unwrap();
+        assert_eq!(
+            verify(&pk, &t2, "reg.test", now).unwrap_err(),
+            JwtError::Malformed
+        );
+        // The header names the key.
+        let h = jsonwebtoken::decode_header(&t).unwrap();
+        assert_eq!(h.kid.as_deref(), Some(pk.did_key().as_str()));
+        assert_eq!(h.alg, Algorithm::ES256);
     }
 }

@@ -40,6 +40,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub identity: IdentityConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub hold: HoldConfig,
     pub index: IndexConfig,
 }
@@ -186,6 +187,28 @@ pub struct IdentityConfig {
 pub struct LogConfig {
     /// A tracing filter (`info`, `atcr=debug,hyper=info`); RUST_LOG wins when set.
     pub level: String,
+    /// `auto` (the journal's native protocol under systemd, else text), `text`, `json`
+    /// (one JSON object per line) or `journald`.
+    pub format: String,
+}
+
+/// `/metrics` in the Prometheus text format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+    /// When set, scrapes must send `Authorization: Bearer <token>`.
+    pub token: Secret,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            token: Secret::default(),
+        }
+    }
 }
 
 /// The hold: blob storage with its embedded ATProto PDS (`did:web:<public host>`).
@@ -344,6 +367,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: "auto".into(),
         }
     }
 }
@@ -528,6 +552,23 @@ impl Config {
         }
         self.validate_hold()?;
         self.validate_index()?;
+        self.validate_observability()?;
+        Ok(())
+    }
+
+    fn validate_observability(&self) -> Result<(), ConfigError> {
+        if !matches!(
+            self.log.format.as_str(),
+            "auto" | "text" | "json" | "journald"
+        ) {
+            return Err(ConfigError::Invalid {
+                key: "log.format",
+                message: format!(
+                    "{:?} is not a known format (auto, text, json, journald)",
+                    self.log.format
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -665,6 +706,9 @@ impl Config {
         let mut c = self.clone();
         if !c.storage.s3.secret_key.0.is_empty() {
             c.storage.s3.secret_key = Secret("<redacted>".into());
+        }
+        if !c.metrics.token.0.is_empty() {
+            c.metrics.token = Secret("<redacted>".into());
         }
         if !c.index.auth_token.0.is_empty() {
             c.index.auth_token = Secret("<redacted>".into());

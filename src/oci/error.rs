@@ -4,6 +4,7 @@
 use http::StatusCode;
 use serde::Serialize;
 
+#[cfg(feature = "server")]
 use crate::registry::RegistryError;
 
 use super::types::manifest::ManifestError;
@@ -187,6 +188,7 @@ impl From<ManifestError> for OciError {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<RegistryError> for OciError {
     fn from(e: RegistryError) -> Self {
         use RegistryError as R;
@@ -227,6 +229,7 @@ impl From<RegistryError> for OciError {
     }
 }
 
+#[cfg(feature = "server")]
 impl From<crate::auth::AuthError> for OciError {
     fn from(e: crate::auth::AuthError) -> Self {
         use crate::auth::AuthError as A;

@@ -8,8 +8,10 @@
 //! then the signature against the key of the `iss` DID document, re-resolving the document
 //! once when a cached one does not verify (the user may have rotated the key).
 //!
-//! No JWT crate: none of the common ones verifies ES256K with ATProto's low-S rule, and the
-//! crate's own [`PublicKey::verify`] already does (compact r||s, high-S refused). The parsing
+//! Not `jsonwebtoken` (which signs and checks the registry's own ES256 tokens in
+//! `auth/jwt.rs`): it has no ES256K at all, and ES256K is what the reference PDS signs with;
+//! nor does it apply ATProto's low-S rule. The crate's own [`PublicKey::verify`] covers both
+//! curves with that rule (compact r||s, high-S refused), so one path serves both. The parsing
 //! and claim checks are pure; only [`ServiceAuth::verify`] does I/O (DID resolution).
 
 use std::sync::Arc;

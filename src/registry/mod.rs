@@ -72,7 +72,10 @@ impl From<BlobError> for RegistryError {
                 RegistryError::UploadInvalid(format!("request body failed: {e}"))
             }
             BlobError::Unsupported(m) => RegistryError::Unsupported(m),
-            other => RegistryError::Storage(other),
+            other => {
+                crate::metrics::blob_store_error("registry");
+                RegistryError::Storage(other)
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP server: accept loop with a connection cap and graceful drain, and the single
 //! route table ([`router`]). The state it serves is built by [`crate::app::build_state`].
 
+pub mod logging;
 pub mod router;
 pub mod systemd;
 

@@ -2,11 +2,14 @@
 //! carry repository names with slashes, so everything under `/v2/` is split further by
 //! [`crate::oci::route::parse`], whose grammar is also one screen long.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::app::http::{json, oci_error, Body};
 use crate::app::AppState;
@@ -32,6 +35,8 @@ enum RouteId {
     Xrpc,
     DidJson,
     AtprotoDid,
+    /// Prometheus text format (`[metrics]`).
+    Metrics,
     /// Browser pages (`web/`): HTML, cookie sessions, CSRF on every POST.
     Web(WebPage),
 }
@@ -57,6 +62,7 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/xrpc/{nsid}", RouteId::Xrpc), // hold PDS: NSID table in pds/xrpc/mod.rs
             ("/.well-known/did.json", RouteId::DidJson),
             ("/.well-known/atproto-did", RouteId::AtprotoDid),
+            ("/metrics", RouteId::Metrics),
             ("/", RouteId::Web(WebPage::Home)),
             ("/static/{file}", RouteId::Web(WebPage::Static)),
             ("/login", RouteId::Web(WebPage::Login)),
@@ -90,14 +96,196 @@ fn table() -> &'static matchit::Router<RouteId> {
     })
 }
 
+/// Every request: a `request` span (request id, method, route, repository and digest of OCI
+/// paths, the caller's DID once authenticated) around the routed handler, then the log line
+/// and the metrics. The id is the client's `X-Request-Id` when it is short and plain, else a
+/// new one; it is sent back in `X-Request-Id`.
 pub async fn dispatch(
     state: Arc<AppState>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let started = std::time::Instant::now();
+    let label = RequestLabel::of(&path, req.uri().query());
+    let request_id = request_id(&req);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %label.route,
+        repository = tracing::field::Empty,
+        digest = tracing::field::Empty,
+        did = tracing::field::Empty,
+    );
+    if let Some(r) = &label.repository {
+        span.record("repository", tracing::field::display(r));
+    }
+    if let Some(d) = &label.digest {
+        span.record("digest", tracing::field::display(d));
+    }
+    let uploading = label.is_upload && matches!(method, Method::POST | Method::PATCH | Method::PUT);
+    let in_flight = uploading.then(crate::metrics::UploadInFlight::start);
+    let mut resp = route(&state, req, peer, &method, &path)
+        .instrument(span.clone())
+        .await;
+    drop(in_flight);
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let status = resp.status();
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(%path, %peer, status = status.as_u16(), micros, "request failed");
+        } else if matches!(method, Method::GET | Method::HEAD) {
+            tracing::debug!(%path, %peer, status = status.as_u16(), micros, "request");
+        } else {
+            // Writes are few and worth a line each (pushes, deletes, logins).
+            tracing::info!(%path, %peer, status = status.as_u16(), micros, "request");
+        }
+    });
+    crate::metrics::http_request(&label.route, method.as_str(), status.as_u16(), elapsed);
+    let route_name = label.route.clone();
+    resp.map(|body| crate::metrics::CountSent::new(body, &route_name).boxed_unsync())
+}
+
+/// What the metrics and the log know of a request path: a bounded route name and, for OCI
+/// paths, the repository and digest.
+struct RequestLabel {
+    route: Cow<'static, str>,
+    repository: Option<String>,
+    digest: Option<String>,
+    is_upload: bool,
+}
+
+impl RequestLabel {
+    fn of(path: &str, query: Option<&str>) -> RequestLabel {
+        let mut label = RequestLabel {
+            route: Cow::Borrowed("not_found"),
+            repository: None,
+            digest: None,
+            is_upload: false,
+        };
+        let Ok(m) = table().at(path) else {
+            return label;
+        };
+        label.route = match *m.value {
+            RouteId::OciBase => "oci_base".into(),
+            RouteId::OciCatalog => "oci_catalog".into(),
+            RouteId::Oci => {
+                match crate::oci::route::parse(m.params.get("oci_path").unwrap_or("")) {
+                    Ok(route) => {
+                        label.repository = Some(route_name(&route).to_string());
+                        let (name, digest) = match &route {
+                            OciRoute::Manifest { reference, .. } => (
+                                "oci_manifest",
+                                match reference {
+                                    crate::oci::types::Reference::Digest(d) => Some(d.to_string()),
+                                    _ => None,
+                                },
+                            ),
+                            OciRoute::ManifestBadTag { .. } => ("oci_manifest", None),
+                            OciRoute::Blob { digest, .. } => ("oci_blob", Some(digest.to_string())),
+                            OciRoute::UploadStart { .. } => ("oci_upload_start", None),
+                            OciRoute::Upload { .. } => ("oci_upload", None),
+                            OciRoute::Tags { .. } => ("oci_tags", None),
+                            OciRoute::Referrers { digest, .. } => {
+                                ("oci_referrers", Some(digest.to_string()))
+                            }
+                        };
+                        label.is_upload = matches!(
+                            route,
+                            OciRoute::UploadStart { .. } | OciRoute::Upload { .. }
+                        );
+                        // An upload's final PUT names its digest in the query.
+                        label.digest = digest.or_else(|| {
+                            form_urlencoded::parse(query?.as_bytes())
+                                .find(|(k, _)| k == "digest")
+                                .and_then(|(_, v)| v.parse::<crate::oci::types::Digest>().ok())
+                                .map(|d| d.to_string())
+                        });
+                        name.into()
+                    }
+                    Err(_) => "oci_invalid".into(),
+                }
+            }
+            RouteId::AuthToken => "auth_token".into(),
+            RouteId::Health => "health".into(),
+            RouteId::Xrpc => "xrpc".into(),
+            RouteId::DidJson => "did_json".into(),
+            RouteId::AtprotoDid => "atproto_did".into(),
+            RouteId::Metrics => "metrics".into(),
+            RouteId::Web(page) => format!("web_{page:?}").to_lowercase().into(),
+        };
+        label
+    }
+}
+
+/// The client's `X-Request-Id` if it is 1..=64 characters of `[A-Za-z0-9._-]`, else a new
+/// random one (16 hex digits).
+fn request_id<B>(req: &Request<B>) -> String {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    match given {
+        Some(v) => v.to_string(),
+        None => uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+    }
+}
+
+/// `/metrics`: the Prometheus text format; with `[metrics] token` set, only for
+/// `Authorization: Bearer <token>` (compared in constant time).
+fn metrics_endpoint<B>(state: &AppState, req: &Request<B>) -> Response<Body> {
+    let config = &state.config.metrics;
+    if !config.enabled {
+        return crate::web::not_found();
+    }
+    if !config.token.0.is_empty() {
+        use subtle::ConstantTimeEq;
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = given.as_bytes().ct_eq(config.token.0.as_bytes()).into();
+        if !ok {
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(crate::app::http::full("metrics need a bearer token\n"))
+                .expect("static headers are valid");
+        }
+    }
+    let (content_type, text) = crate::metrics::render();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(crate::app::http::full(text))
+        .expect("static headers are valid")
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+) -> Response<Body> {
+    let state = state.clone();
+    let method = method.clone();
+    let path = path.to_string();
     let mut resp = match table().at(&path) {
         Ok(m) => match *m.value {
             RouteId::OciBase => match guard(&state, &req, Need::Base).await {
@@ -136,6 +324,7 @@ pub async fn dispatch(
             }
             RouteId::DidJson => crate::pds::xrpc::well_known::did_json(&state, &req),
             RouteId::AtprotoDid => crate::pds::xrpc::well_known::atproto_did(&state),
+            RouteId::Metrics => metrics_endpoint(&state, &req),
             RouteId::Web(page) => {
                 let params = m
                     .params
@@ -163,12 +352,6 @@ pub async fn dispatch(
             "Docker-Distribution-API-Version",
             http::HeaderValue::from_static("registry/2.0"),
         );
-    }
-    let status = resp.status();
-    if status.is_server_error() {
-        tracing::warn!(%method, %path, %peer, status = status.as_u16(), "request failed");
-    } else {
-        tracing::debug!(%method, %path, %peer, status = status.as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     }
     resp
 }
@@ -206,7 +389,16 @@ async fn guard<B>(
         )
         .await
     {
-        Ok(_) => return Ok(()),
+        Ok(claims) => {
+            if let Some(did) = claims
+                .as_ref()
+                .map(|c| c.sub.as_str())
+                .filter(|d| !d.is_empty())
+            {
+                tracing::Span::current().record("did", tracing::field::display(did));
+            }
+            return Ok(());
+        }
         Err(r) => r,
     };
     let mut resp = oci_error(&OciError::from(refusal.error));

@@ -31,10 +31,11 @@ pub fn fuzz_dagcbor(data: &[u8]) {
     let _ = Commit::decode(data);
 }
 
-fn fuzz_key() -> Option<super::crypto::PublicKey> {
-    // Any valid key works: the point is to drive commit decoding and MST loading.
-    super::crypto::PublicKey::from_did_key(
-        "did:key:zDnaembgSGUhZULN2Caob4HLJPaxBh92N7rtH21TErzqf8HQo",
-    )
-    .ok()
+/// The key the fuzz entry points verify with: the W3C did:key P-256 test vector, whose
+/// private key is public, so the seed corpus (`fuzz/seeds/`) is signed with it and mutations
+/// get past the signature into commit decoding and MST loading.
+pub const FUZZ_DID_KEY: &str = "did:key:zDnaeTiq1PdzvZXUaMdezchcMJQpBdH2VN4pgrrEhMCCbmwSb";
+
+pub fn fuzz_key() -> Option<super::crypto::PublicKey> {
+    super::crypto::PublicKey::from_did_key(FUZZ_DID_KEY).ok()
 }

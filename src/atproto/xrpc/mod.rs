@@ -309,40 +309,48 @@ impl XrpcClient {
         req: reqwest::RequestBuilder,
         auth: Option<&Credential>,
     ) -> Result<reqwest::Response> {
-        let resp = match auth {
-            None => req.send().await.map_err(|e| transport(method, e))?,
+        let (client, built) = req.build_split();
+        let mut request = built.map_err(|e| transport(method, e))?;
+        let host = match (request.url().host_str(), request.url().port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
+        let started = std::time::Instant::now();
+        let sent = match auth {
+            None => client.execute(request).await,
             Some(c) => {
-                let (client, built) = req.build_split();
-                let mut request = built.map_err(|e| transport(method, e))?;
                 let verb = request.method().as_str().to_string();
                 let url = request.url().to_string();
                 // A body that cannot be sent twice (a stream) gets no nonce retry.
                 let retry = request.try_clone();
                 c.set_headers(request.headers_mut(), &verb, &url);
-                let resp = client
-                    .execute(request)
-                    .await
-                    .map_err(|e| transport(method, e))?;
-                match c {
-                    Credential::Bearer(_) => resp,
-                    Credential::Dpop { nonces, .. } => {
+                match (client.execute(request).await, c) {
+                    (Ok(resp), Credential::Dpop { nonces, .. }) => {
                         nonces.remember(&url, resp.headers());
                         match retry {
                             Some(mut again) if wants_dpop_nonce(&resp) => {
                                 c.set_headers(again.headers_mut(), &verb, &url);
-                                let resp = client
-                                    .execute(again)
-                                    .await
-                                    .map_err(|e| transport(method, e))?;
-                                nonces.remember(&url, resp.headers());
-                                resp
+                                let again = client.execute(again).await;
+                                if let Ok(r) = &again {
+                                    nonces.remember(&url, r.headers());
+                                }
+                                again
                             }
-                            _ => resp,
+                            _ => Ok(resp),
                         }
                     }
+                    (sent, _) => sent,
                 }
             }
         };
+        let outcome = match &sent {
+            Err(_) => crate::metrics::Upstream::Transport,
+            Ok(r) if r.status().is_success() => crate::metrics::Upstream::Ok,
+            Ok(r) => crate::metrics::Upstream::Status(r.status().as_u16()),
+        };
+        crate::metrics::upstream_call(&host, started.elapsed(), outcome);
+        let resp = sent.map_err(|e| transport(method, e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

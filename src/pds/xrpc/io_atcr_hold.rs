@@ -47,6 +47,7 @@ pub fn api_error(e: HoldApiError) -> XrpcError {
         E::BlobNotFound(_) => XrpcError::new(XrpcErrorKind::BlobNotFound, msg),
         E::Hold(h) => h.into(),
         E::Blob(b) => {
+            crate::metrics::blob_store_error("hold");
             tracing::warn!(error = %b, "hold blob storage failed");
             XrpcError::new(
                 XrpcErrorKind::InternalServerError,

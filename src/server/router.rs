@@ -213,6 +213,10 @@ impl RequestLabel {
                 }
             }
             RouteId::AuthToken => "auth_token".into(),
+            RouteId::DeviceCode => "auth_device_code".into(),
+            RouteId::DeviceToken => "auth_device_token".into(),
+            RouteId::OAuthClientMetadata => "oauth_client_metadata".into(),
+            RouteId::OAuthJwks => "oauth_jwks".into(),
             RouteId::Health => "health".into(),
             RouteId::Xrpc => "xrpc".into(),
             RouteId::DidJson => "did_json".into(),

@@ -30,8 +30,13 @@ const WRITEBACK_EVERY: u64 = 16 << 20;
 /// Chunks in flight between the network task and the writer thread.
 const PIPELINE_DEPTH: usize = 32;
 
+/// How often a running upload re-checks the free-space watermark.
+const WATERMARK_CHECK_EVERY: u64 = 32 << 20;
+
 pub struct FsBlobStore {
     root: PathBuf,
+    /// Uploads are refused while less than this is free (0: only ENOSPC stops them).
+    min_free: u64,
 }
 
 impl FsBlobStore {
@@ -39,7 +44,14 @@ impl FsBlobStore {
         let root = root.into();
         fs::create_dir_all(root.join("blobs"))?;
         fs::create_dir_all(root.join("uploads"))?;
-        Ok(FsBlobStore { root })
+        Ok(FsBlobStore { root, min_free: 0 })
+    }
+
+    /// Refuse uploads (new ones, and running ones as they grow) while less than `bytes`
+    /// is free on the filesystem, so the disk never fills up under the databases.
+    pub fn with_min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
     }
 
     fn blob_dir(&self, d: &Digest) -> PathBuf {
@@ -88,6 +100,36 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
         );
+    }
+}
+
+/// `StorageFull` when less than `min_free` bytes are free where `dir` lives.
+fn check_watermark(dir: &Path, min_free: u64) -> Result<(), BlobError> {
+    if min_free == 0 {
+        return Ok(());
+    }
+    match free_bytes(dir) {
+        Some(free) if free < min_free => Err(BlobError::StorageFull(format!(
+            "only {} MiB free on the registry's disk, under the {} MiB it keeps free \
+             (storage.min_free_mib); uploads are refused until space is freed",
+            free >> 20,
+            min_free >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
     }
 }
 
@@ -206,7 +248,9 @@ impl BlobStore for FsBlobStore {
 
     async fn upload_create(&self, id: &str) -> Result<(), BlobError> {
         let dir = self.upload_dir(id)?;
+        let (uploads, min_free) = (self.root.join("uploads"), self.min_free);
         blocking(move || {
+            check_watermark(&uploads, min_free)?;
             fs::create_dir_all(&dir)?;
             File::create(dir.join("data"))?;
             Ok(())
@@ -232,6 +276,7 @@ impl BlobStore for FsBlobStore {
     ) -> Result<Appended, BlobError> {
         let path = self.upload_dir(id)?.join("data");
         let id_owned = id.to_string();
+        let (uploads, min_free) = (self.root.join("uploads"), self.min_free);
         let (tx, mut rx) = mpsc::channel::<Bytes>(PIPELINE_DEPTH);
         // The writer thread owns the file and the hasher: hashing and disk writes overlap with
         // reading the next chunks from the socket.
@@ -250,13 +295,20 @@ impl BlobStore for FsBlobStore {
                     given: offset,
                 });
             }
+            check_watermark(&uploads, min_free)?;
             let mut hasher = hasher;
             let mut written = len;
             let mut since_writeback = 0u64;
+            let mut since_check = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
+                if since_check >= WATERMARK_CHECK_EVERY {
+                    check_watermark(&uploads, min_free)?;
+                    since_check = 0;
+                }
                 hasher.update(&chunk);
                 file.write_all(&chunk)?;
                 written += chunk.len() as u64;
+                since_check += chunk.len() as u64;
                 since_writeback += chunk.len() as u64;
                 if since_writeback >= WRITEBACK_EVERY {
                     start_writeback(&file, written - since_writeback, since_writeback);

@@ -42,6 +42,14 @@ const UI_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("ui_sessi
 #[error("metadata store: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    /// Whether the write failed because the disk (or quota) is full. redb's errors carry
+    /// the OS error only in their text: ENOSPC is "os error 28", EDQUOT "os error 122".
+    pub fn is_no_space(&self) -> bool {
+        self.0.contains("(os error 28)") || self.0.contains("(os error 122)")
+    }
+}
+
 macro_rules! impl_from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
@@ -78,6 +86,11 @@ pub struct StoredManifest {
 pub struct UploadRecord {
     pub repo: String,
     pub created_unix: u64,
+    /// Who opened it (the upload caps count it after a restart too).
+    #[serde(default)]
+    pub identity: String,
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// Outcome of a manifest delete, so callers can tell what went away.

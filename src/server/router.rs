@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::app::http::{json, oci_error, Body};
+use crate::app::http::{json, oci_error, Body, Client};
 use crate::app::AppState;
 use crate::auth::Need;
 use crate::oci::handlers as oci;
@@ -86,11 +86,11 @@ pub async fn dispatch(
     let mut resp = match table().at(&path) {
         Ok(m) => match *m.value {
             RouteId::OciBase => match guard(&state, &req, Need::Base).await {
-                Ok(()) => oci::base(&method),
+                Ok(_) => oci::base(&method),
                 Err(resp) => resp,
             },
             RouteId::OciCatalog => match guard(&state, &req, Need::Catalog).await {
-                Ok(()) => oci::catalog(&state, req).await,
+                Ok(_) => oci::catalog(&state, req).await,
                 Err(resp) => resp,
             },
             RouteId::Oci => {
@@ -102,7 +102,14 @@ pub async fn dispatch(
                             _ => Need::Push(&name),
                         };
                         match guard(&state, &req, need).await {
-                            Ok(()) => oci_dispatch(&state, route, req).await,
+                            Ok(claims) => {
+                                let mut req = req;
+                                req.extensions_mut().insert(Client {
+                                    addr: peer.ip(),
+                                    subject: claims.map(|c| c.sub),
+                                });
+                                oci_dispatch(&state, route, req).await
+                            }
                             Err(resp) => resp,
                         }
                     }
@@ -113,6 +120,11 @@ pub async fn dispatch(
             RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             RouteId::Xrpc => {
                 let nsid = m.params.get("nsid").unwrap_or("").to_string();
+                let mut req = req;
+                req.extensions_mut().insert(Client {
+                    addr: peer.ip(),
+                    subject: None,
+                });
                 crate::pds::xrpc::dispatch(&state, &nsid, req).await
             }
             RouteId::DidJson => crate::pds::xrpc::well_known::did_json(&state, &req),
@@ -167,12 +179,12 @@ fn route_name(route: &OciRoute) -> &crate::oci::types::Name {
 }
 
 /// Token check for `/v2/` (a no-op with `auth.mode = "none"`); a refusal is the OCI error
-/// response, with the `WWW-Authenticate` challenge on 401.
+/// response, with the `WWW-Authenticate` challenge on 401. Returns the token's claims.
 async fn guard<B>(
     state: &AppState,
     req: &Request<B>,
     need: Need<'_>,
-) -> Result<(), Response<Body>> {
+) -> Result<Option<crate::auth::jwt::Claims>, Response<Body>> {
     let header = |n| {
         req.headers()
             .get(n)
@@ -187,7 +199,7 @@ async fn guard<B>(
         )
         .await
     {
-        Ok(_) => return Ok(()),
+        Ok(claims) => return Ok(claims),
         Err(r) => r,
     };
     let mut resp = oci_error(&OciError::from(refusal.error));

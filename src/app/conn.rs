@@ -314,7 +314,7 @@ pub struct GuardedBody<S> {
     inner: S,
     ctx: Option<ConnContext>,
     window: Option<RateWindow>,
-    pending_since: Option<Instant>,
+    pending_since: Option<tokio::time::Instant>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
 }
@@ -378,7 +378,7 @@ where
                 Poll::Ready(other)
             }
             Poll::Pending => {
-                let now = Instant::now();
+                let now = tokio::time::Instant::now();
                 let since = *this.pending_since.get_or_insert_with(|| {
                     ctx.activity
                         .body_waiting_since_ms
@@ -398,7 +398,7 @@ where
                         this.deadline = None;
                         continue;
                     }
-                    let at = tokio::time::Instant::from_std(since + window.remaining());
+                    let at = since + window.remaining();
                     let sleep = this
                         .deadline
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -429,7 +429,10 @@ mod tests {
     fn rate_window_judges_whole_windows_only() {
         let mut w = RateWindow::new(rate(100, 10));
         w.add_bytes(50);
-        assert!(w.add_wait(Duration::from_secs(9)).is_ok(), "window not over");
+        assert!(
+            w.add_wait(Duration::from_secs(9)).is_ok(),
+            "window not over"
+        );
         assert_eq!(w.remaining(), Duration::from_secs(1));
         let e = w.add_wait(Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.bytes, 50);
@@ -439,7 +442,10 @@ mod tests {
         w.add_bytes(1000);
         assert!(w.add_wait(Duration::from_secs(10)).is_ok(), "enough bytes");
         assert_eq!(w.remaining(), Duration::from_secs(10), "a fresh window");
-        assert!(w.add_wait(Duration::from_secs(10)).is_err(), "nothing since");
+        assert!(
+            w.add_wait(Duration::from_secs(10)).is_err(),
+            "nothing since"
+        );
     }
 
     #[test]

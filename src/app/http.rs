@@ -149,7 +149,10 @@ pub struct Client {
 
 /// The address a request's per-address limits (upload caps) count under, or `None` when
 /// it is exempt (`server.per_address_exempt`: a reverse proxy on this host).
-pub fn limit_address(config: &crate::config::Config, req_client: Option<&Client>) -> Option<String> {
+pub fn limit_address(
+    config: &crate::config::Config,
+    req_client: Option<&Client>,
+) -> Option<String> {
     let ip = req_client?.addr;
     let exempt = config
         .server

@@ -447,12 +447,30 @@ impl Config {
             }
         }
         for (key, value) in [
-            ("server.protocol_timeout_secs", self.server.protocol_timeout_secs),
-            ("server.header_timeout_secs", self.server.header_timeout_secs),
-            ("server.keepalive_timeout_secs", self.server.keepalive_timeout_secs),
-            ("server.transfer_window_secs", self.server.transfer_window_secs),
-            ("registry.upload_idle_minutes", self.registry.upload_idle_minutes),
-            ("registry.upload_cleanup_secs", self.registry.upload_cleanup_secs),
+            (
+                "server.protocol_timeout_secs",
+                self.server.protocol_timeout_secs,
+            ),
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            (
+                "server.keepalive_timeout_secs",
+                self.server.keepalive_timeout_secs,
+            ),
+            (
+                "server.transfer_window_secs",
+                self.server.transfer_window_secs,
+            ),
+            (
+                "registry.upload_idle_minutes",
+                self.registry.upload_idle_minutes,
+            ),
+            (
+                "registry.upload_cleanup_secs",
+                self.registry.upload_cleanup_secs,
+            ),
         ] {
             if !(1..=86400).contains(&value) {
                 return invalid(key, format!("{value} is outside 1..=86400"));
@@ -462,10 +480,16 @@ impl Config {
             return invalid("server.http2_max_streams", "must be at least 1".into());
         }
         if self.registry.max_uploads_per_identity == 0 {
-            return invalid("registry.max_uploads_per_identity", "must be at least 1".into());
+            return invalid(
+                "registry.max_uploads_per_identity",
+                "must be at least 1".into(),
+            );
         }
         if self.registry.max_uploads_per_address == 0 {
-            return invalid("registry.max_uploads_per_address", "must be at least 1".into());
+            return invalid(
+                "registry.max_uploads_per_address",
+                "must be at least 1".into(),
+            );
         }
         match self.storage.backend.as_str() {
             "filesystem" => {}
@@ -728,7 +752,9 @@ impl Cidr {
             (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
                 (u32::from(n) as u128, u32::from(i) as u128, 32)
             }
-            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+                (u128::from(n), u128::from(i), 128)
+            }
             _ => return false,
         };
         let shift = bits - self.prefix as u32;
@@ -834,18 +860,26 @@ mod tests {
     fn cidr_blocks() {
         let lo = Cidr::parse("127.0.0.0/8").unwrap();
         assert!(lo.contains("127.0.0.2".parse().unwrap()));
-        assert!(lo.contains("::ffff:127.0.0.1".parse().unwrap()), "v4-mapped");
+        assert!(
+            lo.contains("::ffff:127.0.0.1".parse().unwrap()),
+            "v4-mapped"
+        );
         assert!(!lo.contains("128.0.0.1".parse().unwrap()));
         assert!(!lo.contains("::1".parse().unwrap()));
         let one = Cidr::parse("::1").unwrap();
         assert!(one.contains("::1".parse().unwrap()));
         assert!(!one.contains("::2".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         for bad in ["", "10.0.0.0/33", "example.com", "10.0.0.0/x"] {
             assert!(Cidr::parse(bad).is_none(), "{bad}");
         }
-        let e = Config::load(None, env(&[("ATCR_SERVER_PER_ADDRESS_EXEMPT", "10.0.0.0/40")]))
-            .unwrap_err();
+        let e = Config::load(
+            None,
+            env(&[("ATCR_SERVER_PER_ADDRESS_EXEMPT", "10.0.0.0/40")]),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("server.per_address_exempt"), "{e}");
         let e = Config::load(None, env(&[("ATCR_SERVER_HEADER_TIMEOUT_SECS", "0")])).unwrap_err();
         assert!(e.to_string().contains("server.header_timeout_secs"), "{e}");

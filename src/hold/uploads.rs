@@ -432,7 +432,11 @@ impl HoldService {
     /// Abort sessions idle past `registry.upload_idle_minutes` or older than
     /// [`SESSION_TTL`]; those a request is using right now stay. Returns how many went.
     pub async fn expire_uploads(&self) -> usize {
-        let now = unix_now();
+        self.expire_uploads_at(unix_now()).await
+    }
+
+    /// [`HoldService::expire_uploads`] as if the clock said `now` (unix seconds).
+    pub async fn expire_uploads_at(&self, now: u64) -> usize {
         let idle = self.upload_limits.idle.as_secs();
         let stale: Vec<(String, Arc<Open>)> = self
             .uploads
@@ -441,7 +445,9 @@ impl HoldService {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, o)| {
-                let last = o.last_active_unix.load(std::sync::atomic::Ordering::Relaxed);
+                let last = o
+                    .last_active_unix
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 now.saturating_sub(last) > idle
                     || now.saturating_sub(o.created_unix) > SESSION_TTL.as_secs()
             })

@@ -252,8 +252,11 @@ async fn drop_session(blobs: &dyn BlobStore, store: &Arc<MetaStore>, book: &Uplo
 /// server cut the connection), the session and its staged bytes are removed in the
 /// background instead of waiting for the idle expiry.
 struct AbortOnDrop {
-    armed: Option<(Arc<dyn BlobStore>, Arc<MetaStore>, Arc<UploadBook>, String)>,
+    armed: Option<Armed>,
 }
+
+/// What the background cleanup of [`AbortOnDrop`] needs (owned: it outlives the request).
+type Armed = (Arc<dyn BlobStore>, Arc<MetaStore>, Arc<UploadBook>, String);
 
 impl AbortOnDrop {
     fn disarm(mut self) {
@@ -735,6 +738,11 @@ impl Registry {
     /// data no session owns; sessions a request is using right now are left alone. Returns
     /// how many were removed.
     pub async fn cleanup_uploads(&self) -> Result<usize> {
+        self.cleanup_uploads_at(now_unix()).await
+    }
+
+    /// [`Registry::cleanup_uploads`] as if the clock said `now` (unix seconds).
+    pub async fn cleanup_uploads_at(&self, now: u64) -> Result<usize> {
         // Staged data is listed before the records: every upload_start writes its record
         // before its staged data, so anything listed here without a record is an orphan.
         let staged = self.blobs.upload_list().await?;
@@ -742,7 +750,6 @@ impl Registry {
         for (id, rec) in &records {
             self.note_open(id, rec);
         }
-        let now = now_unix();
         let idle_cutoff = now.saturating_sub(self.limits.upload_idle.as_secs());
         let age_cutoff = now.saturating_sub(self.limits.upload_ttl.as_secs());
         let expired: Vec<String> = self

@@ -604,11 +604,19 @@ mod tests {
             std::mem::forget(t.admit(ip("127.0.0.1"), a).unwrap());
         }
         // IPv6: one /64 is one share.
-        let _v6 = t.admit(ip("2001:db8::1"), Arc::new(Activity::new())).unwrap();
-        let _v6b = t.admit(ip("2001:db8::2"), Arc::new(Activity::new())).unwrap();
+        let _v6 = t
+            .admit(ip("2001:db8::1"), Arc::new(Activity::new()))
+            .unwrap();
+        let _v6b = t
+            .admit(ip("2001:db8::2"), Arc::new(Activity::new()))
+            .unwrap();
         let a = Arc::new(Activity::new());
         let _v6c = t.admit(ip("2001:db8::3"), a).unwrap();
-        assert_eq!(t.open(), 2 + 1 + 5 + 2, "the third v6 evicted an idle one of its /64");
+        assert_eq!(
+            t.open(),
+            2 + 1 + 5 + 2,
+            "the third v6 evicted an idle one of its /64"
+        );
         drop(busy);
     }
 
@@ -638,6 +646,8 @@ mod tests {
         // HTTP/2: the first request within the header time, then the keep-alive time.
         let b = Arc::new(Activity::new());
         let mut w2 = Watchdog::new(Protocol::Http2, s, b.clone());
-        assert!(matches!(w2.check(b.accepted_ms + 10_000), Verdict::Close(m) if m.contains("no request")));
+        assert!(
+            matches!(w2.check(b.accepted_ms + 10_000), Verdict::Close(m) if m.contains("no request"))
+        );
     }
 }

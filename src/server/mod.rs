@@ -315,9 +315,10 @@ fn raise_fd_limit(max_connections: usize) {
     }
     // Room for the databases, blob files in flight and refused connections being answered.
     let needed = max_connections as u64 + 512;
-    if (lim.rlim_cur as u64) < needed {
+    let limit: u64 = lim.rlim_cur;
+    if limit < needed {
         tracing::warn!(
-            limit = lim.rlim_cur as u64,
+            limit,
             needed,
             "the open-files limit is below server.max_connections + 512; raise LimitNOFILE"
         );

@@ -40,11 +40,9 @@ pub fn api_error(e: HoldApiError) -> XrpcError {
         E::InvalidPartNumber(_) => named("InvalidPartNumber", StatusCode::BAD_REQUEST, msg),
         E::UploadFailed(_) => named("UploadFailed", StatusCode::BAD_REQUEST, msg),
         E::TooManyUploads(_) => named("RateLimitExceeded", StatusCode::TOO_MANY_REQUESTS, msg),
-        E::Blob(crate::blob::BlobError::StorageFull(_)) => named(
-            "InsufficientStorage",
-            StatusCode::INSUFFICIENT_STORAGE,
-            msg,
-        ),
+        E::Blob(crate::blob::BlobError::StorageFull(_)) => {
+            named("InsufficientStorage", StatusCode::INSUFFICIENT_STORAGE, msg)
+        }
         E::MissingParts(_) => named("MissingParts", StatusCode::BAD_REQUEST, msg),
         E::CompletionFailed(_) => named("CompletionFailed", StatusCode::BAD_REQUEST, msg),
         E::InvalidOperation(_) => named("InvalidOperation", StatusCode::BAD_REQUEST, msg),

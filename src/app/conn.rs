@@ -215,26 +215,26 @@ impl Activity {
         self.bytes_written.load(Ordering::SeqCst)
     }
 
-    /// Whether the connection may be closed to make room: nothing in flight, or its body or
-    /// response has not moved for [`STALLED_AFTER`]. Returns its rank: the older, the
-    /// sooner it goes (idle before stalled).
-    pub fn eviction_rank(&self, now: u64) -> Option<(u8, u64)> {
+    /// Whether the connection may be closed to make room, and since when it has made no
+    /// progress (the oldest goes first): nothing in flight (since it went idle, or since
+    /// its next request's first byte), or a body or response that has not moved for
+    /// [`STALLED_AFTER`]. A fresh connection whose request the server has not read yet is
+    /// young, so the stalest ones go before it.
+    pub fn eviction_rank(&self, now: u64) -> Option<u64> {
         if self.evicted() {
             return None;
         }
         if self.in_flight() == 0 {
-            let since = match self.header_started_ms() {
+            return Some(match self.header_started_ms() {
                 0 => self.idle_since_ms(),
                 h => h,
-            };
-            return Some((0, since));
+            });
         }
         let stalled = STALLED_AFTER.as_millis() as u64;
         [self.body_waiting_since_ms(), self.write_pending_since_ms()]
             .into_iter()
             .filter(|&t| t != 0 && now.saturating_sub(t) >= stalled)
             .min()
-            .map(|t| (1, t))
     }
 
     pub fn evicted(&self) -> bool {
@@ -449,14 +449,23 @@ mod tests {
     }
 
     #[test]
-    fn eviction_rank_prefers_idle_then_stalled() {
+    fn eviction_rank_is_the_start_of_idleness_or_of_a_stall() {
         let a = Arc::new(Activity::new());
-        assert_eq!(a.eviction_rank(now_ms()).map(|r| r.0), Some(0), "idle");
+        assert_eq!(
+            a.eviction_rank(now_ms()),
+            Some(a.accepted_ms),
+            "idle since accepted"
+        );
         let g = a.request_started();
         assert_eq!(a.eviction_rank(now_ms()), None, "busy and moving");
         a.body_waiting_since_ms.store(1, Ordering::SeqCst);
         let now = 1 + STALLED_AFTER.as_millis() as u64;
-        assert_eq!(a.eviction_rank(now), Some((1, 1)), "stalled body");
+        assert_eq!(a.eviction_rank(now), Some(1), "stalled body");
+        assert_eq!(
+            a.eviction_rank(now - 1),
+            None,
+            "not stalled for long enough"
+        );
         drop(g);
         assert_eq!(a.in_flight(), 0);
         assert_eq!(a.body_waiting_since_ms(), 0);

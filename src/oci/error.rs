@@ -117,7 +117,7 @@ impl ErrorCode {
             ),
             InsufficientStorage => (
                 "UNAVAILABLE",
-                "insufficient storage: the registry is out of disk space, uploads are refused until space is freed",
+                "insufficient storage: the registry's disk is full, uploads are refused until space is freed",
                 StatusCode::INSUFFICIENT_STORAGE,
             ),
         }

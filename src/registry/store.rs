@@ -102,7 +102,13 @@ pub struct Deleted {
 
 pub struct MetaStore {
     db: Database,
+    /// Store work on blocking threads at once. redb runs one write transaction at a time, so
+    /// a burst of a thousand uploads would otherwise park hundreds of threads on its lock.
+    slots: tokio::sync::Semaphore,
 }
+
+/// See [`MetaStore::slots`].
+const STORE_CONCURRENCY: usize = 16;
 
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -129,7 +135,10 @@ impl MetaStore {
             txn.open_table(UI_SESSIONS)?;
         }
         txn.commit()?;
-        Ok(Arc::new(MetaStore { db }))
+        Ok(Arc::new(MetaStore {
+            db,
+            slots: tokio::sync::Semaphore::new(STORE_CONCURRENCY),
+        }))
     }
 
     /// Run blocking store work on the blocking pool.
@@ -137,6 +146,11 @@ impl MetaStore {
         self: &Arc<Self>,
         f: impl FnOnce(&MetaStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError(format!("store closed: {e}")))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&this))
             .await
@@ -341,7 +355,10 @@ impl MetaStore {
     }
 
     pub fn delete_upload(&self, id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // A forgotten session that comes back after a power cut has no staged data left and
+        // is swept again; no fsync per aborted upload (a flood aborts thousands).
+        txn.set_durability(Durability::Eventual);
         txn.open_table(UPLOADS)?.remove(id)?;
         txn.commit()?;
         Ok(())

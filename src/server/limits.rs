@@ -114,7 +114,8 @@ impl Table {
     }
 
     /// Close the connection (among those `wanted`) that has been idle or stalled the
-    /// longest, to make room. Returns whether one was found.
+    /// longest, to make room. Returns whether one was found. (A linear scan: it runs only
+    /// when the table or a share is full, over at most `max_connections` entries.)
     fn evict_one(&mut self, wanted: impl Fn(&Entry) -> bool) -> bool {
         let now = now_ms();
         let victim = self

@@ -51,10 +51,22 @@ impl Running {
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let addr = config.listen_addr();
     let state = build_state(config).await?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Bind(addr, e))?;
+    let listener = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
     Ok(spawn_on(listener, state))
+}
+
+/// Listen on `addr` with a deep accept queue (4096; the kernel caps it at somaxconn): under
+/// a connection flood the accept loop may fall behind for a moment, and a full queue drops
+/// SYNs, which costs an honest client a one-second retransmit.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 pub fn spawn_on(listener: TcpListener, state: Arc<AppState>) -> Running {

@@ -608,3 +608,60 @@ async fn failed_monolithic_uploads_leave_nothing() {
     assert!(staged(&s).is_empty(), "{:?}", staged(&s));
     assert_eq!(s.running.state.registry.open_uploads(), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let s = TestServer::start_with(tight).await;
+    let data = oci::bytes(48 << 20, 5);
+    let digest = oci::push_blob(&s, "alice/big", &data).await;
+    let mut c = TcpStream::connect(addr(&s)).await.unwrap();
+    // No reads at all: the response stalls once the socket buffers are full.
+    let req = format!("GET /v2/alice/big/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // Wait until the server gave up (the socket reports EOF/reset once we drain it).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => total += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the stalled response was not cut off");
+    assert!(
+        total < data.len(),
+        "all {total} bytes arrived: nothing stalled"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The server is fine and serves others.
+    assert_eq!(health_from("127.0.0.1", addr(&s)).await.0, 200);
+}
+
+#[tokio::test]
+async fn http2_requests_work_many_streams_at_once_and_after_the_idle_close() {
+    let s = TestServer::start_with(tight).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = h2.get(s.url("/_health")).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+    }
+    // Several streams at once on one connection, then idle: closed with GOAWAY after the
+    // keep-alive time; the client simply opens a new connection.
+    let data = oci::bytes(200_000, 1);
+    let digest = oci::push_blob(&s, "alice/h2", &data).await;
+    let url = s.url(&format!("/v2/alice/h2/blobs/{digest}"));
+    let gets = (0..5).map(|_| h2.get(&url).send());
+    for r in futures_util::future::join_all(gets).await {
+        assert_eq!(r.unwrap().bytes().await.unwrap().len(), data.len());
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let r = h2.get(s.url("/_health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -249,12 +249,22 @@ async fn serve_connection(
                 break;
             }
             _ = tick.tick() => {
-                if close_by.is_some_and(|t| tokio::time::Instant::now() >= t) {
-                    break;
-                }
-                if let Verdict::Close(why) = watchdog.check(now_ms()) {
-                    tracing::debug!(%peer, reason = why, "connection closed");
-                    break;
+                let now = tokio::time::Instant::now();
+                match close_by {
+                    Some(t) if now >= t => break,
+                    Some(_) => {}
+                    None => {
+                        if let Verdict::Close(why) = watchdog.check(now_ms()) {
+                            tracing::debug!(%peer, reason = why, "connection closed");
+                            if protocol == limits::Protocol::Http1 {
+                                break;
+                            }
+                            // HTTP/2: GOAWAY first, so a request crossing it is refused
+                            // cleanly (and retried by the client) rather than lost.
+                            conn.as_mut().graceful_shutdown();
+                            close_by = Some(now + Duration::from_secs(1));
+                        }
+                    }
                 }
             }
             _ = activity.evicted_notified(), if close_by.is_none() => {

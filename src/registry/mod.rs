@@ -77,7 +77,8 @@ impl From<BlobError> for RegistryError {
             BlobError::OffsetMismatch { expected, given } => {
                 RegistryError::UploadOutOfOrder { expected, given }
             }
-            BlobError::Client(e) if crate::app::conn::is_body_timeout(&e) => {
+            // The connection's body guard (`app/conn.rs`) ends slow bodies with TimedOut.
+            BlobError::Client(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 RegistryError::BodyTimeout(e.to_string())
             }
             BlobError::Client(e) => {

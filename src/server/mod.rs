@@ -1,5 +1,6 @@
 //! The HTTP server: the accept loop with connection limits, per-phase timeouts, eviction and
-//! load shedding ([`limits`]), graceful drain, and the single route table ([`router`]). The state it serves is built by [`crate::app::build_state`].
+//! load shedding ([`limits`]), graceful drain, and the single route table ([`router`]). The
+//! state it serves is built by [`crate::app::build_state`].
 
 pub mod limits;
 pub mod router;

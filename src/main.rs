@@ -184,6 +184,10 @@ fn run_async<F: std::future::Future<Output = ExitCode>>(
     init_logging(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is short (a file batch, a chunk read, a store transaction); no thread
+        // waits on a client. A burst of requests queues here instead of creating hundreds of
+        // threads at once.
+        .max_blocking_threads(128)
         .build()
         .expect("tokio runtime");
     rt.block_on(task(config))
@@ -198,7 +202,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match atcr::server::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot listen on {addr}: {e}");

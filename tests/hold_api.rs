@@ -1431,3 +1431,92 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
         "BlobNotFound",
     );
 }
+
+/// The hold's own upload sessions: capped per caller and per address, removed at once when a
+/// part fails, and expired when idle (issue 14).
+#[tokio::test]
+async fn hold_uploads_are_capped_removed_on_failure_and_expire() {
+    let h = start(false, |c| {
+        c.registry.max_uploads_per_identity = 2;
+        c.registry.max_uploads_per_address = 3;
+        c.server.per_address_exempt = vec![];
+    })
+    .await;
+    let uploads_dir = h.s.dir.path().join("blobs/uploads");
+    async fn initiate(h: &Hold, who: &str, seed: u64) -> (u16, Value) {
+        let digest = sha256(&oci::bytes(10, seed));
+        h.post(
+            Some(who),
+            "io.atcr.hold.initiateUpload",
+            json!({"digest": digest}),
+        )
+        .await
+    }
+    let staged = || -> Vec<String> {
+        std::fs::read_dir(&uploads_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("hold-"))
+            .collect()
+    };
+    let mut ids = Vec::new();
+    for seed in 0..2 {
+        let (st, v) = initiate(&h, WRITER, seed).await;
+        assert_eq!(st, 200, "{v}");
+        ids.push(v["uploadId"].as_str().unwrap().to_string());
+    }
+    let r = initiate(&h, WRITER, 9).await;
+    assert_err(&r, 429, "RateLimitExceeded");
+    assert!(r.1["message"]
+        .as_str()
+        .unwrap()
+        .contains("already has 2 uploads"));
+    // The address holds 3 at most, whoever asks.
+    assert_eq!(initiate(&h, OWNER, 10).await.0, 200);
+    let r = initiate(&h, OWNER, 11).await;
+    assert_err(&r, 429, "RateLimitExceeded");
+    assert!(r.1["message"].as_str().unwrap().contains("your address"));
+    assert_eq!(staged().len(), 3);
+
+    // A part whose body breaks off: the upload is removed at once, bytes and all.
+    let nsid = "io.atcr.hold.uploadPart";
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::net::TcpStream::connect(h.s.running.addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "PUT /xrpc/{nsid} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             X-Upload-Id: {}\r\nX-Part-Number: 1\r\nContent-Length: 1000000\r\n\r\n",
+            h.dir.token(WRITER, nsid),
+            ids[0]
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&[1u8; 64 * 1024]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    } // the client gives up: the connection closes mid-body
+    for _ in 0..50 {
+        if !staged().contains(&ids[0]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!staged().contains(&ids[0]), "{:?}", staged());
+    assert_err(
+        &h.put_part(WRITER, &ids[0], 1, vec![1]).await,
+        400,
+        "InvalidUploadId",
+    );
+    // Idle sessions expire (30 minutes by default); the caps free up.
+    let svc = h.s.running.state.hold_api.clone().unwrap();
+    assert_eq!(svc.expire_uploads_at(now() + 29 * 60).await, 0);
+    assert_eq!(svc.expire_uploads_at(now() + 31 * 60).await, 2);
+    assert!(staged().is_empty(), "{:?}", staged());
+    assert_err(
+        &h.put_part(WRITER, &ids[1], 1, vec![1]).await,
+        400,
+        "InvalidUploadId",
+    );
+    assert_eq!(initiate(&h, WRITER, 12).await.0, 200);
+}

@@ -107,6 +107,11 @@ async fn assets_errors_and_csrf() {
 
     // The login form hands out a CSRF cookie; a POST without the matching field is refused.
     let form = s.client.get(s.url("/login")).send().await.unwrap();
+    // Pages cannot be framed (clickjacking): CSP frame-ancestors and, for old browsers,
+    // X-Frame-Options.
+    assert_eq!(form.headers()["x-frame-options"], "DENY");
+    let csp = form.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let set = form.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
     let token = set

@@ -38,30 +38,37 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
 
 pub fn oci_error(e: &OciError) -> Response<Body> {
     let body = e.body();
-    Response::builder()
+    let mut b = Response::builder()
         .status(e.status())
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(full(body))
-        .expect("static headers are valid")
+        .header(http::header::CONTENT_LENGTH, body.len());
+    if let Some(secs) = e.retry_after {
+        b = b.header(http::header::RETRY_AFTER, secs);
+    }
+    b.body(full(body)).expect("static headers are valid")
+}
+
+/// The request body as a stream of byte chunks. Every body is read through this: it fails
+/// (io `TimedOut`) when the client sends slower than `server.min_transfer_rate` or the
+/// connection is evicted ([`super::conn::guard_body`]).
+fn guarded(body: Incoming) -> super::conn::GuardedBody<ChunkStream> {
+    super::conn::guard_body(Box::pin(
+        body.into_data_stream().map_err(std::io::Error::other),
+    ))
 }
 
 /// The request body as a stream of byte chunks, for blob uploads.
 pub fn body_stream(body: Incoming) -> ChunkStream {
-    Box::pin(
-        body.into_data_stream()
-            .map_ok(|chunk| {
-                crate::metrics::bytes_received(chunk.len());
-                chunk
-            })
-            .map_err(std::io::Error::other),
-    )
+    Box::pin(guarded(body).map_ok(|chunk| {
+        crate::metrics::bytes_received(chunk.len());
+        chunk
+    }))
 }
 
 /// Read and discard up to `max` more bytes of a body we refuse, so a client still sending it
 /// reads our error instead of a reset connection. Bigger bodies are cut off.
 pub async fn drain(body: Incoming, max: u64) {
-    let mut stream = body.into_data_stream();
+    let mut stream = guarded(body);
     let mut seen = 0u64;
     while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
         crate::metrics::bytes_received(chunk.len());
@@ -75,7 +82,7 @@ pub async fn drain(body: Incoming, max: u64) {
 /// Collect a small body (manifests), refusing more than `limit` bytes. An oversized body is
 /// still read (up to 4x the limit) so the client gets to see the 413.
 pub async fn collect_limited(body: Incoming, limit: usize) -> Result<Vec<u8>, CollectError> {
-    let mut stream = body.into_data_stream();
+    let mut stream = guarded(body);
     let mut out = Vec::new();
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
         let chunk = chunk.map_err(|e| CollectError::Io(e.to_string()))?;
@@ -135,6 +142,41 @@ pub fn header_str<'a>(
 
 pub fn header_u64(req: &http::request::Parts, name: &http::header::HeaderName) -> Option<u64> {
     header_str(req, name).and_then(|s| s.trim().parse().ok())
+}
+
+/// Who sent a request, put into its extensions by the router: the peer address and, once
+/// the auth guard passed, the token's subject (the DID; `None` without authentication).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: std::net::IpAddr,
+    pub subject: Option<String>,
+}
+
+/// The address a request's per-address limits (upload caps) count under, or `None` when
+/// it is exempt (`server.per_address_exempt`: a reverse proxy on this host).
+pub fn limit_address(
+    config: &crate::config::Config,
+    req_client: Option<&Client>,
+) -> Option<String> {
+    let ip = req_client?.addr;
+    let exempt = config
+        .server
+        .per_address_exempt
+        .iter()
+        .filter_map(|c| crate::config::Cidr::parse(c))
+        .any(|c| c.contains(ip));
+    (!exempt).then(|| address_key(ip))
+}
+
+/// The key per-address limits count under: an IPv4 address, or an IPv6 address's /64.
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 /// A header value from text we built ourselves (names, digests): always valid, but never panic.

@@ -3,6 +3,7 @@
 //! services together, and the HTTP helpers ([`http`]) all handlers use. Handlers import from
 //! here; nothing here imports a handler or the server, so the layering has no circle.
 
+pub mod conn;
 pub mod http;
 
 use std::net::SocketAddr;
@@ -78,14 +79,13 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
             )
         }
         _ => Arc::new(
-            FsBlobStore::open(config.blob_root()).map_err(|e| StartError::Blobs(e.to_string()))?,
+            FsBlobStore::open(config.blob_root())
+                .map_err(|e| StartError::Blobs(e.to_string()))?
+                .with_min_free(config.storage.min_free_mib << 20),
         ),
     };
     let store = MetaStore::open(&data.join("registry.redb"))?;
-    let limits = Limits {
-        max_manifest_bytes: config.registry.max_manifest_bytes,
-        upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
-    };
+    let limits = Limits::from_config(&config);
     let registry = Registry::new(blobs.clone(), store.clone(), limits);
     let hold = if config.hold.enabled {
         Some(crate::pds::HoldPds::open(&config)?)
@@ -113,8 +113,13 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         Some(pds) => {
             let tiers = crate::hold::Tiers::parse(&config.hold.tiers, &config.hold.default_tier)
                 .map_err(|e| crate::pds::HoldError::Internal(e.to_string()))?;
-            let svc =
-                crate::hold::HoldService::new(pds.clone(), blobs, auth.resolver().clone(), tiers);
+            let svc = crate::hold::HoldService::new(
+                pds.clone(),
+                blobs,
+                auth.resolver().clone(),
+                tiers,
+                crate::hold::uploads::UploadLimits::from_config(&config),
+            );
             match svc.restore_uploads().await {
                 Ok((0, 0)) => {}
                 Ok((restored, removed)) => {

@@ -8,8 +8,11 @@
 //! A blob becomes visible only by `rename` after its data is fsynced, and the directory is
 //! fsynced after the rename, so a crash never leaves a half-written blob under a digest.
 //!
-//! All file work runs on blocking threads: one per append (hash + write, pipelined with the
-//! network through a bounded channel) and one per read (1 MiB chunks), never on the runtime.
+//! All file work runs on blocking threads, never on the runtime: an append hashes and
+//! writes batches of up to 1 MiB there while the next batch is read from the socket, so a
+//! blocking thread is held only while it writes, never while a slow client sends (a
+//! thousand slow uploads must not starve the blocking pool); a read reads 1 MiB chunks there,
+//! one ahead of the socket.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -18,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use super::{Appended, BlobError, BlobRead, BlobStore, ChunkStream};
 use crate::oci::types::range::ByteRange;
@@ -27,11 +29,17 @@ use crate::oci::types::{Algorithm, Digest, Hasher};
 const READ_CHUNK: usize = 1 << 20;
 /// Start writeback every this many bytes so the final fsync has little left to flush.
 const WRITEBACK_EVERY: u64 = 16 << 20;
-/// Chunks in flight between the network task and the writer thread.
-const PIPELINE_DEPTH: usize = 32;
+/// Bytes read from the socket while the previous batch is written (and the most one write
+/// takes): memory per upload stays about twice this.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// How often a running upload re-checks the free-space watermark.
+const WATERMARK_CHECK_EVERY: u64 = 32 << 20;
 
 pub struct FsBlobStore {
     root: PathBuf,
+    /// Uploads are refused while less than this is free (0: only ENOSPC stops them).
+    min_free: u64,
 }
 
 impl FsBlobStore {
@@ -39,7 +47,14 @@ impl FsBlobStore {
         let root = root.into();
         fs::create_dir_all(root.join("blobs"))?;
         fs::create_dir_all(root.join("uploads"))?;
-        Ok(FsBlobStore { root })
+        Ok(FsBlobStore { root, min_free: 0 })
+    }
+
+    /// Refuse uploads (new ones, and running ones as they grow) while less than `bytes`
+    /// is free on the filesystem, so the disk never fills up under the databases.
+    pub fn with_min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
     }
 
     fn blob_dir(&self, d: &Digest) -> PathBuf {
@@ -91,6 +106,114 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// After a refusal (disk full), read and drop what the client is still sending, for a
+/// moment: closing a socket with unread data resets it, and the reset can destroy our
+/// answer in the client's receive buffer before it reads it.
+async fn discard_rest(chunks: &mut ChunkStream) {
+    let mut left: u64 = 64 << 20;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The staged file and its hash state, moved to a blocking thread for each batch.
+struct Writer {
+    file: File,
+    hasher: Hasher,
+    written: u64,
+    since_writeback: u64,
+    since_check: u64,
+}
+
+impl Writer {
+    fn write_batch(
+        &mut self,
+        chunks: &[Bytes],
+        uploads: &Path,
+        min_free: u64,
+    ) -> Result<(), BlobError> {
+        for chunk in chunks {
+            if self.since_check >= WATERMARK_CHECK_EVERY {
+                check_watermark(uploads, min_free)?;
+                self.since_check = 0;
+            }
+            self.hasher.update(chunk);
+            self.file.write_all(chunk)?;
+            self.written += chunk.len() as u64;
+            self.since_check += chunk.len() as u64;
+            self.since_writeback += chunk.len() as u64;
+            if self.since_writeback >= WRITEBACK_EVERY {
+                start_writeback(
+                    &self.file,
+                    self.written - self.since_writeback,
+                    self.since_writeback,
+                );
+                self.since_writeback = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read the next `want` bytes (after seeking to `seek`, if given) on a blocking thread.
+fn read_chunk(
+    mut file: File,
+    seek: Option<u64>,
+    want: u64,
+) -> tokio::task::JoinHandle<io::Result<(File, Vec<u8>)>> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(at) = seek {
+            file.seek(SeekFrom::Start(at))?;
+        }
+        // read_to_end on a Take reads straight into spare capacity: no memset.
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut file).take(want).read_to_end(&mut buf)?;
+        if buf.len() as u64 != want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob shrank while being read",
+            ));
+        }
+        Ok((file, buf))
+    })
+}
+
+/// `StorageFull` when less than `min_free` bytes are free where `dir` lives.
+fn check_watermark(dir: &Path, min_free: u64) -> Result<(), BlobError> {
+    if min_free == 0 {
+        return Ok(());
+    }
+    match free_bytes(dir) {
+        Some(free) if free < min_free => Err(BlobError::StorageFull(format!(
+            "only {:.1} MiB free on the registry's disk, under the {} MiB it keeps free \
+             (storage.min_free_mib); uploads are refused until space is freed",
+            free as f64 / (1u64 << 20) as f64,
+            min_free >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+}
+
 fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Appended> {
     let mut f = File::open(path)?;
     let mut hasher = algorithm.hasher();
@@ -120,7 +243,7 @@ impl BlobStore for FsBlobStore {
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead, BlobError> {
         let path = self.blob_path(digest);
         let d = digest.clone();
-        let (mut file, size) = blocking(move || match File::open(&path) {
+        let (file, size) = blocking(move || match File::open(&path) {
             Ok(f) => {
                 let size = f.metadata()?.len();
                 Ok((f, size))
@@ -133,35 +256,25 @@ impl BlobStore for FsBlobStore {
             Some(r) => (r.start, r.len().min(size.saturating_sub(r.start))),
             None => (0, size),
         };
-        let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(4);
-        tokio::task::spawn_blocking(move || {
-            let result = (|| -> io::Result<()> {
-                file.seek(SeekFrom::Start(start))?;
-                let mut left = len;
-                while left > 0 {
-                    let want = left.min(READ_CHUNK as u64);
-                    // read_to_end on a Take reads straight into spare capacity: no memset.
-                    let mut buf = Vec::with_capacity(want as usize);
-                    (&mut file).take(want).read_to_end(&mut buf)?;
-                    if buf.len() as u64 != want {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "blob shrank while being read",
-                        ));
-                    }
-                    left -= want;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return Ok(()); // client went away
-                    }
+        // One 1 MiB chunk is read ahead on a blocking thread while the previous one is sent;
+        // no thread waits for a client that is slow to read.
+        let first = (start > 0).then_some(start);
+        let ahead = (len > 0).then(|| read_chunk(file, first, len.min(READ_CHUNK as u64)));
+        let stream = futures_util::stream::unfold((ahead, len), |(ahead, left)| async move {
+            let job = ahead?;
+            let item = job
+                .await
+                .map_err(|e| io::Error::other(format!("read task failed: {e}")))
+                .and_then(|r| r);
+            match item {
+                Ok((file, buf)) => {
+                    let left = left - buf.len() as u64;
+                    let next =
+                        (left > 0).then(|| read_chunk(file, None, left.min(READ_CHUNK as u64)));
+                    Some((Ok(Bytes::from(buf)), (next, left)))
                 }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(e));
+                Err(e) => Some((Err(e), (None, 0))),
             }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
         });
         Ok(BlobRead {
             len,
@@ -206,7 +319,9 @@ impl BlobStore for FsBlobStore {
 
     async fn upload_create(&self, id: &str) -> Result<(), BlobError> {
         let dir = self.upload_dir(id)?;
+        let (uploads, min_free) = (self.root.join("uploads"), self.min_free);
         blocking(move || {
+            check_watermark(&uploads, min_free)?;
             fs::create_dir_all(&dir)?;
             File::create(dir.join("data"))?;
             Ok(())
@@ -232,64 +347,106 @@ impl BlobStore for FsBlobStore {
     ) -> Result<Appended, BlobError> {
         let path = self.upload_dir(id)?.join("data");
         let id_owned = id.to_string();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(PIPELINE_DEPTH);
-        // The writer thread owns the file and the hasher: hashing and disk writes overlap with
-        // reading the next chunks from the socket.
-        let writer = tokio::task::spawn_blocking(move || -> Result<Appended, BlobError> {
-            let mut file = match OpenOptions::new().append(true).open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(BlobError::UploadNotFound(id_owned))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let len = file.metadata()?.len();
-            if len != offset {
-                return Err(BlobError::OffsetMismatch {
-                    expected: len,
-                    given: offset,
-                });
-            }
-            let mut hasher = hasher;
-            let mut written = len;
-            let mut since_writeback = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
-                since_writeback += chunk.len() as u64;
-                if since_writeback >= WRITEBACK_EVERY {
-                    start_writeback(&file, written - since_writeback, since_writeback);
-                    since_writeback = 0;
-                }
-            }
-            Ok(Appended {
-                len: written,
-                hasher,
-            })
-        });
-        let mut client_error = None;
-        while let Some(item) = chunks.next().await {
-            match item {
-                Ok(chunk) if chunk.is_empty() => {}
-                Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // writer failed; its error is reported below
+        let (uploads, min_free) = (self.root.join("uploads"), self.min_free);
+        let opened = {
+            let uploads = uploads.clone();
+            blocking(move || {
+                let file = match OpenOptions::new().append(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(BlobError::UploadNotFound(id_owned))
                     }
+                    Err(e) => return Err(e.into()),
+                };
+                let len = file.metadata()?.len();
+                if len != offset {
+                    return Err(BlobError::OffsetMismatch {
+                        expected: len,
+                        given: offset,
+                    });
                 }
-                Err(e) => {
-                    client_error = Some(e);
-                    break;
+                check_watermark(&uploads, min_free)?;
+                Ok(Writer {
+                    file,
+                    hasher,
+                    written: len,
+                    since_writeback: 0,
+                    since_check: 0,
+                })
+            })
+            .await
+        };
+        let opened = match opened {
+            Ok(w) => w,
+            Err(e) => {
+                if matches!(e, BlobError::StorageFull(_)) {
+                    discard_rest(&mut chunks).await;
+                }
+                return Err(e);
+            }
+        };
+        // Hashing and disk writes of one batch run on a blocking thread while the next batch
+        // is read from the socket; no thread is held while the client is slow to send.
+        let mut idle_writer = Some(opened);
+        let mut writing: Option<tokio::task::JoinHandle<Result<Writer, BlobError>>> = None;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut ended = false;
+        let mut client_error = None;
+        loop {
+            if writing.is_none() && !batch.is_empty() {
+                let mut w = idle_writer.take().expect("the writer is idle");
+                let (chunks_now, uploads, min_free) =
+                    (std::mem::take(&mut batch), uploads.clone(), min_free);
+                batch_bytes = 0;
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    w.write_batch(&chunks_now, &uploads, min_free)?;
+                    Ok(w)
+                }));
+            }
+            if ended && writing.is_none() {
+                break;
+            }
+            let room = !ended && batch_bytes < BATCH_BYTES;
+            tokio::select! {
+                item = chunks.next(), if room => match item {
+                    Some(Ok(chunk)) if chunk.is_empty() => {}
+                    Some(Ok(chunk)) => {
+                        batch_bytes += chunk.len();
+                        batch.push(chunk);
+                    }
+                    Some(Err(e)) => {
+                        client_error = Some(e);
+                        ended = true;
+                        batch.clear(); // the upload failed: no point writing the rest
+                    }
+                    None => ended = true,
+                },
+                done = async { writing.as_mut().expect("checked").await }, if writing.is_some() => {
+                    writing = None;
+                    match done {
+                        Ok(Ok(w)) => idle_writer = Some(w),
+                        // The writer failed (disk full...): stop writing, report it.
+                        Ok(Err(e)) => {
+                            discard_rest(&mut chunks).await;
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            return Err(BlobError::Io(io::Error::other(format!(
+                                "writer task failed: {e}"
+                            ))))
+                        }
+                    }
                 }
             }
         }
-        drop(tx);
-        let appended = writer
-            .await
-            .map_err(|e| BlobError::Io(io::Error::other(format!("writer task failed: {e}"))))??;
+        let w = idle_writer.expect("the last write finished");
         match client_error {
             Some(e) => Err(BlobError::Client(e)),
-            None => Ok(appended),
+            None => Ok(Appended {
+                len: w.written,
+                hasher: w.hasher,
+            }),
         }
     }
 

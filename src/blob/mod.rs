@@ -38,8 +38,28 @@ pub enum BlobError {
     Client(io::Error),
     #[error("{0}")]
     Unsupported(String),
+    /// The disk (or quota) is full: `ENOSPC`/`EDQUOT`, or free space under the watermark.
+    #[error("{0}")]
+    StorageFull(String),
     #[error("storage I/O failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+/// Whether an I/O error says the disk or the quota is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+impl From<io::Error> for BlobError {
+    fn from(e: io::Error) -> Self {
+        if is_no_space(&e) {
+            BlobError::StorageFull(format!("the registry's storage is full ({e})"))
+        } else {
+            BlobError::Io(e)
+        }
+    }
 }
 
 /// Result of appending to an upload: the new total length and the hash state after it.

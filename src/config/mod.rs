@@ -54,8 +54,29 @@ pub struct ServerConfig {
     pub public_url: String,
     /// State directory: blobs, databases, keys.
     pub data_dir: PathBuf,
-    /// Connections served at once; further ones wait in the kernel backlog.
+    /// Connections served at once. When full, an idle or stalled connection is closed to
+    /// make room; when none is, the newcomer gets a quick `503` with `Retry-After`.
     pub max_connections: usize,
+    /// Connections one client address (IPv6: its /64) may hold; 0: no per-address cap.
+    pub max_connections_per_address: usize,
+    /// Addresses or CIDR blocks exempt from the per-address cap (a reverse proxy on this host).
+    pub per_address_exempt: Vec<String>,
+    /// Seconds a new connection has to send the bytes that tell HTTP/1 from HTTP/2.
+    pub protocol_timeout_secs: u64,
+    /// Seconds a client has to send a request's complete headers (HTTP/2: the first request).
+    pub header_timeout_secs: u64,
+    /// Seconds an open connection may sit idle between requests (both protocols).
+    pub keepalive_timeout_secs: u64,
+    /// Slowest accepted transfer, bytes per second, averaged over `transfer_window_secs` of
+    /// waiting on the client: request bodies it sends and responses it reads.
+    pub min_transfer_rate: u64,
+    /// The window (seconds of waiting on the client) over which `min_transfer_rate` is measured.
+    pub transfer_window_secs: u64,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_streams: u32,
+    /// Seconds between HTTP/2 keep-alive pings on a connection; the peer must answer within
+    /// the same time. 0: no pings.
+    pub http2_ping_secs: u64,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -67,6 +88,9 @@ pub struct StorageConfig {
     pub backend: String,
     /// Filesystem blob root; empty means `<data_dir>/blobs`.
     pub root: PathBuf,
+    /// New uploads are refused (`507`) while the filesystem that stages them has less than
+    /// this many MiB free; reads go on. 0: only a really full disk stops uploads.
+    pub min_free_mib: u64,
     pub s3: S3Config,
 }
 
@@ -134,8 +158,16 @@ impl Default for S3Config {
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     pub max_manifest_bytes: usize,
-    /// Upload sessions idle longer than this are removed.
+    /// Upload sessions older than this are removed, however active.
     pub upload_ttl_secs: u64,
+    /// Upload sessions no request touched for this many minutes are removed.
+    pub upload_idle_minutes: u64,
+    /// Seconds between sweeps for expired upload sessions.
+    pub upload_cleanup_secs: u64,
+    /// Open upload sessions one identity may hold (registry and hold API each).
+    pub max_uploads_per_identity: usize,
+    /// Open upload sessions one client address may hold (registry and hold API each).
+    pub max_uploads_per_address: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,6 +329,15 @@ impl Default for ServerConfig {
             public_url: String::new(),
             data_dir: default_data_dir(),
             max_connections: 1024,
+            max_connections_per_address: 128,
+            per_address_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
+            protocol_timeout_secs: 5,
+            header_timeout_secs: 10,
+            keepalive_timeout_secs: 30,
+            min_transfer_rate: 1024,
+            transfer_window_secs: 10,
+            http2_max_streams: 100,
+            http2_ping_secs: 20,
             shutdown_grace_secs: 30,
         }
     }
@@ -320,6 +361,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: "filesystem".into(),
             root: PathBuf::new(),
+            min_free_mib: 1024,
             s3: S3Config::default(),
         }
     }
@@ -330,6 +372,10 @@ impl Default for RegistryConfig {
         RegistryConfig {
             max_manifest_bytes: crate::oci::types::manifest::DEFAULT_MAX_MANIFEST_BYTES,
             upload_ttl_secs: 24 * 3600,
+            upload_idle_minutes: 30,
+            upload_cleanup_secs: 60,
+            max_uploads_per_identity: 64,
+            max_uploads_per_address: 128,
         }
     }
 }
@@ -442,6 +488,59 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1".into());
+        }
+        for cidr in &self.server.per_address_exempt {
+            if Cidr::parse(cidr).is_none() {
+                return invalid(
+                    "server.per_address_exempt",
+                    format!("{cidr:?} is not an IP address or CIDR block (10.0.0.0/8, ::1)"),
+                );
+            }
+        }
+        for (key, value) in [
+            (
+                "server.protocol_timeout_secs",
+                self.server.protocol_timeout_secs,
+            ),
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            (
+                "server.keepalive_timeout_secs",
+                self.server.keepalive_timeout_secs,
+            ),
+            (
+                "server.transfer_window_secs",
+                self.server.transfer_window_secs,
+            ),
+            (
+                "registry.upload_idle_minutes",
+                self.registry.upload_idle_minutes,
+            ),
+            (
+                "registry.upload_cleanup_secs",
+                self.registry.upload_cleanup_secs,
+            ),
+        ] {
+            if !(1..=86400).contains(&value) {
+                return invalid(key, format!("{value} is outside 1..=86400"));
+            }
+        }
+        if self.server.http2_max_streams == 0 {
+            return invalid("server.http2_max_streams", "must be at least 1".into());
+        }
+        if self.registry.max_uploads_per_identity == 0 {
+            return invalid(
+                "registry.max_uploads_per_identity",
+                "must be at least 1".into(),
+            );
+        }
+        if self.registry.max_uploads_per_address == 0 {
+            return invalid(
+                "registry.max_uploads_per_address",
+                "must be at least 1".into(),
+            );
         }
         match self.storage.backend.as_str() {
             "filesystem" => {}
@@ -725,6 +824,42 @@ impl Config {
     }
 }
 
+/// An IP address block from the config (`10.0.0.0/8`, `::1`; a bare address is one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let net: std::net::IpAddr = addr.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net, prefix })
+    }
+
+    /// Whether `ip` is in the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let (a, b, bits) = match (self.net, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
+                (u32::from(n) as u128, u32::from(i) as u128, 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+                (u128::from(n), u128::from(i), 128)
+            }
+            _ => return false,
+        };
+        let shift = bits - self.prefix as u32;
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
 /// Leaf paths of the default config, keyed by their environment variable name.
 fn env_keys() -> BTreeMap<String, (Vec<String>, toml::Value)> {
     fn walk(
@@ -817,6 +952,35 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn cidr_blocks() {
+        let lo = Cidr::parse("127.0.0.0/8").unwrap();
+        assert!(lo.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            lo.contains("::ffff:127.0.0.1".parse().unwrap()),
+            "v4-mapped"
+        );
+        assert!(!lo.contains("128.0.0.1".parse().unwrap()));
+        assert!(!lo.contains("::1".parse().unwrap()));
+        let one = Cidr::parse("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["", "10.0.0.0/33", "example.com", "10.0.0.0/x"] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
+        let e = Config::load(
+            None,
+            env(&[("ATCR_SERVER_PER_ADDRESS_EXEMPT", "10.0.0.0/40")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("server.per_address_exempt"), "{e}");
+        let e = Config::load(None, env(&[("ATCR_SERVER_HEADER_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("server.header_timeout_secs"), "{e}");
     }
 
     #[test]

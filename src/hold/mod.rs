@@ -58,6 +58,9 @@ pub enum HoldApiError {
     InvalidPartNumber(String),
     #[error("{0}")]
     UploadFailed(String),
+    /// The caller (or its address) holds as many upload sessions as it may.
+    #[error("{0}")]
+    TooManyUploads(String),
     #[error("{0}")]
     MissingParts(String),
     #[error("{0}")]
@@ -98,6 +101,7 @@ pub struct HoldService {
     auth: ServiceAuth,
     tiers: Tiers,
     uploads: uploads::Uploads,
+    upload_limits: uploads::UploadLimits,
 }
 
 /// How long a blob completed through `completeUpload` is kept from garbage collection
@@ -120,6 +124,7 @@ impl HoldService {
         blobs: Arc<dyn BlobStore>,
         resolver: Arc<Resolver>,
         tiers: Tiers,
+        upload_limits: uploads::UploadLimits,
     ) -> Arc<HoldService> {
         Arc::new(HoldService {
             auth: ServiceAuth::new(pds.did(), resolver),
@@ -127,6 +132,7 @@ impl HoldService {
             blobs,
             tiers,
             uploads: uploads::Uploads::default(),
+            upload_limits,
         })
     }
 

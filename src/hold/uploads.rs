@@ -11,8 +11,12 @@
 //!
 //! Sessions (owner DID, digest, length, serialized hash state, parts) are kept in memory
 //! and in the hold's redb (`uploads` table), written after every part, so an upload goes on
-//! after a restart ([`super::HoldService::restore_uploads`]). They expire after
-//! [`SESSION_TTL`]; staged data without a session is removed at start.
+//! after a restart ([`super::HoldService::restore_uploads`]). They expire when idle for
+//! `registry.upload_idle_minutes` or older than [`SESSION_TTL`] (swept by the server's
+//! housekeeping timer, [`super::HoldService::expire_uploads`]); staged data without a
+//! session is removed at start. Each caller DID and each client address may hold
+//! `registry.max_uploads_per_identity` / `max_uploads_per_address` sessions. A failed part
+//! (the body broke off or was too slow, the disk is full) removes the upload at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +35,30 @@ pub const UPLOAD_ID_PREFIX: &str = "hold-";
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most open upload sessions at once (all users).
 pub const MAX_SESSIONS: usize = 1024;
-/// Most open upload sessions of one user.
-pub const MAX_SESSIONS_PER_USER: usize = 64;
+
+/// Upload caps and idle expiry (the same `[registry]` keys as the OCI uploads).
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    pub idle: Duration,
+    pub per_identity: usize,
+    pub per_address: usize,
+}
+
+impl UploadLimits {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        UploadLimits {
+            idle: Duration::from_secs(c.registry.upload_idle_minutes * 60),
+            per_identity: c.registry.max_uploads_per_identity,
+            per_address: c.registry.max_uploads_per_address,
+        }
+    }
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits::from_config(&crate::config::Config::default())
+    }
+}
 /// Most parts of one upload (S3's own limit).
 pub const MAX_PARTS: u32 = 10_000;
 /// Largest part (S3's own limit); a longer body is cut off with `UploadFailed`.
@@ -40,6 +66,7 @@ pub const MAX_PART_BYTES: u64 = 5 << 30;
 
 struct Session {
     owner: String,
+    address: Option<String>,
     digest: Digest,
     len: u64,
     /// `None` after a failed part: the stream state is unknown, the upload must be aborted.
@@ -52,6 +79,8 @@ struct Session {
 #[derive(Serialize, Deserialize)]
 struct SavedSession {
     owner: String,
+    #[serde(default)]
+    address: Option<String>,
     digest: String,
     len: u64,
     /// Hex of [`Hasher::to_state`]; empty when the hash state is lost.
@@ -64,6 +93,7 @@ impl Session {
     fn save(&self) -> Vec<u8> {
         serde_json::to_vec(&SavedSession {
             owner: self.owner.clone(),
+            address: self.address.clone(),
             digest: self.digest.to_string(),
             len: self.len,
             hasher: self
@@ -81,6 +111,7 @@ impl Session {
         let s: SavedSession = serde_json::from_slice(bytes).ok()?;
         Some(Session {
             owner: s.owner,
+            address: s.address,
             digest: s.digest.parse().ok()?,
             len: s.len,
             hasher: hex::decode(&s.hasher)
@@ -96,13 +127,39 @@ pub(super) fn unix_now() -> u64 {
     crate::pds::service_auth::unix_now()
 }
 
+/// One open upload: who holds it (readable without its lock, for the caps) and its state.
+struct Open {
+    owner: String,
+    address: Option<String>,
+    created_unix: u64,
+    last_active_unix: std::sync::atomic::AtomicU64,
+    state: tokio::sync::Mutex<Session>,
+}
+
+impl Open {
+    fn new(s: Session) -> Arc<Open> {
+        Arc::new(Open {
+            owner: s.owner.clone(),
+            address: s.address.clone(),
+            created_unix: s.created_unix,
+            last_active_unix: std::sync::atomic::AtomicU64::new(unix_now()),
+            state: tokio::sync::Mutex::new(s),
+        })
+    }
+
+    fn touch(&self) {
+        self.last_active_unix
+            .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 pub struct Uploads {
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    sessions: Mutex<HashMap<String, Arc<Open>>>,
 }
 
 impl Uploads {
-    fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+    fn get(&self, id: &str) -> Option<Arc<Open>> {
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -138,57 +195,80 @@ fn parse_digest(s: &str) -> Result<Digest> {
 }
 
 impl HoldService {
-    async fn session(&self, caller: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    async fn session(&self, caller: &str, id: &str) -> Result<Arc<Open>> {
         let cell = self.uploads.get(id).ok_or(HoldApiError::InvalidUploadId)?;
-        let owner_ok = cell.lock().await.owner == caller;
         // Someone else's upload id is as unknown as a made-up one.
-        if owner_ok {
+        if cell.owner == caller {
+            cell.touch();
             Ok(cell)
         } else {
             Err(HoldApiError::InvalidUploadId)
         }
     }
 
-    /// `initiateUpload {digest}` -> upload id.
-    pub async fn initiate_upload(&self, caller: Option<&str>, digest: &str) -> Result<String> {
+    /// `initiateUpload {digest}` -> upload id. `address` is the client's (per-address
+    /// cap), `None` when exempt.
+    pub async fn initiate_upload(
+        &self,
+        caller: Option<&str>,
+        digest: &str,
+        address: Option<&str>,
+    ) -> Result<String> {
         self.require(caller, Action::WriteBlob).await?;
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
         let digest = parse_digest(digest)?;
-        self.expire_sessions().await;
+        self.expire_uploads().await;
         let id = format!("{UPLOAD_ID_PREFIX}{}", uuid::Uuid::new_v4());
+        let limits = &self.upload_limits;
         {
             let mut map = self
                 .uploads
                 .sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let mine = map
+            let mine = map.values().filter(|o| o.owner == caller).count();
+            let here = map
                 .values()
-                .filter(|c| c.try_lock().map(|s| s.owner == caller).unwrap_or(true))
+                .filter(|o| address.is_some() && o.address.as_deref() == address)
                 .count();
-            if map.len() >= MAX_SESSIONS || mine >= MAX_SESSIONS_PER_USER {
-                return Err(HoldApiError::UploadFailed(
+            let idle_minutes = limits.idle.as_secs() / 60;
+            if mine >= limits.per_identity {
+                return Err(HoldApiError::TooManyUploads(format!(
+                    "{caller} already has {mine} uploads open on this hold; finish or abort \
+                     some (abandoned ones expire after {idle_minutes} minutes)"
+                )));
+            }
+            if here >= limits.per_address {
+                return Err(HoldApiError::TooManyUploads(format!(
+                    "your address already has {here} uploads open on this hold; finish or \
+                     abort some (abandoned ones expire after {idle_minutes} minutes)"
+                )));
+            }
+            if map.len() >= MAX_SESSIONS {
+                return Err(HoldApiError::TooManyUploads(
                     "too many uploads in progress on this hold; retry later".into(),
                 ));
             }
             map.insert(
                 id.clone(),
-                Arc::new(tokio::sync::Mutex::new(Session {
+                Open::new(Session {
                     owner: caller.to_string(),
+                    address: address.map(str::to_string),
                     hasher: Some(digest.algorithm().hasher()),
                     digest,
                     len: 0,
                     parts: Vec::new(),
                     created_unix: unix_now(),
-                })),
+                }),
             );
         }
         if let Err(e) = self.blobs.upload_create(&id).await {
             self.uploads.remove(&id);
+            let _ = self.blobs.upload_abort(&id).await;
             return Err(e.into());
         }
         if let Some(cell) = self.uploads.get(&id) {
-            let state = cell.lock().await.save();
+            let state = cell.state.lock().await.save();
             self.persist(&id, Some(state)).await?;
         }
         Ok(id)
@@ -205,7 +285,7 @@ impl HoldService {
         self.require(caller, Action::WriteBlob).await?;
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
         let cell = self.session(caller, id).await?;
-        let s = cell.lock().await;
+        let s = cell.state.lock().await;
         check_next_part(&s, part)?;
         let mut headers = HashMap::new();
         headers.insert("X-Upload-Id".to_string(), id.to_string());
@@ -231,7 +311,7 @@ impl HoldService {
         self.require(caller, Action::WriteBlob).await?;
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
         let cell = self.session(caller, id).await?;
-        let mut s = cell.lock().await;
+        let mut s = cell.state.lock().await;
         check_next_part(&s, part)?;
         let hasher = s.hasher.take().ok_or_else(|| {
             HoldApiError::UploadFailed("an earlier part failed; abort this upload".into())
@@ -241,9 +321,14 @@ impl HoldService {
         let appended = match self.blobs.upload_append(id, before, hasher, body).await {
             Ok(a) => a,
             Err(e) => {
-                // The hash state is gone (the session says so from now on).
-                self.persist(id, Some(s.save())).await?;
-                return Err(HoldApiError::UploadFailed(format!("part {part}: {e}")));
+                // The hash state is gone: the upload is removed at once, staged bytes and all.
+                self.discard(id).await;
+                return Err(match e {
+                    full @ crate::blob::BlobError::StorageFull(_) => HoldApiError::Blob(full),
+                    other => HoldApiError::UploadFailed(format!(
+                        "part {part}: {other}; the upload was removed, start it again"
+                    )),
+                });
             }
         };
         s.len = appended.len;
@@ -253,6 +338,7 @@ impl HoldService {
         let etag = format!("{part}-{before:x}-{:x}", appended.len - before);
         s.parts.push((part, etag.clone()));
         self.persist(id, Some(s.save())).await?;
+        cell.touch();
         Ok(etag)
     }
 
@@ -269,7 +355,7 @@ impl HoldService {
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
         let claimed = parse_digest(digest)?;
         let cell = self.session(caller, id).await?;
-        let mut s = cell.lock().await;
+        let mut s = cell.state.lock().await;
         if claimed != s.digest {
             return Err(HoldApiError::InvalidDigest(format!(
                 "upload was started for {}, completed as {claimed}",
@@ -308,10 +394,13 @@ impl HoldService {
         let digest = s.digest.clone();
         // Noted before the commit, so a GC gathering its keep-list after this cannot miss it.
         self.note_completed(&digest).await?;
-        self.blobs
-            .upload_commit(id, &digest)
-            .await
-            .map_err(|e| HoldApiError::CompletionFailed(e.to_string()))?;
+        if let Err(e) = self.blobs.upload_commit(id, &digest).await {
+            self.discard(id).await;
+            return Err(match e {
+                full @ crate::blob::BlobError::StorageFull(_) => HoldApiError::Blob(full),
+                other => HoldApiError::CompletionFailed(other.to_string()),
+            });
+        }
         self.uploads.remove(id);
         self.persist(id, None).await?;
         Ok(digest)
@@ -322,33 +411,57 @@ impl HoldService {
         self.require(caller, Action::WriteBlob).await?;
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
         let cell = self.session(caller, id).await?;
-        let _s = cell.lock().await;
+        let _s = cell.state.lock().await;
         self.blobs.upload_abort(id).await?;
         self.uploads.remove(id);
         self.persist(id, None).await?;
         Ok(())
     }
 
-    /// Sessions past [`SESSION_TTL`] are aborted.
-    async fn expire_sessions(&self) {
-        let stale: Vec<String> = self
+    /// Remove an upload everywhere (staged bytes, memory, redb), logging what fails.
+    async fn discard(&self, id: &str) {
+        if let Err(e) = self.blobs.upload_abort(id).await {
+            tracing::warn!(upload = id, error = %e, "could not remove a hold upload's bytes");
+        }
+        self.uploads.remove(id);
+        if let Err(e) = self.persist(id, None).await {
+            tracing::warn!(upload = id, error = %e, "could not forget a hold upload");
+        }
+    }
+
+    /// Abort sessions idle past `registry.upload_idle_minutes` or older than
+    /// [`SESSION_TTL`]; those a request is using right now stay. Returns how many went.
+    pub async fn expire_uploads(&self) -> usize {
+        self.expire_uploads_at(unix_now()).await
+    }
+
+    /// [`HoldService::expire_uploads`] as if the clock said `now` (unix seconds).
+    pub async fn expire_uploads_at(&self, now: u64) -> usize {
+        let idle = self.upload_limits.idle.as_secs();
+        let stale: Vec<(String, Arc<Open>)> = self
             .uploads
             .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, c)| {
-                c.try_lock()
-                    .map(|s| unix_now().saturating_sub(s.created_unix) > SESSION_TTL.as_secs())
-                    .unwrap_or(false)
+            .filter(|(_, o)| {
+                let last = o
+                    .last_active_unix
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                now.saturating_sub(last) > idle
+                    || now.saturating_sub(o.created_unix) > SESSION_TTL.as_secs()
             })
-            .map(|(id, _)| id.clone())
+            .map(|(id, o)| (id.clone(), o.clone()))
             .collect();
-        for id in stale {
-            let _ = self.blobs.upload_abort(&id).await;
-            self.uploads.remove(&id);
-            let _ = self.persist(&id, None).await;
+        let mut n = 0;
+        for (id, open) in stale {
+            let Ok(_busy) = open.state.try_lock() else {
+                continue; // a part is streaming in: that is activity
+            };
+            self.discard(&id).await;
+            n += 1;
         }
+        n
     }
 
     /// Writes (`Some`) or forgets (`None`) a session's persisted state.
@@ -393,7 +506,7 @@ impl HoldService {
                 .sessions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+                .insert(id, Open::new(session));
             restored += 1;
         }
         let removed = self.drop_stale_uploads().await?;

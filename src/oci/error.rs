@@ -29,6 +29,11 @@ pub enum ErrorCode {
     TooManyRequests,
     /// Not in the OCI table; distribution's generic `UNAVAILABLE` (the user's PDS is down).
     Unavailable,
+    /// The disk is full (or under the free-space watermark): `507 Insufficient Storage`, a
+    /// status whose reason phrase names the cause even for clients that print only the
+    /// status line of a 5xx (docker), with distribution's registered `UNAVAILABLE` code so
+    /// clients that read the body (skopeo, podman, containerd) show our message.
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -111,9 +116,19 @@ impl ErrorCode {
                 "service unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
+            InsufficientStorage => (
+                "UNAVAILABLE",
+                "insufficient storage: the registry's disk is full, uploads are refused until space is freed",
+                StatusCode::INSUFFICIENT_STORAGE,
+            ),
         }
     }
 }
+
+/// `Retry-After` of a full-disk answer: space may come back (an upload aborted, GC).
+pub const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 60;
+/// `Retry-After` when a client has too many upload sessions open.
+pub const TOO_MANY_UPLOADS_RETRY_AFTER_SECS: u64 = 30;
 
 /// An error on its way to the client: a code, a detail for humans, and, rarely, a status that
 /// differs from the table's (416 for out-of-order chunks, 413 for oversized manifests).
@@ -122,6 +137,8 @@ pub struct OciError {
     pub code: ErrorCode,
     pub detail: String,
     pub status_override: Option<StatusCode>,
+    /// Seconds for a `Retry-After` header (full disk, too many uploads).
+    pub retry_after: Option<u64>,
 }
 
 impl OciError {
@@ -130,7 +147,13 @@ impl OciError {
             code,
             detail: detail.into(),
             status_override: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -208,6 +231,20 @@ impl From<RegistryError> for OciError {
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE),
             R::NameUnknown => OciError::new(ErrorCode::NameUnknown, detail),
             R::Denied(_) => OciError::new(ErrorCode::Denied, detail),
+            R::StorageFull(_) => OciError::new(ErrorCode::InsufficientStorage, detail)
+                .with_retry_after(STORAGE_FULL_RETRY_AFTER_SECS),
+            R::TooManyUploads(_) => OciError::new(ErrorCode::TooManyRequests, detail)
+                .with_retry_after(TOO_MANY_UPLOADS_RETRY_AFTER_SECS),
+            R::BodyTimeout(_) => OciError::new(ErrorCode::BlobUploadInvalid, detail)
+                .with_status(StatusCode::REQUEST_TIMEOUT),
+            R::Database(db) if db.is_no_space() => {
+                tracing::error!(error = %detail, "the registry database cannot write: disk full");
+                OciError::new(
+                    ErrorCode::InsufficientStorage,
+                    "the registry's database cannot write: its disk is full",
+                )
+                .with_retry_after(STORAGE_FULL_RETRY_AFTER_SECS)
+            }
             R::Unsupported(_) => OciError::new(ErrorCode::Unsupported, detail),
             R::Records(r) => {
                 use crate::registry::records::RecordsError as E;

@@ -58,6 +58,15 @@ pub enum RegistryError {
     /// Refused by the hold before anything was stored (quota).
     #[error("{0}")]
     Denied(String),
+    /// The disk is full or under the free-space watermark; the upload was removed.
+    #[error("{0}")]
+    StorageFull(String),
+    /// The client holds as many upload sessions as it may.
+    #[error("{0}")]
+    TooManyUploads(String),
+    /// The request body came slower than the minimum rate; the upload was removed.
+    #[error("{0}; the upload was removed")]
+    BodyTimeout(String),
 }
 
 impl From<BlobError> for RegistryError {
@@ -68,10 +77,15 @@ impl From<BlobError> for RegistryError {
             BlobError::OffsetMismatch { expected, given } => {
                 RegistryError::UploadOutOfOrder { expected, given }
             }
+            // The connection's body guard (`app/conn.rs`) ends slow bodies with TimedOut.
+            BlobError::Client(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                RegistryError::BodyTimeout(e.to_string())
+            }
             BlobError::Client(e) => {
                 RegistryError::UploadInvalid(format!("request body failed: {e}"))
             }
             BlobError::Unsupported(m) => RegistryError::Unsupported(m),
+            BlobError::StorageFull(m) => RegistryError::StorageFull(m),
             other => {
                 crate::metrics::blob_store_error("registry");
                 RegistryError::Storage(other)
@@ -85,16 +99,79 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_manifest_bytes: usize,
+    /// Sessions older than this go, however active.
     pub upload_ttl: Duration,
+    /// Sessions no request touched for this long go.
+    pub upload_idle: Duration,
+    pub max_uploads_per_identity: usize,
+    pub max_uploads_per_address: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        Limits::from_config(&crate::config::Config::default())
+    }
+}
+
+impl Limits {
+    pub fn from_config(c: &crate::config::Config) -> Self {
         Limits {
-            max_manifest_bytes: manifest::DEFAULT_MAX_MANIFEST_BYTES,
-            upload_ttl: Duration::from_secs(24 * 3600),
+            max_manifest_bytes: c.registry.max_manifest_bytes,
+            upload_ttl: Duration::from_secs(c.registry.upload_ttl_secs),
+            upload_idle: Duration::from_secs(c.registry.upload_idle_minutes * 60),
+            max_uploads_per_identity: c.registry.max_uploads_per_identity,
+            max_uploads_per_address: c.registry.max_uploads_per_address,
         }
     }
+}
+
+/// Who opens an upload session: the caps count sessions per identity and per address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uploader {
+    /// The pushing DID (or, without authentication, the repository's first segment).
+    pub identity: String,
+    /// The client address (an IPv6 /64); `None` for addresses exempt from per-address caps.
+    pub address: Option<String>,
+}
+
+impl Uploader {
+    /// The caps of `limits` for this uploader, given the sessions open now.
+    fn check_caps<'a>(
+        &self,
+        limits: &Limits,
+        open: impl Iterator<Item = &'a Uploader>,
+    ) -> Result<()> {
+        let (mut mine, mut here) = (0, 0);
+        for u in open {
+            mine += usize::from(u.identity == self.identity);
+            here += usize::from(self.address.is_some() && u.address == self.address);
+        }
+        if mine >= limits.max_uploads_per_identity {
+            return Err(RegistryError::TooManyUploads(format!(
+                "{} already has {mine} uploads open (registry.max_uploads_per_identity); \
+                 finish or cancel some (abandoned ones expire after {} minutes)",
+                self.identity,
+                limits.upload_idle.as_secs() / 60
+            )));
+        }
+        if here >= limits.max_uploads_per_address {
+            return Err(RegistryError::TooManyUploads(format!(
+                "your address already has {here} uploads open (registry.max_uploads_per_address); \
+                 finish or cancel some (abandoned ones expire after {} minutes)",
+                limits.upload_idle.as_secs() / 60
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An open session's owner and last activity (every open session is here, also those not
+/// touched since a restart): the caps and the idle expiry read this.
+#[derive(Debug, Clone)]
+struct OpenUpload {
+    who: Uploader,
+    created_unix: u64,
+    last_active_unix: u64,
 }
 
 /// In-memory state of an upload session. `hasher` is None when it must be rebuilt from the
@@ -120,13 +197,95 @@ impl Session {
 
 type SessionCell = Arc<tokio::sync::Mutex<Session>>;
 
+/// The in-memory book of upload sessions, shared with the cleanup a dropped request leaves
+/// behind ([`AbortOnDrop`]).
+#[derive(Default)]
+struct UploadBook {
+    /// Sessions touched since start; a PATCH holds its session's lock, so chunks of one
+    /// upload are applied strictly in order while different uploads run in parallel.
+    cells: std::sync::Mutex<HashMap<String, SessionCell>>,
+    /// Every open session (see [`OpenUpload`]).
+    open: std::sync::Mutex<HashMap<String, OpenUpload>>,
+}
+
+impl UploadBook {
+    fn cell(&self, id: &str) -> Option<SessionCell> {
+        self.cells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn touch(&self, id: &str) {
+        if let Some(o) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+        {
+            o.last_active_unix = now_unix();
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.cells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+/// Remove a session everywhere: staged bytes, its record, the book.
+async fn drop_session(blobs: &dyn BlobStore, store: &Arc<MetaStore>, book: &UploadBook, id: &str) {
+    if let Err(e) = blobs.upload_abort(id).await {
+        tracing::warn!(upload = id, error = %e, "could not remove staged upload");
+    }
+    let id2 = id.to_string();
+    if let Err(e) = store.run(move |s| s.delete_upload(&id2)).await {
+        tracing::warn!(upload = id, error = %e, "could not forget upload session");
+    }
+    book.forget(id);
+}
+
+/// Armed while a request writes into a session: if the request is dropped half-way (the
+/// server cut the connection), the session and its staged bytes are removed in the
+/// background instead of waiting for the idle expiry.
+struct AbortOnDrop {
+    armed: Option<Armed>,
+}
+
+/// What the background cleanup of [`AbortOnDrop`] needs (owned: it outlives the request).
+type Armed = (Arc<dyn BlobStore>, Arc<MetaStore>, Arc<UploadBook>, String);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some((blobs, store, book, id)) = self.armed.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    tracing::debug!(upload = %id, "request dropped mid-upload; removing it");
+                    drop_session(&*blobs, &store, &book, &id).await;
+                });
+            }
+        }
+    }
+}
+
 pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     store: Arc<MetaStore>,
     limits: Limits,
-    /// Sessions touched since start; a PATCH holds its session's lock, so chunks of one
-    /// upload are applied strictly in order while different uploads run in parallel.
-    sessions: std::sync::Mutex<HashMap<String, SessionCell>>,
+    uploads: Arc<UploadBook>,
     /// Where manifests and tags are written besides the local copy (the owner's PDS);
     /// `None` in local mode (`auth.mode = "none"`).
     records: std::sync::RwLock<Option<Arc<dyn records::ManifestRecords>>>,
@@ -161,7 +320,7 @@ impl Registry {
             blobs,
             store,
             limits,
-            sessions: std::sync::Mutex::new(HashMap::new()),
+            uploads: Arc::new(UploadBook::default()),
             records: std::sync::RwLock::new(None),
             gc_guard: tokio::sync::RwLock::new(()),
             push_hook: std::sync::RwLock::new(None),
@@ -275,20 +434,42 @@ impl Registry {
     // ---- uploads ------------------------------------------------------------------------------
 
     /// Open an upload session hashing with `algorithm` (the client's `?digest=` algorithm when
-    /// it gave one up front, else sha256).
-    pub async fn upload_start(&self, name: &Name, algorithm: Algorithm) -> Result<UploadState> {
+    /// it gave one up front, else sha256), within the uploader's caps.
+    pub async fn upload_start(
+        &self,
+        name: &Name,
+        algorithm: Algorithm,
+        who: &Uploader,
+    ) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
+        let now = now_unix();
+        {
+            let mut open = self.uploads.open.lock().unwrap_or_else(|p| p.into_inner());
+            who.check_caps(&self.limits, open.values().map(|o| &o.who))?;
+            open.insert(
+                id.clone(),
+                OpenUpload {
+                    who: who.clone(),
+                    created_unix: now,
+                    last_active_unix: now,
+                },
+            );
+        }
         // The session record goes first: cleanup treats staged data without a record as an
         // orphan, and it lists staged data before records, so a new upload is never one.
         let rec = UploadRecord {
             repo: name.to_string(),
-            created_unix: now_unix(),
+            created_unix: now,
+            identity: who.identity.clone(),
+            address: who.address.clone(),
         };
         let id2 = id.clone();
-        self.store.run(move |s| s.put_upload(&id2, &rec)).await?;
+        if let Err(e) = self.store.run(move |s| s.put_upload(&id2, &rec)).await {
+            self.uploads.forget(&id);
+            return Err(e.into());
+        }
         if let Err(e) = self.blobs.upload_create(&id).await {
-            let id2 = id.clone();
-            let _ = self.store.run(move |s| s.delete_upload(&id2)).await;
+            drop_session(&*self.blobs, &self.store, &self.uploads, &id).await;
             return Err(e.into());
         }
         let cell = Arc::new(tokio::sync::Mutex::new(Session {
@@ -296,22 +477,50 @@ impl Registry {
             len: 0,
             hasher: Some(algorithm.hasher()),
         }));
-        self.sessions
+        self.uploads
+            .cells
             .lock()
-            .expect("sessions lock")
+            .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), cell);
         Ok(UploadState { id, len: 0 })
     }
 
+    /// `POST ?digest=` with the body: a session that lives for this request only. Any
+    /// failure removes it (the client never learns its id, so nothing else could).
+    pub async fn upload_monolithic(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        declared_len: Option<u64>,
+        body: ChunkStream,
+        who: &Uploader,
+    ) -> Result<u64> {
+        let s = self.upload_start(name, digest.algorithm(), who).await?;
+        let guard = self.abort_on_drop(&s.id);
+        let result = self
+            .upload_finish(name, &s.id, digest, None, declared_len, Some(body))
+            .await;
+        guard.disarm();
+        if result.is_err() {
+            self.drop_session(&s.id).await;
+        }
+        result
+    }
+
+    fn abort_on_drop(&self, id: &str) -> AbortOnDrop {
+        AbortOnDrop {
+            armed: Some((
+                self.blobs.clone(),
+                self.store.clone(),
+                self.uploads.clone(),
+                id.to_string(),
+            )),
+        }
+    }
+
     /// Find a session, reloading it from the store after a restart.
     async fn session(&self, name: &Name, id: &str) -> Result<SessionCell> {
-        let cached = self
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .get(id)
-            .cloned();
-        let cell = match cached {
+        let cell = match self.uploads.cell(id) {
             Some(c) => c,
             None => {
                 let id2 = id.to_string();
@@ -326,13 +535,15 @@ impl Registry {
                     .await?
                     .ok_or(RegistryError::UploadUnknown)?;
                 let cell = Arc::new(tokio::sync::Mutex::new(Session {
-                    repo: rec.repo,
+                    repo: rec.repo.clone(),
                     len,
                     hasher: None,
                 }));
-                self.sessions
+                self.note_open(id, &rec);
+                self.uploads
+                    .cells
                     .lock()
-                    .expect("sessions lock")
+                    .unwrap_or_else(|p| p.into_inner())
                     .entry(id.to_string())
                     .or_insert(cell)
                     .clone()
@@ -341,7 +552,25 @@ impl Registry {
         if cell.lock().await.repo != name.as_str() {
             return Err(RegistryError::UploadUnknown);
         }
+        self.uploads.touch(id);
         Ok(cell)
+    }
+
+    /// A session of an earlier run joins the book (its idle time starts now).
+    fn note_open(&self, id: &str, rec: &UploadRecord) {
+        self.uploads
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_insert_with(|| OpenUpload {
+                who: Uploader {
+                    identity: rec.identity.clone(),
+                    address: rec.address.clone(),
+                },
+                created_unix: rec.created_unix,
+                last_active_unix: now_unix(),
+            });
     }
 
     pub async fn upload_status(&self, name: &Name, id: &str) -> Result<UploadState> {
@@ -367,13 +596,37 @@ impl Registry {
         session.check_start(start)?;
         self.append_locked(id, &mut session, declared_len, body)
             .await?;
+        self.uploads.touch(id);
         Ok(UploadState {
             id: id.to_string(),
             len: session.len,
         })
     }
 
+    /// Append under the session's lock. A failed append (the body broke off or came too
+    /// slowly, the disk is full, the length is wrong) removes the whole upload at once: its
+    /// staged bytes are freed and the client starts over.
     async fn append_locked(
+        &self,
+        id: &str,
+        session: &mut Session,
+        declared_len: Option<u64>,
+        body: ChunkStream,
+    ) -> Result<()> {
+        let guard = self.abort_on_drop(id);
+        let result = self.append_inner(id, session, declared_len, body).await;
+        guard.disarm();
+        match result {
+            Err(RegistryError::UploadOutOfOrder { .. } | RegistryError::UploadUnknown) => result,
+            Err(e) => {
+                self.drop_session(id).await;
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn append_inner(
         &self,
         id: &str,
         session: &mut Session,
@@ -447,13 +700,20 @@ impl Registry {
             });
         }
         let _reachable = self.gc_guard.read().await;
-        let size = self.blobs.upload_commit(id, digest).await?;
+        let size = match self.blobs.upload_commit(id, digest).await {
+            Ok(size) => size,
+            Err(e) => {
+                drop(_reachable);
+                self.drop_session(id).await;
+                return Err(e.into());
+            }
+        };
         let (id2, repo, d) = (id.to_string(), name.to_string(), digest.clone());
         self.store
             .run(move |s| s.finish_upload(&id2, &repo, &d, size))
             .await?;
         drop(session);
-        self.sessions.lock().expect("sessions lock").remove(id);
+        self.uploads.forget(id);
         Ok(size)
     }
 
@@ -465,31 +725,61 @@ impl Registry {
     }
 
     async fn drop_session(&self, id: &str) {
-        if let Err(e) = self.blobs.upload_abort(id).await {
-            tracing::warn!(upload = id, error = %e, "could not remove staged upload");
-        }
-        let id2 = id.to_string();
-        if let Err(e) = self.store.run(move |s| s.delete_upload(&id2)).await {
-            tracing::warn!(upload = id, error = %e, "could not forget upload session");
-        }
-        self.sessions.lock().expect("sessions lock").remove(id);
+        drop_session(&*self.blobs, &self.store, &self.uploads, id).await;
     }
 
-    /// Abort sessions older than the TTL and staged data no session owns. Returns how many.
+    /// How many upload sessions are open (all of them, also those of an earlier run once
+    /// [`Registry::cleanup_uploads`] has seen them).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Abort sessions idle longer than `upload_idle` (or older than `upload_ttl`) and staged
+    /// data no session owns; sessions a request is using right now are left alone. Returns
+    /// how many were removed.
     pub async fn cleanup_uploads(&self) -> Result<usize> {
+        self.cleanup_uploads_at(now_unix()).await
+    }
+
+    /// [`Registry::cleanup_uploads`] as if the clock said `now` (unix seconds).
+    pub async fn cleanup_uploads_at(&self, now: u64) -> Result<usize> {
         // Staged data is listed before the records: every upload_start writes its record
         // before its staged data, so anything listed here without a record is an orphan.
         let staged = self.blobs.upload_list().await?;
         let records = self.store.run(|s| s.list_uploads()).await?;
-        let cutoff = now_unix().saturating_sub(self.limits.upload_ttl.as_secs());
+        for (id, rec) in &records {
+            self.note_open(id, rec);
+        }
+        let idle_cutoff = now.saturating_sub(self.limits.upload_idle.as_secs());
+        let age_cutoff = now.saturating_sub(self.limits.upload_ttl.as_secs());
+        let expired: Vec<String> = self
+            .uploads
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, o)| o.last_active_unix < idle_cutoff || o.created_unix < age_cutoff)
+            .map(|(id, _)| id.clone())
+            .collect();
         let known: std::collections::HashSet<String> =
             records.iter().map(|(id, _)| id.clone()).collect();
         let mut removed = 0;
-        for (id, rec) in &records {
-            if rec.created_unix < cutoff {
-                self.drop_session(id).await;
-                removed += 1;
-            }
+        for id in expired {
+            let cell = self.uploads.cell(&id);
+            // A request holding the session is activity: leave it for the next sweep.
+            let _busy = match &cell {
+                Some(c) => match c.clone().try_lock_owned() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            self.drop_session(&id).await;
+            removed += 1;
         }
         for id in staged {
             // The hold's own uploads (io.atcr.hold.initiateUpload) are the hold's to expire.

@@ -43,6 +43,14 @@ const UI_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("ui_sessi
 #[error("metadata store: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    /// Whether the write failed because the disk (or quota) is full. redb's errors carry
+    /// the OS error only in their text: ENOSPC is "os error 28", EDQUOT "os error 122".
+    pub fn is_no_space(&self) -> bool {
+        self.0.contains("(os error 28)") || self.0.contains("(os error 122)")
+    }
+}
+
 macro_rules! impl_from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
@@ -79,6 +87,11 @@ pub struct StoredManifest {
 pub struct UploadRecord {
     pub repo: String,
     pub created_unix: u64,
+    /// Who opened it (the upload caps count it after a restart too).
+    #[serde(default)]
+    pub identity: String,
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// Outcome of a manifest delete, so callers can tell what went away.
@@ -90,7 +103,13 @@ pub struct Deleted {
 
 pub struct MetaStore {
     db: Database,
+    /// Store work on blocking threads at once. redb runs one write transaction at a time, so
+    /// a burst of a thousand uploads would otherwise park hundreds of threads on its lock.
+    slots: tokio::sync::Semaphore,
 }
+
+/// See [`MetaStore::slots`].
+const STORE_CONCURRENCY: usize = 16;
 
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -117,7 +136,10 @@ impl MetaStore {
             txn.open_table(UI_SESSIONS)?;
         }
         txn.commit()?;
-        Ok(Arc::new(MetaStore { db }))
+        Ok(Arc::new(MetaStore {
+            db,
+            slots: tokio::sync::Semaphore::new(STORE_CONCURRENCY),
+        }))
     }
 
     /// Run blocking store work on the blocking pool.
@@ -125,6 +147,11 @@ impl MetaStore {
         self: &Arc<Self>,
         f: impl FnOnce(&MetaStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError(format!("store closed: {e}")))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&this))
             .await
@@ -356,7 +383,10 @@ impl MetaStore {
     }
 
     pub fn delete_upload(&self, id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // A forgotten session that comes back after a power cut has no staged data left and
+        // is swept again; no fsync per aborted upload (a flood aborts thousands).
+        txn.set_durability(Durability::Eventual);
         txn.open_table(UPLOADS)?.remove(id)?;
         txn.commit()?;
         Ok(())

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::app::http::{json, oci_error, Body};
+use crate::app::http::{json, oci_error, Body, Client};
 use crate::app::AppState;
 use crate::auth::Need;
 use crate::oci::handlers as oci;
@@ -293,11 +293,11 @@ async fn route(
     let mut resp = match table().at(&path) {
         Ok(m) => match *m.value {
             RouteId::OciBase => match guard(&state, &req, Need::Base).await {
-                Ok(()) => oci::base(&method),
+                Ok(_) => oci::base(&method),
                 Err(resp) => resp,
             },
             RouteId::OciCatalog => match guard(&state, &req, Need::Catalog).await {
-                Ok(()) => oci::catalog(&state, req).await,
+                Ok(_) => oci::catalog(&state, req).await,
                 Err(resp) => resp,
             },
             RouteId::Oci => {
@@ -309,7 +309,14 @@ async fn route(
                             _ => Need::Push(&name),
                         };
                         match guard(&state, &req, need).await {
-                            Ok(()) => oci_dispatch(&state, route, req).await,
+                            Ok(claims) => {
+                                let mut req = req;
+                                req.extensions_mut().insert(Client {
+                                    addr: peer.ip(),
+                                    subject: claims.map(|c| c.sub),
+                                });
+                                oci_dispatch(&state, route, req).await
+                            }
                             Err(resp) => resp,
                         }
                     }
@@ -324,6 +331,11 @@ async fn route(
             RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             RouteId::Xrpc => {
                 let nsid = m.params.get("nsid").unwrap_or("").to_string();
+                let mut req = req;
+                req.extensions_mut().insert(Client {
+                    addr: peer.ip(),
+                    subject: None,
+                });
                 crate::pds::xrpc::dispatch(&state, &nsid, req).await
             }
             RouteId::DidJson => crate::pds::xrpc::well_known::did_json(&state, &req),
@@ -373,12 +385,12 @@ fn route_name(route: &OciRoute) -> &crate::oci::types::Name {
 }
 
 /// Token check for `/v2/` (a no-op with `auth.mode = "none"`); a refusal is the OCI error
-/// response, with the `WWW-Authenticate` challenge on 401.
+/// response, with the `WWW-Authenticate` challenge on 401. Returns the token's claims.
 async fn guard<B>(
     state: &AppState,
     req: &Request<B>,
     need: Need<'_>,
-) -> Result<(), Response<Body>> {
+) -> Result<Option<crate::auth::jwt::Claims>, Response<Body>> {
     let header = |n| {
         req.headers()
             .get(n)
@@ -401,7 +413,7 @@ async fn guard<B>(
             {
                 tracing::Span::current().record("did", tracing::field::display(did));
             }
-            return Ok(());
+            return Ok(claims);
         }
         Err(r) => r,
     };

@@ -308,6 +308,8 @@ pub fn html(status: StatusCode, body: String) -> Response<Body> {
         .header(http::header::CONTENT_LENGTH, body.len())
         .header(http::header::CACHE_CONTROL, "no-store")
         .header("Content-Security-Policy", CSP)
+        // For browsers that predate CSP frame-ancestors.
+        .header("X-Frame-Options", "DENY")
         .header("X-Content-Type-Options", "nosniff")
         .header("Referrer-Policy", "same-origin")
         .body(full(body))

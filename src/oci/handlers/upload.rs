@@ -3,12 +3,14 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{blob_location, HandlerResult};
-use crate::app::http::{body_stream, empty, header_str, header_u64, hv, query, query_get};
+use crate::app::http::{
+    body_stream, empty, header_str, header_u64, hv, limit_address, query, query_get, Client,
+};
 use crate::app::AppState;
 use crate::oci::error::{ErrorCode, OciError};
 use crate::oci::types::range::parse_content_range;
 use crate::oci::types::{Algorithm, Digest, Name};
-use crate::registry::{RegistryError, UploadState};
+use crate::registry::{RegistryError, UploadState, Uploader};
 
 fn upload_location(name: &Name, id: &str) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
@@ -48,10 +50,25 @@ fn parse_digest(s: &str) -> Result<Digest, OciError> {
     s.parse::<Digest>().map_err(OciError::from)
 }
 
+/// Who opens a session, for the upload caps: the token's subject (else the repository's
+/// first segment) and the client address, unless it is exempt from per-address caps.
+fn uploader(state: &AppState, req: &Request<Incoming>, name: &Name) -> Uploader {
+    let client = req.extensions().get::<Client>();
+    let identity = client
+        .and_then(|c| c.subject.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| name.identity().to_string());
+    Uploader {
+        identity,
+        address: limit_address(&state.config, client),
+    }
+}
+
 /// `POST /v2/<name>/blobs/uploads/`: start a session, mount (`?mount=&from=`), or upload in
 /// one request (`?digest=` with the body).
 pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) -> HandlerResult {
     let q = query(req.uri());
+    let who = uploader(state, &req, &name);
     if let Some(mount) = query_get(&q, "mount") {
         let digest = parse_digest(mount)?;
         let from = match query_get(&q, "from") {
@@ -68,7 +85,7 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
         // Not mountable: fall back to a plain session, as the spec asks.
         let s = state
             .registry
-            .upload_start(&name, digest.algorithm())
+            .upload_start(&name, digest.algorithm(), &who)
             .await?;
         return Ok(session_response(StatusCode::ACCEPTED, &name, &s));
     }
@@ -76,26 +93,15 @@ pub async fn upload_start(state: &AppState, req: Request<Incoming>, name: Name) 
         let digest = parse_digest(d)?;
         let (parts, body) = req.into_parts();
         let declared = header_u64(&parts, &CONTENT_LENGTH);
-        let s = state
-            .registry
-            .upload_start(&name, digest.algorithm())
-            .await?;
         state
             .registry
-            .upload_finish(
-                &name,
-                &s.id,
-                &digest,
-                None,
-                declared,
-                Some(body_stream(body)),
-            )
+            .upload_monolithic(&name, &digest, declared, body_stream(body), &who)
             .await?;
         return created(&name, &digest);
     }
     let s = state
         .registry
-        .upload_start(&name, Algorithm::Sha256)
+        .upload_start(&name, Algorithm::Sha256, &who)
         .await?;
     Ok(session_response(StatusCode::ACCEPTED, &name, &s))
 }

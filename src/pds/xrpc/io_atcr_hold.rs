@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{public_url, Params, XrpcError, XrpcErrorKind, XrpcResult};
-use crate::app::http::{body_stream, collect_limited, json, stream_body, Body};
+use crate::app::http::{
+    body_stream, collect_limited, json, limit_address, stream_body, Body, Client,
+};
 use crate::app::AppState;
 use crate::hold::uploads::PartRef;
 use crate::hold::{HoldApiError, HoldService};
@@ -37,6 +39,10 @@ pub fn api_error(e: HoldApiError) -> XrpcError {
         E::InvalidUploadId => named("InvalidUploadId", StatusCode::BAD_REQUEST, msg),
         E::InvalidPartNumber(_) => named("InvalidPartNumber", StatusCode::BAD_REQUEST, msg),
         E::UploadFailed(_) => named("UploadFailed", StatusCode::BAD_REQUEST, msg),
+        E::TooManyUploads(_) => named("RateLimitExceeded", StatusCode::TOO_MANY_REQUESTS, msg),
+        E::Blob(crate::blob::BlobError::StorageFull(_)) => {
+            named("InsufficientStorage", StatusCode::INSUFFICIENT_STORAGE, msg)
+        }
         E::MissingParts(_) => named("MissingParts", StatusCode::BAD_REQUEST, msg),
         E::CompletionFailed(_) => named("CompletionFailed", StatusCode::BAD_REQUEST, msg),
         E::InvalidOperation(_) => named("InvalidOperation", StatusCode::BAD_REQUEST, msg),
@@ -68,6 +74,7 @@ pub async fn dispatch(state: &AppState, nsid: &str, req: Request<Incoming>) -> R
     };
     let m = req.method().clone();
     let query = matches!(m, Method::GET | Method::HEAD);
+    let address = limit_address(&state.config, req.extensions().get::<Client>());
     let result = match (nsid, query) {
         ("com.atproto.sync.getBlob", true) => get_blob(&svc, nsid, req).await,
         ("io.atcr.hold.getQuota", true) => get_quota(&svc, nsid, req).await,
@@ -85,7 +92,7 @@ pub async fn dispatch(state: &AppState, nsid: &str, req: Request<Incoming>) -> R
             | "io.atcr.hold.deleteUserData"
             | "io.atcr.hold.setStats",
             false,
-        ) if m == Method::POST => procedure(&svc, nsid, req).await,
+        ) if m == Method::POST => procedure(&svc, nsid, req, address).await,
         (
             "com.atproto.sync.getBlob"
             | "io.atcr.hold.getQuota"
@@ -176,7 +183,12 @@ struct CompleteIn {
 }
 
 /// The JSON procedures (POST).
-async fn procedure(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> XrpcResult {
+async fn procedure(
+    svc: &HoldService,
+    nsid: &str,
+    req: Request<Incoming>,
+    address: Option<String>,
+) -> XrpcResult {
     // The caller is authenticated before the body is read; every procedure needs one.
     let who = caller(svc, nsid, &req).await?;
     if who.is_none() {
@@ -189,7 +201,10 @@ async fn procedure(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> Xrp
     match nsid {
         "io.atcr.hold.initiateUpload" => {
             let i: InitiateIn = read_json(body).await?;
-            let id = svc.initiate_upload(who, &i.digest).await.map_err(e)?;
+            let id = svc
+                .initiate_upload(who, &i.digest, address.as_deref())
+                .await
+                .map_err(e)?;
             ok(&serde_json::json!({"uploadId": id}))
         }
         "io.atcr.hold.getPartUploadUrl" => {

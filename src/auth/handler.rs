@@ -71,9 +71,13 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             }
         },
     };
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok());
     let auth = &state.auth;
     match auth
-        .login(basic, scopes, &peer.ip().to_string(), host)
+        .login(basic, scopes, &peer.ip().to_string(), host, user_agent)
         .await
     {
         Ok(t) => json(StatusCode::OK, &t),

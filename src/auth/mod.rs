@@ -82,10 +82,11 @@ pub struct Refusal {
     pub challenge: Option<String>,
 }
 
-/// Called after a successful password login (creates the sailor profile).
+/// Called after a successful password login (creates the sailor profile). `user_agent` is
+/// the login request's `User-Agent` (the profile's `ociClient` comes from it).
 #[async_trait::async_trait]
 pub trait LoginHook: Send + Sync {
-    async fn after_login(&self, session: &PdsSession);
+    async fn after_login(&self, session: &PdsSession, user_agent: Option<&str>);
 }
 
 pub struct AuthSettings {
@@ -298,6 +299,7 @@ impl Auth {
         scopes: Vec<Access>,
         client_addr: &str,
         host: Option<&str>,
+        user_agent: Option<&str>,
     ) -> Result<TokenResponse, AuthError> {
         let service = self.service(host);
         let Some((user, password)) = basic else {
@@ -312,7 +314,9 @@ impl Auth {
                 .collect();
             return Ok(self.respond(&service, "", access));
         };
-        let pds_session = self.password_login(&user, &password, client_addr).await?;
+        let pds_session = self
+            .password_login(&user, &password, client_addr, user_agent)
+            .await?;
         let did = pds_session.session.did.clone();
         tracing::info!(%did, "login");
         let mut access = Vec::new();
@@ -335,6 +339,7 @@ impl Auth {
         user: &str,
         password: &str,
         client_addr: &str,
+        user_agent: Option<&str>,
     ) -> Result<PdsSession, AuthError> {
         let user = user.to_string();
         let ident_key = format!("id:{}", user.to_ascii_lowercase());
@@ -389,7 +394,7 @@ impl Auth {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(h) = hook {
-            h.after_login(&pds_session).await;
+            h.after_login(&pds_session, user_agent).await;
         }
         Ok(pds_session)
     }

@@ -51,6 +51,15 @@ pub struct NotifyManifest {
     pub tag: Option<String>,
     #[serde(default)]
     pub operation: Option<String>,
+    /// AT-URI of the user's `io.atcr.manifest` record (TID-keyed, so it cannot be derived
+    /// from the digest). An extension of atcr.io's request: without it the layer records
+    /// name the digest-keyed URI atcr.io's AppView uses.
+    #[serde(
+        rename = "manifestUri",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub manifest_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -104,11 +113,28 @@ impl NotifyManifest {
         self.manifest_digest
             .parse::<crate::oci::types::Digest>()
             .map_err(|e| HoldApiError::InvalidDigest(format!("{:?}: {e}", self.manifest_digest)))?;
+        if let Some(uri) = &self.manifest_uri {
+            let ok = crate::registry::records::parse_at_uri(uri).is_some_and(|(a, c, r)| {
+                a == self.user_did
+                    && c == crate::registry::records::MANIFEST_NSID
+                    && crate::atproto::repo::syntax::validate_record_key(r).is_ok()
+            });
+            if !ok {
+                return Err(HoldApiError::InvalidRequest(format!(
+                    "manifestUri {uri:?} is not an io.atcr.manifest record of {}",
+                    self.user_did
+                )));
+            }
+        }
         Ok(push)
     }
 
-    /// AT-URI of the user's manifest record.
+    /// AT-URI of the user's manifest record: `manifestUri` when given, else the
+    /// digest-keyed URI of atcr.io's AppView.
     pub fn manifest_uri(&self) -> String {
+        if let Some(uri) = &self.manifest_uri {
+            return uri.clone();
+        }
         let hex = self
             .manifest_digest
             .split_once(':')

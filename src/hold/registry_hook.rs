@@ -100,6 +100,7 @@ impl PushHook for HoldPushHook {
         digest: &Digest,
         manifest: &ParsedManifest,
         tag: Option<&str>,
+        manifest_uri: Option<&str>,
     ) {
         let Some(did) = self.user_did(name).await else {
             return;
@@ -120,6 +121,7 @@ impl PushHook for HoldPushHook {
             },
             tag: tag.map(str::to_string),
             operation: Some("push".into()),
+            manifest_uri: manifest_uri.map(str::to_string),
         };
         if let Err(e) = self.svc.record_push(req, &self.base_url).await {
             tracing::warn!(error = %e, name = %name, "hold notifyManifest failed; the push is stored");

@@ -617,16 +617,26 @@ impl Registry {
         };
         // The PDS is the source of truth: write it first; on failure nothing is stored here
         // (the blobs stay).
-        if let Some(r) = self.records() {
-            r.put_manifest(name, &digest, &parsed.media_type, &bytes, tag.as_deref())
-                .await
-                .map_err(|e| match e {
-                    records::RecordsError::Unavailable(m) => records::RecordsError::Unavailable(
-                        format!("{m}; the manifest was not stored (uploaded blobs are kept), retry the push"),
-                    ),
-                    other => other,
-                })?;
-        }
+        let written = match self.records() {
+            Some(r) => {
+                // sha512 (and over-long media types) cannot be described by a valid record.
+                records::check_describable(&digest, &parsed)
+                    .map_err(RegistryError::ManifestInvalid)?;
+                Some(
+                    r.put_manifest(name, &digest, &parsed.media_type, &bytes, tag.as_deref())
+                        .await
+                        .map_err(|e| match e {
+                            records::RecordsError::Unavailable(m) => {
+                                records::RecordsError::Unavailable(format!(
+                                "{m}; the manifest was not stored (uploaded blobs are kept), retry the push"
+                            ))
+                            }
+                            other => other,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let (n, d, p, mt) = (
             name.clone(),
@@ -642,10 +652,19 @@ impl Registry {
             })
             .await?;
         if let Some(ix) = self.index.get() {
-            ix.note_manifest_put(name, &digest, &mt, &bytes, tag.as_deref());
+            ix.note_manifest_put(
+                name,
+                &digest,
+                &mt,
+                &bytes,
+                tag.as_deref(),
+                written.as_ref().map(|w| w.rkey.as_str()),
+            );
         }
         if let Some(h) = hook {
-            h.after_push(name, &digest, &parsed, tag.as_deref()).await;
+            let uri = written.as_ref().map(records::Written::uri);
+            h.after_push(name, &digest, &parsed, tag.as_deref(), uri.as_deref())
+                .await;
         }
         Ok(PutManifest { digest, subject })
     }

@@ -120,6 +120,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
                 .map_err(|e| crate::pds::HoldError::Internal(e.to_string()))?;
             let svc =
                 crate::hold::HoldService::new(pds.clone(), blobs, auth.resolver().clone(), tiers);
+            svc.stats().start();
             match svc.restore_uploads().await {
                 Ok((0, 0)) => {}
                 Ok((restored, removed)) => {
@@ -158,6 +159,18 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         web,
         index,
     }))
+}
+
+impl AppState {
+    /// Writes what is only counted in memory (the hold's pull/push stats), at a graceful
+    /// stop.
+    pub async fn flush_counters(&self) {
+        if let Some(h) = &self.hold_api {
+            if let Err(e) = h.stats().flush_all().await {
+                tracing::warn!(error = %e, "hold stats not written at shutdown");
+            }
+        }
+    }
 }
 
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else

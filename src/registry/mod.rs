@@ -6,6 +6,7 @@
 
 pub mod misses;
 pub mod pds;
+pub mod pulls;
 pub mod push_hook;
 pub mod records;
 pub mod store;
@@ -136,6 +137,8 @@ pub struct Registry {
     index: std::sync::OnceLock<crate::index::Index>,
     /// Recent "not in the PDS either" answers, so polling clients do not hammer PDSes.
     misses: misses::Misses,
+    /// Which manifest reads are pulls (one per `GET` by tag).
+    pulls: pulls::PullCounter,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -164,6 +167,7 @@ impl Registry {
             push_hook: std::sync::RwLock::new(None),
             index: std::sync::OnceLock::new(),
             misses: misses::Misses::new(misses::MISS_TTL),
+            pulls: pulls::PullCounter::default(),
         })
     }
 
@@ -547,6 +551,31 @@ impl Registry {
             self.misses.note(&n, &rf);
         }
         fetched
+    }
+
+    /// A manifest read was served to `client`: when it is a pull ([`pulls`]: one per `GET`
+    /// by tag), the index's and the hold's counters are bumped (in memory; both write in
+    /// batches).
+    pub fn note_manifest_read(
+        &self,
+        client: &str,
+        name: &Name,
+        reference: &Reference,
+        digest: &Digest,
+        get: bool,
+    ) {
+        if !self
+            .pulls
+            .read(client, name.as_str(), reference, digest, get)
+        {
+            return;
+        }
+        if let Some(ix) = self.index.get() {
+            ix.note_pull(name.identity(), name.repository());
+        }
+        if let Some(h) = self.push_hook() {
+            h.pulled(name);
+        }
     }
 
     /// A local miss: fetch from the owner's PDS (digest-checked there), cache, serve.

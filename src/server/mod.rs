@@ -139,6 +139,7 @@ pub async fn run(
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
     }
+    state.flush_counters().await;
     if let Some(hold) = &state.hold {
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }

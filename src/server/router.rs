@@ -102,7 +102,7 @@ pub async fn dispatch(
                             _ => Need::Push(&name),
                         };
                         match guard(&state, &req, need).await {
-                            Ok(()) => oci_dispatch(&state, route, req).await,
+                            Ok(()) => oci_dispatch(&state, route, req, peer).await,
                             Err(resp) => resp,
                         }
                     }
@@ -199,12 +199,17 @@ async fn guard<B>(
     Err(resp)
 }
 
-async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>) -> Response<Body> {
+async fn oci_dispatch(
+    state: &AppState,
+    route: OciRoute,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     use OciRoute as R;
     let m = req.method().clone();
     let result = match (route, &m) {
         (R::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
-            oci::manifest_get(state, req, name, reference).await
+            oci::manifest_get(state, req, name, reference, peer).await
         }
         (R::Manifest { name, reference }, &Method::PUT) => {
             oci::manifest_put(state, req, name, reference).await

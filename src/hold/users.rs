@@ -91,14 +91,16 @@ impl HoldService {
         perms.sort_unstable();
         perms.dedup();
         let rkey = crew_rkey(caller);
-        let rec = json!({
+        let mut rec = json!({
             "$type": CREW,
             "member": caller,
             "role": role,
             "permissions": perms,
-            "tier": self.tiers.default_tier,
             "addedAt": now_rfc3339(),
         });
+        if !self.tiers.default_tier.is_empty() {
+            rec["tier"] = json!(self.tiers.default_tier);
+        }
         let record = record_cbor(&rec)?;
         let committed = self
             .pds

@@ -171,7 +171,9 @@ impl HoldPds {
     /// bootstrap records with the config. Blocking: call at startup or from a blocking thread.
     pub fn open(config: &Config) -> Result<Arc<HoldPds>, HoldError> {
         let pds = Self::open_unsynced(config)?;
-        pds.sync_records(&config.hold)?;
+        let mut hold = config.hold.clone();
+        hold.region = config.hold_region();
+        pds.sync_records(&hold)?;
         Ok(pds)
     }
 
@@ -1289,6 +1291,67 @@ mod tests {
         assert_eq!(evs[0].1, "#identity");
         let Ipld::Map(m) = &evs[0].2 else { panic!() };
         assert!(!m.contains_key("handle"), "{m:?}");
+    }
+
+    /// The captain publishes `region` (the S3 region unless `hold.region` says otherwise)
+    /// and `successor` from the config, under the same latest-change-wins rule; the owner's
+    /// crew record names the default tier.
+    #[tokio::test]
+    async fn captain_region_successor_and_owner_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.hold.owner_did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz".into();
+        config.hold.successor = "did:web:next.example.com".into();
+        config.storage.backend = "s3".into();
+        config.storage.s3.region = "eu-central-1".into();
+        let reopen = |config: Config| async move {
+            tokio::task::spawn_blocking(move || HoldPds::open(&config).unwrap())
+                .await
+                .unwrap()
+        };
+        let captain = |pds: Arc<HoldPds>| async move {
+            pds.get_record(records::CAPTAIN, records::SELF)
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+        };
+        let pds = reopen(config.clone()).await;
+        let c = captain(pds.clone()).await;
+        assert_eq!(c["region"], "eu-central-1");
+        assert_eq!(c["successor"], "did:web:next.example.com");
+        let crew = pds
+            .get_record(records::CREW, &records::crew_rkey(&config.hold.owner_did))
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        assert_eq!(crew["tier"], "deckhand");
+        // The panel names another successor: a restart keeps it.
+        let mut rec = c.clone();
+        rec["successor"] = "did:web:other.example.com".into();
+        pds.apply_writes(vec![Write::Update {
+            collection: records::CAPTAIN.into(),
+            rkey: records::SELF.into(),
+            record: record_cbor(&rec).unwrap(),
+        }])
+        .await
+        .unwrap();
+        drop(pds);
+        let pds = reopen(config.clone()).await;
+        assert_eq!(
+            captain(pds.clone()).await["successor"],
+            "did:web:other.example.com"
+        );
+        drop(pds);
+        // The config drops its successor and sets a region: both follow the file.
+        config.hold.successor.clear();
+        config.hold.region = "fsn1".into();
+        let pds = reopen(config.clone()).await;
+        let c = captain(pds.clone()).await;
+        assert!(c.get("successor").is_none(), "{c}");
+        assert_eq!(c["region"], "fsn1");
     }
 
     /// A toggle made in the admin panel (a captain-record write) survives a restart with an

@@ -489,6 +489,72 @@ mod tests {
     }
 
     #[test]
+    fn clients_from_user_agents() {
+        // As sent to /auth/token by the real clients (podman 4, skopeo 1.9, buildah 1.28).
+        assert_eq!(
+            oci_client_of("containers/5.23.1 (github.com/containers/image)"),
+            Some("podman")
+        );
+        assert_eq!(oci_client_of("Buildah/1.28.2"), Some("buildah"));
+        assert_eq!(oci_client_of("skopeo/1.9.3"), None);
+        assert_eq!(
+            oci_client_of("docker/27.5.1 go/go1.22.2 git-commit/4c9b3b0 kernel/6.1 os/linux arch/amd64 UpstreamClient(Docker-Client/27.5.1 \\(linux\\))"),
+            Some("docker")
+        );
+        assert_eq!(oci_client_of("nerdctl/2.0.0"), Some("nerdctl"));
+        assert_eq!(oci_client_of("go-containerregistry/v0.20.2"), Some("crane"));
+        assert_eq!(
+            oci_client_of("Mozilla/5.0 (X11; Linux x86_64) Chrome/120"),
+            None
+        );
+    }
+
+    #[test]
+    fn pages_descriptions_and_describable_manifests() {
+        assert_eq!(page_rkey("app"), "app");
+        assert_eq!(page_rkey("tools/builder"), "tools~builder");
+        assert_eq!(repository_of_page_rkey("tools~builder"), "tools/builder");
+        let p = page_record("app", Some("# Hi"), "2026-01-01T00:00:00.000Z");
+        assert_eq!(p["description"], "# Hi");
+        assert!(p.get("userEdited").is_none());
+        let p = page_record("app", Some("  "), "2026-01-01T00:00:00.000Z");
+        assert!(p.get("description").is_none());
+        let long = "é".repeat(60_000);
+        let p = page_record("app", Some(&long), "t");
+        assert!(p["description"].as_str().unwrap().len() <= MAX_PAGE_DESCRIPTION);
+        assert_eq!(
+            description_annotation(br#"{"annotations":{"org.opencontainers.image.description":"tiny"}}"#),
+            Some("tiny".into())
+        );
+        assert_eq!(description_annotation(b"{}"), None);
+        assert_eq!(
+            legacy_digest_of_rkey(&"ab".repeat(32)),
+            Some(format!("sha256:{}", "ab".repeat(32)))
+        );
+        assert_eq!(legacy_digest_of_rkey("3lbaaaaaaaaa2"), None);
+
+        let m = |d: &str| {
+            crate::oci::types::manifest::parse_manifest(
+                "application/vnd.oci.image.manifest.v1+json",
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+                    "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"{d}"}},
+                    "layers":[]}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let sha256 = Digest::sha256_of(b"x");
+        let sha512: Digest = format!("sha512:{}", "ab".repeat(64)).parse().unwrap();
+        assert!(check_describable(&sha256, &m(&sha256.to_string())).is_ok());
+        let e = check_describable(&sha512, &m(&sha256.to_string())).unwrap_err();
+        assert!(e.contains("sha512"), "{e}");
+        let e = check_describable(&sha256, &m(&sha512.to_string())).unwrap_err();
+        assert!(e.contains("sha512"), "{e}");
+    }
+
+    #[test]
     fn at_uris() {
         assert_eq!(
             parse_at_uri("at://did:plc:abc/io.atcr.manifest/ff00"),

@@ -523,7 +523,9 @@ mod tests {
         let p = page_record("app", Some(&long), "t");
         assert!(p["description"].as_str().unwrap().len() <= MAX_PAGE_DESCRIPTION);
         assert_eq!(
-            description_annotation(br#"{"annotations":{"org.opencontainers.image.description":"tiny"}}"#),
+            description_annotation(
+                br#"{"annotations":{"org.opencontainers.image.description":"tiny"}}"#
+            ),
             Some("tiny".into())
         );
         assert_eq!(description_annotation(b"{}"), None);

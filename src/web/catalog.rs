@@ -180,6 +180,11 @@ struct Owner {
     has_avatar: bool,
 }
 
+/// The DID of the owner named in a page path (handle or DID).
+pub async fn owner_did(state: &AppState, who: &str) -> Result<String, WebError> {
+    Ok(find_owner(state, index(state)?, who).await?.did)
+}
+
 async fn find_owner(state: &AppState, ix: &Index, who: &str) -> Result<Owner, WebError> {
     if let Some(u) = ix.user_by_handle_or_did(who).await.map_err(ix_err)? {
         return Ok(Owner {
@@ -300,8 +305,22 @@ async fn repo_page(
         Some(h) if h.did() == hold => "ok".to_string(),
         _ => String::new(),
     };
+    let is_owner = ctx.user().is_some_and(|u| u.did == did);
+    let avatar_src = if info.avatar_cid.is_some() {
+        format!(
+            "/avatar/{did}?repo={}",
+            percent_encoding::utf8_percent_encode(repo, percent_encoding::NON_ALPHANUMERIC)
+        )
+    } else {
+        String::new()
+    };
     render(&RepoPage {
         chrome: ctx.chrome(format!("{owner}/{repo}")),
+        is_owner,
+        avatar_src,
+        user_edited: info.user_edited,
+        has_page: info.has_page,
+        description: info.summary.description.clone().unwrap_or_default(),
         pull: format!("docker pull {}/{owner}/{repo}:{latest}", ctx.host),
         readme_html: info
             .summary
@@ -559,6 +578,7 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
 pub async fn avatar(
     state: &Arc<AppState>,
     did: &str,
+    repo: Option<&str>,
     if_none_match: Option<&str>,
     head: bool,
 ) -> WebResult {
@@ -566,24 +586,41 @@ pub async fn avatar(
     if !did.starts_with("did:") {
         return Err(none());
     }
-    let user = index(state)?
+    let ix = index(state)?;
+    let user = ix
         .user_by_handle_or_did(did)
         .await
         .map_err(ix_err)?
         .filter(|u| u.did == did)
         .ok_or_else(none)?;
-    let (pds, cid) = user
-        .avatar
-        .as_deref()
-        .and_then(super::avatars::parse_avatar_url)
-        .ok_or_else(none)?;
     let xrpc = state.auth.resolver().xrpc();
-    let image = state
-        .web
-        .avatars
-        .get(xrpc, &pds, did, &cid)
-        .await
-        .ok_or_else(none)?;
+    let image = match repo {
+        // A repository page's avatar: the blob its io.atcr.repo.page names, on the
+        // owner's PDS.
+        Some(repo) => {
+            let cid = ix
+                .repository(did, repo)
+                .await
+                .map_err(ix_err)?
+                .and_then(|r| r.avatar_cid)
+                .ok_or_else(none)?;
+            let pds = user.pds.clone().ok_or_else(none)?;
+            state
+                .web
+                .avatars
+                .get_repo(xrpc, &pds, did, repo, &cid)
+                .await
+        }
+        None => {
+            let (pds, cid) = user
+                .avatar
+                .as_deref()
+                .and_then(super::avatars::parse_avatar_url)
+                .ok_or_else(none)?;
+            state.web.avatars.get(xrpc, &pds, did, &cid).await
+        }
+    }
+    .ok_or_else(none)?;
     let mut resp = super::assets::conditional(
         &format!("\"{}\"", image.cid),
         "public, max-age=3600",

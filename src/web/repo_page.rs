@@ -1,0 +1,264 @@
+//! Editing a repository's page (`io.atcr.repo.page`, the record a star names) from its
+//! page in the UI: the owner sets the README (markdown, at most 100,000 bytes) and the
+//! avatar (PNG, JPEG or WebP, at most 3,000,000 bytes, checked by its bytes, not its
+//! name). `POST /r/<owner>/<repo>` with a `multipart/form-data` body (fields `csrf`,
+//! `description`, `avatar` (a file), `remove_avatar`). The record is written to the
+//! owner's PDS with their sealed session: the avatar with `uploadBlob`, the record with
+//! `userEdited: true` (pushes then leave it alone) as a compare-and-swap on the CID just
+//! read, so a concurrent change is never overwritten; then the index is told, so the page
+//! shows the change at once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use super::avatars::sniff_image;
+use super::{redirect, Ctx, Form, WebError, WebResult};
+use crate::app::AppState;
+use crate::atproto::xrpc::XrpcError;
+use crate::registry::records::{
+    now_datetime, page_record, page_rkey, MAX_PAGE_DESCRIPTION, PAGE_NSID,
+};
+
+/// The lexicon's limit for a repository avatar.
+pub const MAX_PAGE_AVATAR_BYTES: usize = 3_000_000;
+/// The whole form: avatar + README + the small fields and multipart framing.
+const MAX_EDIT_BYTES: u64 = (MAX_PAGE_AVATAR_BYTES + MAX_PAGE_DESCRIPTION + 64 * 1024) as u64;
+
+/// The edit form: its text fields and the avatar file (absent when none was chosen).
+pub struct EditForm {
+    pub fields: Form,
+    pub avatar: Option<Bytes>,
+}
+
+/// Reads a `multipart/form-data` edit form with the size limits above; anything else (or
+/// an unknown field) is a clear 400.
+pub async fn read_edit_form(req: Request<Incoming>) -> Result<EditForm, WebError> {
+    let bad = |m: &str| WebError::BadRequest(m.to_string());
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| bad("the page form must be sent as multipart/form-data"))?;
+    let constraints = multer::Constraints::new()
+        .allowed_fields(vec!["csrf", "description", "avatar", "remove_avatar"])
+        .size_limit(
+            multer::SizeLimit::new()
+                .whole_stream(MAX_EDIT_BYTES)
+                .for_field("avatar", MAX_PAGE_AVATAR_BYTES as u64)
+                .for_field("description", MAX_PAGE_DESCRIPTION as u64 + 4096)
+                .for_field("csrf", 256)
+                .for_field("remove_avatar", 16),
+        );
+    let body = crate::app::http::body_stream(req.into_body());
+    let mut mp = multer::Multipart::with_constraints(body, boundary, constraints);
+    let mut fields = Vec::new();
+    let mut avatar = None;
+    let too_big = || {
+        bad("the avatar may have at most 3,000,000 bytes and the README at most 100,000; the form was refused")
+    };
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(multer::Error::StreamSizeExceeded { .. })
+            | Err(multer::Error::FieldSizeExceeded { .. }) => return Err(too_big()),
+            Err(e) => return Err(bad(&format!("the form could not be read: {e}"))),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let data = match field.bytes().await {
+            Ok(d) => d,
+            Err(multer::Error::StreamSizeExceeded { .. })
+            | Err(multer::Error::FieldSizeExceeded { .. }) => return Err(too_big()),
+            Err(e) => return Err(bad(&format!("the form could not be read: {e}"))),
+        };
+        if name == "avatar" {
+            if !data.is_empty() {
+                avatar = Some(data);
+            }
+        } else {
+            let text = String::from_utf8(data.to_vec())
+                .map_err(|_| bad("the form's text is not UTF-8"))?;
+            fields.push((name, text));
+        }
+    }
+    Ok(EditForm {
+        fields: Form::from_pairs(fields),
+        avatar,
+    })
+}
+
+/// The page's new README: browsers send textarea lines with CRLF; stored with LF.
+fn normalize_description(d: &str) -> String {
+    d.replace("\r\n", "\n").trim_end().to_string()
+}
+
+/// `POST /r/<owner>/<repo>`: the owner edits the repository page.
+pub async fn edit(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    who: &str,
+    repo: &str,
+    req: Request<Incoming>,
+) -> WebResult {
+    let back = format!("/r/{who}/{repo}");
+    let Some(user) = ctx.user() else {
+        return Ok(redirect(&format!("/login?next={back}"), &[]));
+    };
+    let owner = super::catalog::owner_did(state, who).await?;
+    if user.did != owner {
+        return Err(WebError::Forbidden(
+            "Only the repository's owner can edit its page.".into(),
+        ));
+    }
+    if state
+        .index
+        .repository(&owner, repo)
+        .await
+        .map_err(|e| WebError::Internal(format!("index: {e}")))?
+        .is_none()
+    {
+        return Err(WebError::NotFound(format!(
+            "No repository {repo} of {who}."
+        )));
+    }
+    let form = read_edit_form(req).await?;
+    ctx.check_csrf(&form.fields)?;
+    let description = normalize_description(form.fields.get("description"));
+    if description.len() > MAX_PAGE_DESCRIPTION {
+        return Err(WebError::BadRequest(format!(
+            "The README has {} bytes; a repository page holds at most {MAX_PAGE_DESCRIPTION}.",
+            description.len()
+        )));
+    }
+    let avatar = match &form.avatar {
+        None => None,
+        Some(bytes) => match sniff_image(bytes) {
+            Some(mime @ ("image/png" | "image/jpeg" | "image/webp")) => Some((bytes.clone(), mime)),
+            _ => {
+                return Err(WebError::BadRequest(
+                    "The avatar must be a PNG, JPEG or WebP image.".into(),
+                ))
+            }
+        },
+    };
+    let remove_avatar = form.fields.has("remove_avatar");
+    let xrpc = state.auth.resolver().xrpc().clone();
+    let rkey = page_rkey(repo);
+    let written = state
+        .auth
+        .sessions
+        .with_session(&owner, |s| {
+            let (xrpc, rkey, description, avatar) = (
+                xrpc.clone(),
+                rkey.clone(),
+                description.clone(),
+                avatar.clone(),
+            );
+            async move {
+                let did = s.session.did.clone();
+                let now = now_datetime();
+                let existing = xrpc.get_record(&s.pds, &did, PAGE_NSID, &rkey).await?;
+                let mut rec = match &existing {
+                    Some(r) if r.value.is_object() => r.value.clone(),
+                    _ => page_record(repo, None, &now),
+                };
+                rec["$type"] = Value::String(PAGE_NSID.into());
+                rec["repository"] = Value::String(repo.to_string());
+                if rec.get("createdAt").and_then(Value::as_str).is_none() {
+                    rec["createdAt"] = Value::String(now.clone());
+                }
+                let obj = rec.as_object_mut().expect("an object");
+                if description.is_empty() {
+                    obj.remove("description");
+                } else {
+                    obj.insert("description".into(), Value::String(description));
+                }
+                if let Some((bytes, mime)) = avatar {
+                    let len = bytes.len() as u64;
+                    let blob = xrpc
+                        .upload_blob(&s.pds, &s.session.access_jwt, mime, bytes, Some(len))
+                        .await?;
+                    obj.insert(
+                        "avatar".into(),
+                        serde_json::to_value(&blob).unwrap_or(Value::Null),
+                    );
+                } else if remove_avatar {
+                    obj.remove("avatar");
+                }
+                obj.insert("userEdited".into(), Value::Bool(true));
+                obj.insert("updatedAt".into(), Value::String(now));
+                match existing.and_then(|r| r.cid) {
+                    Some(cid) => {
+                        xrpc.put_record_swap(
+                            &s.pds,
+                            &s.session.access_jwt,
+                            &did,
+                            PAGE_NSID,
+                            &rkey,
+                            &rec,
+                            &cid,
+                        )
+                        .await?
+                    }
+                    None => {
+                        xrpc.create_record(
+                            &s.pds,
+                            &s.session.access_jwt,
+                            &did,
+                            PAGE_NSID,
+                            &rkey,
+                            &rec,
+                        )
+                        .await?
+                    }
+                };
+                Ok(rec)
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            crate::auth::sessions::SessionError::Missing(_)
+            | crate::auth::sessions::SessionError::Corrupt(_) => WebError::Forbidden(
+                "Your PDS session on this registry is gone; log out and log in again.".into(),
+            ),
+            crate::auth::sessions::SessionError::Xrpc(XrpcError::Remote { error, .. })
+                if error == "InvalidSwap" =>
+            {
+                WebError::BadRequest(
+                    "The page was changed meanwhile (another push or editor); reload it and edit again."
+                        .into(),
+                )
+            }
+            other => WebError::Upstream(format!("Your PDS did not save the page: {other}")),
+        })?;
+    let change = crate::index::apply::RecordChange::Upsert {
+        collection: PAGE_NSID.into(),
+        rkey,
+        value: written,
+    };
+    if let Err(e) = state.index.apply_records(&owner, &[change], None).await {
+        tracing::warn!(%owner, %repo, error = %e, "index: the edited page is in the PDS but not indexed yet");
+    }
+    tracing::info!(%owner, %repo, "repository page edited");
+    Ok(redirect(&back, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_normalized() {
+        assert_eq!(
+            normalize_description("# Hi\r\n\r\ntext\r\n\r\n"),
+            "# Hi\n\ntext"
+        );
+        assert_eq!(normalize_description("  "), "");
+    }
+}

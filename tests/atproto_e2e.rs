@@ -1136,7 +1136,7 @@ async fn repo_page_created_edited_in_the_ui_and_starred() {
     assert_eq!(page["value"]["description"], "Second description");
 
     // The owner edits the page in the UI: README and avatar.
-    let (cookie, csrf) = ui_login(&s, "alice.test", &alice.app_password).await;
+    let (cookie, csrf) = ui_login(s, "alice.test", &alice.app_password).await;
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -1265,7 +1265,7 @@ async fn repo_page_created_edited_in_the_ui_and_starred() {
     );
 
     // Bob may not edit it, but he can star it: the star's subject resolves to the page.
-    let (bcookie, bcsrf) = ui_login(&s, "bob.test", &bob.app_password).await;
+    let (bcookie, bcsrf) = ui_login(s, "bob.test", &bob.app_password).await;
     let (ct, body) = multipart(&[("csrf", &bcsrf), ("description", "bob was here")], None);
     let resp = c
         .post(s.url(&format!("/r/alice.test/{repo}")))

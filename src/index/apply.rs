@@ -569,7 +569,7 @@ pub fn star_subject(v: &Value) -> Option<(String, String)> {
     if let Some(uri) = uri {
         let (owner, collection, rkey) = records::parse_at_uri(uri)?;
         return (collection == PAGE_NSID && owner.starts_with("did:") && rkey.len() <= 256)
-            .then(|| (owner.to_string(), records::repository_of_page_rkey(rkey)));
+            .then(|| (owner.to_string(), rkey.to_string()));
     }
     let owner = subject.get("did")?.as_str()?;
     let repo = subject.get("repository")?.as_str()?;
@@ -597,8 +597,8 @@ pub(super) async fn put_star_row(
 }
 
 async fn put_page(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
-    // The key names the repository (`/` written `~`); a record that says otherwise is bad.
-    let repo = records::repository_of_page_rkey(rkey);
+    // The key is the repository's name; a record that says otherwise is bad.
+    let repo = rkey.to_string();
     if let Some(field) = opt_str(v, "repository", 256) {
         if field != repo {
             return Err(invalid(format!(
@@ -657,7 +657,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 async fn delete_page(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
-    let repo = records::repository_of_page_rkey(rkey);
+    let repo = rkey.to_string();
     conn.execute(
         "DELETE FROM repo_pages WHERE did = ?1 AND repository = ?2",
         (did, repo.as_str()),

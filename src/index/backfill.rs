@@ -188,7 +188,7 @@ impl Index {
             }
             TAG_NSID => "SELECT rkey FROM tags WHERE did = ?1",
             STAR_NSID => "SELECT rkey FROM stars WHERE starrer_did = ?1",
-            PAGE_NSID => "SELECT replace(repository, '/', '~') FROM repo_pages WHERE did = ?1",
+            PAGE_NSID => "SELECT repository FROM repo_pages WHERE did = ?1",
             _ => return Ok(Vec::new()),
         };
         let conn = self.reader().await;

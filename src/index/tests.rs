@@ -448,13 +448,13 @@ async fn tid_keyed_manifests_and_old_digest_keys() {
         .unwrap()
         .is_none());
 
-    // Pages of nested repositories: `/` is `~` in the key; stars name the page.
+    // A page (key = repository name) and a star naming it.
     ix.apply_records(
         ALICE,
         &[up(
             PAGE_NSID,
-            "tools~builder",
-            json!({"$type": PAGE_NSID, "repository": "tools/builder", "description": "# hi",
+            "toolbox",
+            json!({"$type": PAGE_NSID, "repository": "toolbox", "description": "# hi",
                    "userEdited": true, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"}),
         )],
         None,
@@ -466,21 +466,17 @@ async fn tid_keyed_manifests_and_old_digest_keys() {
         &[up(
             STAR_NSID,
             "3lbaaaaaaaad2",
-            json!({"$type": STAR_NSID, "subject": format!("at://{ALICE}/{PAGE_NSID}/tools~builder"),
+            json!({"$type": STAR_NSID, "subject": format!("at://{ALICE}/{PAGE_NSID}/toolbox"),
                    "createdAt": "2026-01-01T00:00:00Z"}),
         )],
         None,
     )
     .await
     .unwrap();
-    let r = ix
-        .repository(ALICE, "tools/builder")
-        .await
-        .unwrap()
-        .unwrap();
+    let r = ix.repository(ALICE, "toolbox").await.unwrap().unwrap();
     assert_eq!(r.summary.description.as_deref(), Some("# hi"));
-    assert!(r.user_edited);
-    assert!(ix.is_starred(BOB, ALICE, "tools/builder").await.unwrap());
+    assert!(r.user_edited && r.has_page);
+    assert!(ix.is_starred(BOB, ALICE, "toolbox").await.unwrap());
     // A page whose key and repository disagree is skipped.
     ix.apply_records(
         ALICE,

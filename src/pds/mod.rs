@@ -689,15 +689,7 @@ fn announce_identity(store: &HoldStore, ident: &Identity) -> Result<(), HoldErro
     }
     let time = now_rfc3339();
     let events = [Announce::identity(ident), Announce::active(&ident.did)];
-    let makers: Vec<Box<dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError>>> = events
-        .iter()
-        .map(|a| {
-            let (a, time) = (a.clone(), time.clone());
-            Box::new(move |seq: u64| {
-                encode_announcement(seq, &a, None, &time).map_err(|e| HoldStoreError(e.to_string()))
-            }) as Box<dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError>>
-        })
-        .collect();
+    let makers = frame_makers(&events, None, &time);
     let refs: Vec<store::EventMaker<'_>> = makers.iter().map(|m| m.as_ref()).collect();
     store.append_events(&refs, Some((ANNOUNCED, want.as_bytes())))?;
     tracing::info!(did = %ident.did, handle = %ident.handle, "announced the hold's identity on the firehose");
@@ -721,16 +713,7 @@ fn persist(
         rev: result.rev.clone(),
     };
     let time = now_rfc3339();
-    let makers: Vec<Box<dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError> + '_>> = announce
-        .iter()
-        .map(|a| {
-            let time = &time;
-            Box::new(move |seq: u64| {
-                encode_announcement(seq, a, Some((did, result)), time)
-                    .map_err(|e| HoldStoreError(e.to_string()))
-            }) as Box<dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError>>
-        })
-        .collect();
+    let makers = frame_makers(announce, Some((did, result)), &time);
     let refs: Vec<store::EventMaker<'_>> = makers.iter().map(|m| m.as_ref()).collect();
     let blob_refs = blob_refs_of(store, &blocks, result)?;
     let events = store.commit_change(&blocks, &head, &blob_refs, &refs)?;
@@ -801,6 +784,25 @@ fn blob_refs_of(
         });
     }
     Ok(out)
+}
+
+/// A frame builder borrowing what its events describe.
+type BoxedMaker<'a> = Box<dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError> + 'a>;
+
+/// One frame builder per announcement, each given its seq by the store.
+fn frame_makers<'a>(
+    announce: &'a [Announce],
+    commit: Option<(&'a str, &'a CommitResult)>,
+    time: &'a str,
+) -> Vec<BoxedMaker<'a>> {
+    announce
+        .iter()
+        .map(|a| {
+            Box::new(move |seq: u64| {
+                encode_announcement(seq, a, commit, time).map_err(|e| HoldStoreError(e.to_string()))
+            }) as BoxedMaker<'a>
+        })
+        .collect()
 }
 
 /// One frame for `a`; `commit` is the (repo DID, commit) the commit-bound events describe.

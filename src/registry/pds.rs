@@ -339,7 +339,13 @@ impl PdsRecords {
     ) -> Result<PageState, XrpcError> {
         let xrpc = self.resolver.xrpc();
         let did = &s.session.did;
-        let rkey = page_rkey(repository);
+        let Some(rkey) = page_rkey(repository) else {
+            // A nested name is no record key: such a repository has no page.
+            return Ok(PageState {
+                user_edited: true,
+                description_sha256: String::new(),
+            });
+        };
         let now = now_datetime();
         let Some(existing) = xrpc.get_record(&s.pds, did, PAGE_NSID, &rkey).await? else {
             let rec = page_record(repository, description, &now);
@@ -463,7 +469,11 @@ impl ManifestRecords for PdsRecords {
                     .flatten();
             }
         }
-        let rkey = rkey.unwrap_or_else(|| Tid::now().to_string());
+        // A record written before TID keys (digest-hex key) is left as it was (it may be
+        // shared by several repositories' tags): this push gets a TID-keyed record.
+        let rkey = rkey
+            .filter(|k| Tid::parse(k).is_ok())
+            .unwrap_or_else(|| Tid::now().to_string());
         let hold = self.hold_did.clone();
         let body = bytes.to_vec();
         let xrpc = self.resolver.xrpc().clone();

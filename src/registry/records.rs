@@ -14,7 +14,8 @@
 //!   match tags by their fields, not by rkey.
 //! - `io.atcr.repo.page`, rkey = the repository name: created on a repository's first push
 //!   ([`page_record`], description from the `org.opencontainers.image.description`
-//!   annotation), edited by its owner in the UI (`userEdited`).
+//!   annotation), edited by its owner in the UI (`userEdited`). Nested repository names
+//!   (`tools/builder`) cannot be record keys, so they have no page ([`page_rkey`]).
 //! - `io.atcr.sailor.profile`, rkey `self`: `defaultHold`, `registryDomain`, `ociClient`,
 //!   `createdAt`.
 //!
@@ -117,15 +118,13 @@ pub fn tag_rkey(repository: &str, tag: &str) -> String {
     format!("{}:{tag}", repository.replace('/', "~"))
 }
 
-/// Record key of a repository's `io.atcr.repo.page`: the repository name, with `/` (not
-/// allowed in record keys) written as `~` for nested names like `tools/builder` (OCI names
-/// contain no `~`, so the mapping is reversible: [`repository_of_page_rkey`]).
-pub fn page_rkey(repository: &str) -> String {
-    repository.replace('/', "~")
-}
-
-pub fn repository_of_page_rkey(rkey: &str) -> String {
-    rkey.replace('~', "/")
+/// Record key of a repository's `io.atcr.repo.page`: the repository name itself (the
+/// lexicon: the key must equal `repository`). A nested name (`tools/builder`) is no valid
+/// record key (`/`), so such a repository has no page: `None`.
+pub fn page_rkey(repository: &str) -> Option<String> {
+    crate::atproto::repo::syntax::validate_record_key(repository)
+        .is_ok()
+        .then(|| repository.to_string())
 }
 
 /// `at://<did>/<collection>/<rkey>`.
@@ -511,9 +510,9 @@ mod tests {
 
     #[test]
     fn pages_descriptions_and_describable_manifests() {
-        assert_eq!(page_rkey("app"), "app");
-        assert_eq!(page_rkey("tools/builder"), "tools~builder");
-        assert_eq!(repository_of_page_rkey("tools~builder"), "tools/builder");
+        assert_eq!(page_rkey("app").as_deref(), Some("app"));
+        assert_eq!(page_rkey("my-app_2.0").as_deref(), Some("my-app_2.0"));
+        assert_eq!(page_rkey("tools/builder"), None);
         let p = page_record("app", Some("# Hi"), "2026-01-01T00:00:00.000Z");
         assert_eq!(p["description"], "# Hi");
         assert!(p.get("userEdited").is_none());

@@ -305,7 +305,9 @@ async fn repo_page(
         Some(h) if h.did() == hold => "ok".to_string(),
         _ => String::new(),
     };
-    let is_owner = ctx.user().is_some_and(|u| u.did == did);
+    // Nested names cannot be record keys: such a repository has no page to edit or star.
+    let has_page_key = crate::registry::records::page_rkey(repo).is_some();
+    let is_owner = has_page_key && ctx.user().is_some_and(|u| u.did == did);
     let avatar_src = if info.avatar_cid.is_some() {
         format!(
             "/avatar/{did}?repo={}",
@@ -332,7 +334,7 @@ async fn repo_page(
         stars: info.summary.star_count.max(0) as u64,
         pulls: info.summary.pull_count.max(0) as u64,
         starred,
-        can_star: ctx.user().is_some(),
+        can_star: has_page_key && ctx.user().is_some(),
         owner,
         owner_did: did,
         repo: repo.to_string(),
@@ -720,6 +722,11 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
     let ix = index(state)?;
     let (owner, repo) = (form.get("owner").to_string(), form.get("repo").to_string());
     let back = safe_next(form.get("back")).to_string();
+    if crate::registry::records::page_rkey(&repo).is_none() {
+        return Err(WebError::BadRequest(format!(
+            "{repo} is a nested repository name; it has no io.atcr.repo.page a star could name."
+        )));
+    }
     if ix
         .repository(&owner, &repo)
         .await

@@ -37,12 +37,34 @@ pub struct EditForm {
 /// Reads a `multipart/form-data` edit form with the size limits above; anything else (or
 /// an unknown field) is a clear 400.
 pub async fn read_edit_form(req: Request<Incoming>) -> Result<EditForm, WebError> {
-    let bad = |m: &str| WebError::BadRequest(m.to_string());
     let content_type = req
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .unwrap_or("")
+        .to_string();
+    let body = crate::app::http::body_stream(req.into_body());
+    parse_edit_form(&content_type, body).await
+}
+
+/// [`read_edit_form`] over bytes in memory (the fuzz target `page_form`).
+pub fn parse_edit_form_bytes(content_type: &str, body: &[u8]) -> Result<EditForm, WebError> {
+    use futures_util::FutureExt;
+    let chunks: Vec<std::io::Result<Bytes>> = body
+        .chunks(4096)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let stream: crate::blob::ChunkStream = Box::pin(futures_util::stream::iter(chunks));
+    parse_edit_form(content_type, stream)
+        .now_or_never()
+        .unwrap_or_else(|| Err(WebError::BadRequest("the form did not end".into())))
+}
+
+async fn parse_edit_form(
+    content_type: &str,
+    body: crate::blob::ChunkStream,
+) -> Result<EditForm, WebError> {
+    let bad = |m: &str| WebError::BadRequest(m.to_string());
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| bad("the page form must be sent as multipart/form-data"))?;
     let constraints = multer::Constraints::new()
@@ -55,7 +77,6 @@ pub async fn read_edit_form(req: Request<Incoming>) -> Result<EditForm, WebError
                 .for_field("csrf", 256)
                 .for_field("remove_avatar", 16),
         );
-    let body = crate::app::http::body_stream(req.into_body());
     let mut mp = multer::Multipart::with_constraints(body, boundary, constraints);
     let mut fields = Vec::new();
     let mut avatar = None;
@@ -149,7 +170,11 @@ pub async fn edit(
     };
     let remove_avatar = form.fields.has("remove_avatar");
     let xrpc = state.auth.resolver().xrpc().clone();
-    let rkey = page_rkey(repo);
+    let rkey = page_rkey(repo).ok_or_else(|| {
+        WebError::BadRequest(format!(
+            "{repo} is a nested repository name, which cannot name an io.atcr.repo.page record: it has no page."
+        ))
+    })?;
     let written = state
         .auth
         .sessions
@@ -252,6 +277,51 @@ pub async fn edit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_forms_are_parsed_with_limits() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let form = |parts: &[(&str, &[u8])]| {
+            let mut b = Vec::new();
+            for (name, v) in parts {
+                b.extend(
+                    format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+                );
+                if *name == "avatar" {
+                    b.extend(b"; filename=\"a.png\"\r\nContent-Type: image/png");
+                }
+                b.extend(b"\r\n\r\n");
+                b.extend(*v);
+                b.extend(b"\r\n");
+            }
+            b.extend(b"--XyZ--\r\n");
+            b
+        };
+        let f = parse_edit_form_bytes(
+            ct,
+            &form(&[
+                ("csrf", b"t"),
+                ("description", b"# hi"),
+                ("avatar", b"\x89PNG"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(f.fields.get("csrf"), "t");
+        assert_eq!(f.fields.get("description"), "# hi");
+        assert_eq!(f.avatar.as_deref(), Some(&b"\x89PNG"[..]));
+        // An empty file input is no avatar.
+        let f = parse_edit_form_bytes(ct, &form(&[("csrf", b"t"), ("avatar", b"")])).unwrap();
+        assert!(f.avatar.is_none());
+        // Too big, unknown fields, not multipart: 400.
+        let big = vec![b'x'; MAX_PAGE_AVATAR_BYTES + 1];
+        let e = parse_edit_form_bytes(ct, &form(&[("avatar", &big)]))
+            .err()
+            .unwrap();
+        assert!(matches!(e, WebError::BadRequest(m) if m.contains("3,000,000")));
+        assert!(parse_edit_form_bytes(ct, &form(&[("other", b"x")])).is_err());
+        assert!(parse_edit_form_bytes("application/x-www-form-urlencoded", b"a=b").is_err());
+        assert!(parse_edit_form_bytes(ct, b"--XyZ\r\ngarbage").is_err());
+    }
 
     #[test]
     fn descriptions_are_normalized() {

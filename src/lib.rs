@@ -80,4 +80,5 @@ pub mod oci {
 #[cfg(not(feature = "server"))]
 pub mod web {
     pub mod markdown;
+    pub mod page_form;
 }

@@ -9,8 +9,10 @@
 # 3. runs `cargo test --test atproto_e2e` with ATCR_TEST_ATNET pointing at it,
 # 4. runs skopeo and podman as alice.test with only `--creds alice.test:<app password>`
 #    against the real binary, and checks the records with com.atproto.repo.listRecords,
-# 5. runs `cargo test --test index_e2e` (firehose, cursor resume, backfill rebuild), then
-#    restarts the network under a running firehose consumer,
+# 5. runs `cargo test --test index_e2e` (firehose, cursor resume, backfill rebuild),
+#    validates every record left in alice's and bob's PDS and in the binary's hold against
+#    the io.atcr lexicons (assets/lexicons, @atproto/lexicon assertValidRecord) and their
+#    record keys, then restarts the network under a running firehose consumer,
 # 6. stops the network in the middle of a push (the "PDS down" test, last),
 # and stops the network on exit. Prints "N passed, M failed"; exit 1 when anything failed.
 set -euo pipefail
@@ -59,6 +61,7 @@ PDS="$(jq -r .pds "$T/atnet.json")"
 ALICE_DID="$(jq -r '.accounts[] | select(.handle=="alice.test") | .did' "$T/atnet.json")"
 ALICE_PW="$(jq -r '.accounts[] | select(.handle=="alice.test") | .appPassword' "$T/atnet.json")"
 BOB_PW="$(jq -r '.accounts[] | select(.handle=="bob.test") | .appPassword' "$T/atnet.json")"
+BOB_DID="$(jq -r '.accounts[] | select(.handle=="bob.test") | .did' "$T/atnet.json")"
 
 PASS=0 FAIL=0
 ok() { PASS=$((PASS + 1)); echo "  ok   $*"; }
@@ -96,7 +99,10 @@ REG="localhost:$PORT"
 mkdir -p "$T/containers" "$T/xdg-run" "$T/xdg-config"
 echo '{"auths":{}}' >"$T/containers/auth.json"
 export REGISTRY_AUTH_FILE="$T/containers/auth.json" XDG_RUNTIME_DIR="$T/xdg-run" XDG_CONFIG_HOME="$T/xdg-config"
+# The hold announces tagged pushes (app.bsky.feed.post) and publishes a region and a
+# successor, so the lexicon check below sees every field we can write.
 env -u ATCR_BIN ATCR_AUTH_MODE=atproto ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" \
+ATCR_HOLD_OWNER_DID="$ALICE_DID" ATCR_HOLD_ENABLE_BLUESKY_POSTS=true ATCR_HOLD_REGION=test-1 ATCR_HOLD_SUCCESSOR=did:web:next.example.com \
 ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" RUST_LOG="${RUST_LOG:-atcr=debug}" \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
@@ -137,10 +143,13 @@ check "io.atcr.manifest record for app:v1 with the expected fields" bash -c "
            and .mediaType==\"application/vnd.oci.image.manifest.v1+json\"
            and .manifestBlob[\"\$type\"]==\"blob\" and (.config.digest|startswith(\"sha256:\"))
            and (.layers|length)==2 and (.holdDid|startswith(\"did:web:\")) and (.createdAt|type)==\"string\"' <<<\"\$r\" >/dev/null"
+# The manifest record's AT-URI (its key is a TID): found by its fields.
+MANIFEST_URI="$(records io.atcr.manifest | jq -r --arg d "$WANT" '.records[] | select(.value.digest==$d and .value.repository=="app") | .uri' | head -1)"
+check "the manifest record of app:v1 has a TID key" bash -c "[[ '$MANIFEST_URI' =~ ^at://$ALICE_DID/io\.atcr\.manifest/[2-7a-z]{13}\$ ]]"
 check "io.atcr.tag record app:v1 points at the manifest" bash -c "
     curl -fsS '$PDS/xrpc/com.atproto.repo.listRecords?repo=$ALICE_DID&collection=io.atcr.tag&limit=100' |
-    jq -e --arg u 'at://$ALICE_DID/io.atcr.manifest/${WANT#sha256:}' \
-       '.records[] | select(.value.repository==\"app\" and .value.tag==\"v1\") | select(.value.manifest==\$u and (.value.updatedAt|type)==\"string\")' >/dev/null"
+    jq -e --arg u '$MANIFEST_URI' \
+       '.records[] | select(.value.repository==\"app\" and .value.tag==\"v1\") | select(.value.manifest==\$u and (.value.updatedAt|type)==\"string\" and .value.mediaType==\"application/vnd.oci.image.manifest.v1+json\")' >/dev/null"
 check "io.atcr.tag record for podman:v2" bash -c "
     curl -fsS '$PDS/xrpc/com.atproto.repo.listRecords?repo=$ALICE_DID&collection=io.atcr.tag&limit=100' |
     jq -e '.records[] | select(.value.repository==\"podman\" and .value.tag==\"v2\")' >/dev/null"
@@ -149,9 +158,41 @@ check "io.atcr.sailor.profile/self exists" bash -c "
     jq -e '.value.defaultHold|startswith(\"did:web:\")' >/dev/null"
 check "the hold recorded alice's layers (io.atcr.hold.layer via the push hook)" bash -c "
     curl -fsS 'http://$REG/xrpc/com.atproto.repo.listRecords?repo=localhost&collection=io.atcr.hold.layer&limit=100' |
-    jq -e --arg u 'at://$ALICE_DID/io.atcr.manifest/${WANT#sha256:}' \
+    jq -e --arg u '$MANIFEST_URI' \
        '[.records[] | select(.value.userDid==\"$ALICE_DID\" and .value.manifest==\$u)] | length == 2' >/dev/null"
+check "the same image pushed into a second repository (skopeo)" \
+    "${SK[@]}" copy --dest-tls-verify=false --dest-creds "$A" "oci:$T/img:v1" "docker://$REG/alice.test/late:v1"
+check "one image in two repositories is two io.atcr.manifest records" bash -c "
+    records io.atcr.manifest | jq -e --arg d '$WANT' '[.records[] | select(.value.digest==\$d) | .value.repository] | sort == [\"app\",\"late\"]' >/dev/null"
+check "the io.atcr.repo.page of app exists (created by the first push)" bash -c "
+    curl -fsS '$PDS/xrpc/com.atproto.repo.getRecord?repo=$ALICE_DID&collection=io.atcr.repo.page&rkey=app' |
+    jq -e '.value.repository==\"app\"' >/dev/null"
+check "the sailor profile names this registry and podman (the last known client)" bash -c "
+    curl -fsS '$PDS/xrpc/com.atproto.repo.getRecord?repo=$ALICE_DID&collection=io.atcr.sailor.profile&rkey=self' |
+    jq -e '.value.ociClient==\"podman\" and (.value.registryDomain|startswith(\"localhost:\"))' >/dev/null"
+# Stats are batched (one hold commit per 10 s): wait for the batch with the pulls.
+HOLD_DID="did:web:localhost%3A$PORT"
+stats() { curl -fsS "http://$REG/xrpc/com.atproto.repo.listRecords?repo=localhost&collection=io.atcr.hold.stats&limit=100"; }
+for _ in $(seq 30); do
+    stats | jq -e '.records[] | select(.value.repository=="app" and .value.pullCount==3)' >/dev/null 2>&1 && break
+    sleep 0.5
+done
+check "hold stats of app: 3 pulls (skopeo, anonymous skopeo, podman: GETs by tag), 1 push" bash -c "
+    stats | jq -e --arg o '$ALICE_DID' '.records[] | select(.value.ownerDid==\$o and .value.repository==\"app\")
+        | select(.value.pullCount==3 and .value.pushCount==1 and (.value.lastPull|type)==\"string\" and (.value.lastPush|type)==\"string\")' >/dev/null || { stats; exit 1; }"
 check "no password or token in the server log" bash -c "! grep -qF '$ALICE_PW' '$T/atcr.log' && ! grep -q 'eyJ' '$T/atcr.log'"
+
+echo "== lexicon check: every record in alice's and bob's PDS and in the hold (@atproto/lexicon)"
+REF="$HERE/atproto-reference"
+for pkg in lexicon api syntax; do
+    [[ -d "$REF/node_modules/@atproto/$pkg" ]] || { (cd "$REF" && npm ci --no-audit --no-fund --loglevel=error); break; }
+done
+if node "$REF/validate-records.mjs" "$PDS" "$ALICE_DID" "$PDS" "$BOB_DID" "http://$REG" "$HOLD_DID" >"$T/lexicon.log" 2>&1; then
+    ok "every record is valid and keyed as its lexicon says ($(tail -1 "$T/lexicon.log"))"
+else
+    bad "lexicon check"; tail -30 "$T/lexicon.log" | sed 's/^/       /'
+fi
+sed -n 's/^     per collection: /       per collection: /p' "$T/lexicon.log"
 
 echo "== index firehose consumer across a PDS restart (restarts the network)"
 if (cd "$ROOT" && ATCR_TEST_ATNET_RESTART=1 cargo test --test index_e2e -- --exact firehose_survives_a_pds_restart --nocapture 2>&1 | tee "$T/cargo-restart.log" | grep -E '^test |test result|^[a-z].*: after [0-9]+ ms'); then

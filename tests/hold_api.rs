@@ -955,18 +955,12 @@ async fn notify_manifest_quota_stats_firehose_and_user_data() {
     assert_eq!(r.1["statsUpdated"], true);
     assert_eq!(r.1["layersCreated"], 2);
     assert!(r.1.get("postCreated").is_none(), "posts are off: {}", r.1);
-    // One commit with both layer records and the stats record reaches the firehose.
+    // One commit with both layer records reaches the firehose; the push is counted in
+    // memory (the stats record is written by the next batch).
     let mut paths = next_commit_paths(&mut ws).await;
     paths.sort();
-    assert_eq!(paths.len(), 3, "{paths:?}");
-    assert_eq!(
-        paths
-            .iter()
-            .filter(|p| p.starts_with("io.atcr.hold.layer/"))
-            .count(),
-        2
-    );
-    assert!(paths.iter().any(|p| p.starts_with("io.atcr.hold.stats/")));
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    assert!(paths.iter().all(|p| p.starts_with("io.atcr.hold.layer/")));
 
     // Re-notifying the same manifest adds no layer records (usage counts digests once).
     let r = h
@@ -1519,4 +1513,122 @@ async fn hold_uploads_are_capped_removed_on_failure_and_expire() {
         "InvalidUploadId",
     );
     assert_eq!(initiate(&h, WRITER, 12).await.0, 200);
+}
+
+/// Pull and push counts follow the documented rule and are written in batches: pulls make
+/// no commit, one flush writes everything since in one commit. A multi-arch push counts
+/// once (its children pushed by digest are parts of it); a manifest pushed by digest alone
+/// counts once its grace for an index has passed. A GET by tag is a pull; Docker's HEAD by
+/// tag + GET by digest is one; a GET of a child by digest and a bare HEAD are not.
+#[tokio::test]
+async fn stats_follow_the_counting_rule_in_batches() {
+    let h = start(false, |c| c.hold.tiers = String::new()).await;
+    let api = h.s.running.state.hold_api.clone().unwrap();
+    let pds = hold(&h.s);
+    let name = format!("{WRITER}/app");
+    let s = &h.s;
+    let config = b"{}".to_vec();
+    oci::push_blob(s, &name, &config).await;
+    let mut children = Vec::new();
+    for (seed, arch) in [(1u64, "amd64"), (2, "arm64")] {
+        let layer = oci::bytes(100, seed);
+        oci::push_blob(s, &name, &layer).await;
+        let body = oci::image_manifest(
+            oci::descriptor(oci::OCI_CONFIG, &config),
+            vec![oci::descriptor(oci::OCI_LAYER, &layer)],
+        );
+        let d = oci::push_manifest(s, &name, &sha256(&body), oci::OCI_MANIFEST, &body).await;
+        children.push(
+            json!({"mediaType": oci::OCI_MANIFEST, "digest": d, "size": body.len(),
+                             "platform": {"os": "linux", "architecture": arch}}),
+        );
+    }
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": children}),
+    )
+    .unwrap();
+    oci::push_manifest(s, &name, "v1", oci::OCI_INDEX, &index).await;
+    let (_, solo) = oci::push_image(s, &name, "solo", 3).await;
+    // Pushed by digest only, nothing names it: a push of its own, after the grace.
+    let layer = oci::bytes(100, 4);
+    oci::push_blob(s, &name, &layer).await;
+    let lone = oci::image_manifest(
+        oci::descriptor(oci::OCI_CONFIG, &config),
+        vec![oci::descriptor(oci::OCI_LAYER, &layer)],
+    );
+    oci::push_manifest(s, &name, &sha256(&lone), oci::OCI_MANIFEST, &lone).await;
+
+    let before = pds.latest_commit();
+    let ok = |r: reqwest::Response| assert_eq!(r.status().as_u16(), 200);
+    ok(oci::get(s, &format!("/v2/{name}/manifests/v1")).await); // pull 1
+    let child = children[0]["digest"].as_str().unwrap();
+    ok(oci::get(s, &format!("/v2/{name}/manifests/{child}")).await); // part of pull 1
+    ok(oci::head(s, &format!("/v2/{name}/manifests/solo")).await); // docker resolves...
+    ok(oci::get(s, &format!("/v2/{name}/manifests/{solo}")).await); // ...and fetches: pull 2
+    ok(oci::head(s, &format!("/v2/{name}/manifests/v1")).await); // a HEAD alone: nothing
+    let mut waited = 0;
+    while api.stats().pending_counts(WRITER, "app").0 < 2 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(api.stats().pending_counts(WRITER, "app"), (2, 3));
+    assert_eq!(pds.latest_commit(), before, "pulls made a commit");
+    let stats_rkey = atcr::pds::records::stats_rkey(WRITER, "app");
+    assert!(pds
+        .get_record("io.atcr.hold.stats", &stats_rkey)
+        .await
+        .unwrap()
+        .is_none());
+
+    // One flush, one commit; the lone digest push is still within its grace.
+    assert_eq!(api.stats().flush().await.unwrap(), 1);
+    let after = pds.latest_commit();
+    assert_ne!(after, before);
+    let rec = pds
+        .get_record("io.atcr.hold.stats", &stats_rkey)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(
+        (rec["pullCount"].as_u64(), rec["pushCount"].as_u64()),
+        (Some(2), Some(2)),
+        "{rec}"
+    );
+    assert!(
+        rec["lastPull"].is_string() && rec["lastPush"].is_string(),
+        "{rec}"
+    );
+    assert_eq!(rec["ownerDid"], WRITER);
+    assert_eq!(rec["repository"], "app");
+    // Nothing pending: no commit.
+    assert_eq!(api.stats().flush().await.unwrap(), 0);
+    // At shutdown the waiting digest push is written too.
+    assert_eq!(api.stats().flush_all().await.unwrap(), 1);
+    let rec = pds
+        .get_record("io.atcr.hold.stats", &stats_rkey)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(rec["pushCount"], 3, "{rec}");
+    assert_eq!(rec["pullCount"], 2, "{rec}");
+    // A graceful stop writes pending pulls: pull once more, restart, the count is there.
+    ok(oci::get(s, &format!("/v2/{name}/manifests/v1")).await);
+    let mut waited = 0;
+    while api.stats().pending_counts(WRITER, "app").0 < 1 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    drop((api, pds));
+    let Hold { s, dir } = h;
+    let s = s.restart().await;
+    let rec = hold(&s)
+        .get_record("io.atcr.hold.stats", &stats_rkey)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(rec["pullCount"], 3, "{rec}");
+    drop(dir);
 }

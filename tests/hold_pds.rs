@@ -447,14 +447,70 @@ async fn sync_get_repo_and_record_verify() {
     assert_eq!(rec["cid"], cid.to_string());
     assert_eq!(atcr::pds::record_json(&bytes).unwrap(), rec["value"]);
 
+    // A missing record: a proof of absence (200, a CAR), as the reference PDS answers.
+    let (st, ct, proof) = get_bytes(
+        &s,
+        &format!("/xrpc/com.atproto.sync.getRecord?did={DID}&collection={CAPTAIN}&rkey=nope"),
+    )
+    .await;
+    assert_eq!((st, ct.as_str()), (200, "application/vnd.ipld.car"));
+    assert!(
+        verify_record_proof(&proof, Some(DID), &key, CAPTAIN, "nope")
+            .unwrap()
+            .is_none(),
+        "the proof shows the record is absent"
+    );
+
+    // listBlobs: the blobs the records name (none yet), then one a record references.
+    let (st, b) = get(&s, &format!("/xrpc/com.atproto.sync.listBlobs?did={DID}")).await;
+    assert_eq!((st, b), (200, serde_json::json!({"cids": []})));
+    let blob_cid = "bafkreia53ulf3e26uvu54nzvtknlqswvrl65msmp6scwtvwathlujwuv3u";
+    let before_rev = latest["rev"].as_str().unwrap().to_string();
+    let with_blob = serde_json::json!({"$type": "app.bsky.actor.profile", "displayName": "hold",
+        "avatar": {"$type": "blob", "ref": {"$link": blob_cid}, "mimeType": "image/png", "size": 3}});
+    hold(&s)
+        .apply_writes(vec![Write::Update {
+            collection: "app.bsky.actor.profile".into(),
+            rkey: "self".into(),
+            record: atcr::pds::record_cbor(&with_blob).unwrap(),
+        }])
+        .await
+        .unwrap();
+    let (_, b) = get(&s, &format!("/xrpc/com.atproto.sync.listBlobs?did={DID}")).await;
+    assert_eq!(
+        b,
+        serde_json::json!({"cids": [blob_cid], "cursor": blob_cid})
+    );
+    let (_, b) = get(
+        &s,
+        &format!("/xrpc/com.atproto.sync.listBlobs?did={DID}&since={before_rev}&limit=1"),
+    )
+    .await;
+    assert_eq!(b["cids"], serde_json::json!([blob_cid]));
+    let (_, b) = get(
+        &s,
+        &format!("/xrpc/com.atproto.sync.listBlobs?did={DID}&cursor={blob_cid}"),
+    )
+    .await;
+    assert_eq!(b, serde_json::json!({"cids": []}));
+    let (_, latest2) = get(
+        &s,
+        &format!("/xrpc/com.atproto.sync.getLatestCommit?did={DID}"),
+    )
+    .await;
+    let (_, b) = get(
+        &s,
+        &format!(
+            "/xrpc/com.atproto.sync.listBlobs?did={DID}&since={}",
+            latest2["rev"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(b["cids"], serde_json::json!([]));
     assert_err(
-        &get(
-            &s,
-            &format!("/xrpc/com.atproto.sync.getRecord?did={DID}&collection={CAPTAIN}&rkey=nope"),
-        )
-        .await,
+        &get(&s, "/xrpc/com.atproto.sync.listBlobs?did=did:plc:nobody").await,
         400,
-        "RecordNotFound",
+        "RepoNotFound",
     );
     assert_err(
         &get(

@@ -167,10 +167,15 @@ fn manifest_record(repo: &str, digest_hex: &str, description: &str) -> Value {
     })
 }
 
-fn tag_record(did: &str, repo: &str, tag: &str, digest_hex: &str) -> Value {
+/// A manifest record key as atcr.io writes them: a TID.
+fn tid() -> String {
+    atcr::atproto::repo::Tid::now().to_string()
+}
+
+fn tag_record(did: &str, repo: &str, tag: &str, manifest_rkey: &str) -> Value {
     json!({
         "$type": "io.atcr.tag", "repository": repo, "tag": tag,
-        "manifest": format!("at://{did}/io.atcr.manifest/{digest_hex}"),
+        "manifest": format!("at://{did}/io.atcr.manifest/{manifest_rkey}"),
         "updatedAt": "2026-01-01T00:00:01.000Z",
     })
 }
@@ -225,6 +230,7 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
     let repo = format!("elsewhere-{}", &rand_hex(8));
     let word = format!("zanzibar{}", rand_hex(6));
     let h1 = rand_hex(64);
+    let k1 = tid();
 
     // alice has a Bluesky profile with an avatar: the index shows it for her.
     let png = base64::Engine::decode(
@@ -271,7 +277,7 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
         &ajwt,
         &alice.did,
         "io.atcr.manifest",
-        &h1,
+        &k1,
         manifest_record(&repo, &h1, &format!("made elsewhere {word}")),
     )
     .await;
@@ -281,7 +287,7 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
         &alice.did,
         "io.atcr.tag",
         &format!("{repo}:v1"),
-        tag_record(&alice.did, &repo, "v1", &h1),
+        tag_record(&alice.did, &repo, "v1", &k1),
     )
     .await;
     put_record(&net, &ajwt, &alice.did, "io.atcr.repo.page", &repo, json!({
@@ -338,7 +344,7 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
     // 2. A restart resumes from the cursor: a tag written while atcr was down arrives, and
     // nothing is counted twice.
     let (net2, ajwt2, did2, repo2) = (net.clone(), ajwt.clone(), alice.did.clone(), repo.clone());
-    let h1b = h1.clone();
+    let h1b = k1.clone();
     let s = restart_with(s, move |_| async move {
         put_record(
             &net2,
@@ -453,7 +459,7 @@ async fn firehose_survives_a_pds_restart() {
         &jwt,
         &alice.did,
         "io.atcr.manifest",
-        &h0,
+        &tid(),
         manifest_record(&repo0, &h0, "before"),
     )
     .await;
@@ -475,13 +481,14 @@ async fn firehose_survives_a_pds_restart() {
     let alice = net.account("alice.test").clone();
     let jwt = session(&net, "alice.test").await;
     let h = rand_hex(64);
+    let k = tid();
     let repo = format!("after-restart-{}", rand_hex(6));
     put_record(
         &net,
         &jwt,
         &alice.did,
         "io.atcr.manifest",
-        &h,
+        &k,
         manifest_record(&repo, &h, "after restart"),
     )
     .await;
@@ -491,7 +498,7 @@ async fn firehose_survives_a_pds_restart() {
         &alice.did,
         "io.atcr.tag",
         &format!("{repo}:v1"),
-        tag_record(&alice.did, &repo, "v1", &h),
+        tag_record(&alice.did, &repo, "v1", &k),
     )
     .await;
     eventually("consumer reconnected", 60, || {

@@ -98,17 +98,22 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         .map(|h| h.did().to_string())
         .unwrap_or_else(|| hold_did(&config));
     let web = crate::web::state::Web::new(store.clone());
-    let auth = Arc::new(build_auth(&config, store)?);
-    if auth.mode() == crate::auth::AuthMode::Atproto {
+    let auth = Arc::new(build_auth(&config, store.clone())?);
+    let records = if auth.mode() == crate::auth::AuthMode::Atproto {
         // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
         let pds = Arc::new(crate::registry::pds::PdsRecords::new(
             auth.resolver().clone(),
             auth.sessions.clone(),
+            store,
             local_hold_did.clone(),
+            registry_domain(&config),
         ));
         registry.set_records(pds.clone());
-        auth.set_login_hook(pds);
-    }
+        auth.set_login_hook(pds.clone());
+        Some(pds)
+    } else {
+        None
+    };
     let hold_api = match &hold {
         Some(pds) => {
             let tiers = crate::hold::Tiers::parse(&config.hold.tiers, &config.hold.default_tier)
@@ -120,6 +125,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
                 tiers,
                 crate::hold::uploads::UploadLimits::from_config(&config),
             );
+            svc.stats().start();
             match svc.restore_uploads().await {
                 Ok((0, 0)) => {}
                 Ok((restored, removed)) => {
@@ -146,6 +152,9 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
     index.set_local_hold(local_hold_did);
     registry.set_index(index.clone());
+    if let Some(r) = &records {
+        r.set_index(index.clone());
+    }
     Ok(Arc::new(AppState {
         config,
         registry,
@@ -155,6 +164,18 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         web,
         index,
     }))
+}
+
+impl AppState {
+    /// Writes what is only counted in memory (the hold's pull/push stats), at a graceful
+    /// stop.
+    pub async fn flush_counters(&self) {
+        if let Some(h) = &self.hold_api {
+            if let Err(e) = h.stats().flush_all().await {
+                tracing::warn!(error = %e, "hold stats not written at shutdown");
+            }
+        }
+    }
 }
 
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else
@@ -167,6 +188,28 @@ fn hold_did(config: &Config) -> String {
         did_web_for(&config.auth.service)
     } else {
         did_web_for(&format!("localhost:{}", config.listen_addr().port()))
+    }
+}
+
+/// This registry's host as users type it (`host[:port]`): the authority of
+/// `server.public_url`, else `auth.service`, else `localhost:<listen port>`. The sailor
+/// profile's `registryDomain`.
+fn registry_domain(config: &Config) -> String {
+    let authority = |u: &str| {
+        u.split("://")
+            .nth(1)
+            .unwrap_or(u)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    if !config.server.public_url.is_empty() {
+        authority(&config.server.public_url)
+    } else if !config.auth.service.is_empty() {
+        authority(&config.auth.service)
+    } else {
+        format!("localhost:{}", config.listen_addr().port())
     }
 }
 

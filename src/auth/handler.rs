@@ -76,9 +76,13 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             }
         },
     };
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok());
     let auth = &state.auth;
     let client = crate::app::http::client_ip(peer, req.headers()).to_string();
-    match auth.login(basic, scopes, &client, host).await {
+    match auth.login(basic, scopes, &client, host, user_agent).await {
         Ok(t) => json(StatusCode::OK, &t),
         Err(e) => {
             if !matches!(e, AuthError::TooManyFailures) {

@@ -108,11 +108,13 @@ pub struct Refusal {
     pub challenge: Option<String>,
 }
 
-/// Called after a successful password login (creates the sailor profile).
+/// Called after a successful password login (creates the sailor profile). `user_agent` is
+/// the login request's `User-Agent` (the profile's `ociClient` comes from it).
 #[async_trait::async_trait]
 pub trait LoginHook: Send + Sync {
-    /// `did` has a stored session (app password or OAuth) by now.
-    async fn after_login(&self, did: &str);
+    /// `did` has a stored session (app password or OAuth) by now; `user_agent` is the
+    /// login request's `User-Agent` (the profile's `ociClient` comes from it).
+    async fn after_login(&self, did: &str, user_agent: Option<&str>);
 }
 
 pub struct AuthSettings {
@@ -347,6 +349,7 @@ impl Auth {
         scopes: Vec<Access>,
         client_addr: &str,
         host: Option<&str>,
+        user_agent: Option<&str>,
     ) -> Result<TokenResponse, AuthError> {
         let service = self.service(host);
         let Some((user, password)) = basic else {
@@ -364,7 +367,8 @@ impl Auth {
         let who = if password.starts_with(device::SECRET_PREFIX) {
             self.device_login(&user, &password, client_addr).await?
         } else {
-            self.password_login(&user, &password, client_addr).await?
+            self.password_login(&user, &password, client_addr, user_agent)
+                .await?
         };
         let did = who.did.clone();
         tracing::info!(%did, "login");
@@ -429,6 +433,7 @@ impl Auth {
         user: &str,
         password: &str,
         client_addr: &str,
+        user_agent: Option<&str>,
     ) -> Result<LoggedIn, AuthError> {
         self.limiter
             .check_address(client_addr)
@@ -512,7 +517,7 @@ impl Auth {
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         attempt.succeeded();
-        self.after_login(&pds_session.session.did).await;
+        self.after_login(&pds_session.session.did, user_agent).await;
         Ok(LoggedIn {
             did: pds_session.session.did.clone(),
             handle: pds_session.session.handle.clone(),
@@ -556,14 +561,14 @@ impl Auth {
 
     /// Runs the login hook (the sailor profile) for a DID that just signed in, by password
     /// or OAuth.
-    pub async fn after_login(&self, did: &str) {
+    pub async fn after_login(&self, did: &str, user_agent: Option<&str>) {
         let hook = self
             .login_hook
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(h) = hook {
-            h.after_login(did).await;
+            h.after_login(did, user_agent).await;
         }
     }
 

@@ -265,6 +265,12 @@ pub struct HoldConfig {
     pub tiers: String,
     /// Tier of crew members whose record names none (or an unknown one).
     pub default_tier: String,
+    /// Region of the hold's storage (captain record `region`); empty: the S3 region when
+    /// the blobs are on S3.
+    pub region: String,
+    /// DID of the hold that replaces this one (captain record `successor`); empty: none
+    /// from the config.
+    pub successor: String,
 }
 
 /// The index (users, repositories, tags, stars, search): a libSQL file, optionally an
@@ -318,6 +324,8 @@ impl Default for HoldConfig {
             enable_bluesky_posts: false,
             tiers: "deckhand=5GB, bosun=50GB, quartermaster=100GB".into(),
             default_tier: "deckhand".into(),
+            region: String::new(),
+            successor: String::new(),
         }
     }
 }
@@ -779,7 +787,28 @@ impl Config {
         {
             return invalid("hold.tiers", e.0);
         }
+        if self.hold.region.len() > 64 {
+            return invalid("hold.region", "at most 64 characters".into());
+        }
+        let successor = &self.hold.successor;
+        if !successor.is_empty() {
+            if let Err(e) = crate::atproto::repo::syntax::validate_did(successor) {
+                return invalid("hold.successor", format!("{successor:?} is not a DID: {e}"));
+            }
+        }
         Ok(())
+    }
+
+    /// The region the hold publishes in its captain record: `hold.region`, else the S3
+    /// region when the blobs are on S3, else none.
+    pub fn hold_region(&self) -> String {
+        if !self.hold.region.is_empty() {
+            self.hold.region.clone()
+        } else if self.storage.backend == "s3" {
+            self.storage.s3.region.clone()
+        } else {
+            String::new()
+        }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

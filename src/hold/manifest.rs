@@ -1,7 +1,9 @@
 //! `io.atcr.hold.notifyManifest`: after a manifest is pushed, the hold records one
-//! `io.atcr.hold.layer` per layer (quota and GC read them) and bumps the repository's
-//! `io.atcr.hold.stats`, all in one commit; the quota of the user's tier is checked inside
-//! the same writer lock, so two concurrent pushes cannot both slip under the limit. When
+//! `io.atcr.hold.layer` per layer (quota and GC read them) in one commit, and counts the
+//! push (or, for `operation: "pull"`, the pull) in the repository's `io.atcr.hold.stats`
+//! through the batching [`super::stats`] (no commit per pull); the quota of the user's tier
+//! is checked inside the writer lock, so two concurrent pushes cannot both slip under the
+//! limit. When
 //! the captain enables it, a tagged push is announced as an `app.bsky.feed.post` (text +
 //! link facet) in a separate commit whose failure is only logged.
 //!
@@ -51,6 +53,15 @@ pub struct NotifyManifest {
     pub tag: Option<String>,
     #[serde(default)]
     pub operation: Option<String>,
+    /// AT-URI of the user's `io.atcr.manifest` record (TID-keyed, so it cannot be derived
+    /// from the digest). An extension of atcr.io's request: without it the layer records
+    /// name the digest-keyed URI atcr.io's AppView uses.
+    #[serde(
+        rename = "manifestUri",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub manifest_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -104,11 +115,28 @@ impl NotifyManifest {
         self.manifest_digest
             .parse::<crate::oci::types::Digest>()
             .map_err(|e| HoldApiError::InvalidDigest(format!("{:?}: {e}", self.manifest_digest)))?;
+        if let Some(uri) = &self.manifest_uri {
+            let ok = crate::registry::records::parse_at_uri(uri).is_some_and(|(a, c, r)| {
+                a == self.user_did
+                    && c == crate::registry::records::MANIFEST_NSID
+                    && crate::atproto::repo::syntax::validate_record_key(r).is_ok()
+            });
+            if !ok {
+                return Err(HoldApiError::InvalidRequest(format!(
+                    "manifestUri {uri:?} is not an io.atcr.manifest record of {}",
+                    self.user_did
+                )));
+            }
+        }
         Ok(push)
     }
 
-    /// AT-URI of the user's manifest record.
+    /// AT-URI of the user's manifest record: `manifestUri` when given, else the
+    /// digest-keyed URI of atcr.io's AppView.
     pub fn manifest_uri(&self) -> String {
+        if let Some(uri) = &self.manifest_uri {
+            return uri.clone();
+        }
         let hex = self
             .manifest_digest
             .split_once(':')
@@ -254,6 +282,26 @@ impl HoldService {
             return Err(e);
         }
         committed?;
+        // Counted in memory, written in batches (`stats`), never a commit per pull.
+        use super::stats::StatsSink;
+        if push {
+            let children: Vec<String> = req
+                .manifest
+                .manifests
+                .iter()
+                .filter_map(|m| m["digest"].as_str().map(str::to_string))
+                .take(MAX_LAYERS)
+                .collect();
+            self.stats.push(
+                &req.user_did,
+                &req.repository,
+                &req.manifest_digest,
+                req.tag.is_some(),
+                &children,
+            );
+        } else {
+            self.stats.pull(&req.user_did, &req.repository);
+        }
         let mut out = NotifyOutcome {
             success: true,
             operation: if push { "push" } else { "pull" }.into(),
@@ -408,17 +456,6 @@ fn plan_push<S: Blockstore>(
         }
         *created = writes.len();
     }
-    writes.push(stats_write(
-        repo,
-        &req.user_did,
-        &req.repository,
-        now,
-        |s| {
-            let key = if push { "pushCount" } else { "pullCount" };
-            s[key] = json!(s[key].as_u64().unwrap_or(0) + 1);
-            s[if push { "lastPush" } else { "lastPull" }] = json!(now);
-        },
-    )?);
     Ok(writes)
 }
 

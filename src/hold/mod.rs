@@ -5,8 +5,10 @@
 //! - [`uploads`]: multipart blob uploads (initiate, part URL, part, complete, abort) on top
 //!   of the [`BlobStore`] staged uploads: hashed while written, visible only after
 //!   `completeUpload` verified the digest.
-//! - [`manifest`]: `notifyManifest` (layer records + stats in one commit, quota, optional
-//!   Bluesky post), also called in-process by the registry's push path ([`PushHook`]).
+//! - [`manifest`]: `notifyManifest` (layer records in one commit, quota, optional Bluesky
+//!   post), also called in-process by the registry's push path ([`PushHook`]).
+//! - [`stats`]: pull and push counts (`io.atcr.hold.stats`), counted in memory and written
+//!   in batches by the [`stats::StatsBatcher`].
 //! - [`users`]: crew requests, quota, per-user export and deletion, stats, tiers.
 //! - [`quota`]: tiers and usage arithmetic, pure.
 //!
@@ -16,6 +18,7 @@
 pub mod manifest;
 pub mod quota;
 pub mod registry_hook;
+pub mod stats;
 pub mod uploads;
 pub mod users;
 
@@ -102,6 +105,7 @@ pub struct HoldService {
     tiers: Tiers,
     uploads: uploads::Uploads,
     upload_limits: uploads::UploadLimits,
+    stats: Arc<stats::StatsBatcher>,
 }
 
 /// How long a blob completed through `completeUpload` is kept from garbage collection
@@ -128,6 +132,7 @@ impl HoldService {
     ) -> Arc<HoldService> {
         Arc::new(HoldService {
             auth: ServiceAuth::new(pds.did(), resolver),
+            stats: stats::StatsBatcher::new(pds.clone()),
             pds,
             blobs,
             tiers,
@@ -167,6 +172,11 @@ impl HoldService {
 
     pub fn tiers(&self) -> &Tiers {
         &self.tiers
+    }
+
+    /// The pull/push counters (`io.atcr.hold.stats`, written in batches).
+    pub fn stats(&self) -> &Arc<stats::StatsBatcher> {
+        &self.stats
     }
 
     /// The authenticated caller of `nsid`: `None` without an `Authorization` header, the

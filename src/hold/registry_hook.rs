@@ -100,6 +100,7 @@ impl PushHook for HoldPushHook {
         digest: &Digest,
         manifest: &ParsedManifest,
         tag: Option<&str>,
+        manifest_uri: Option<&str>,
     ) {
         let Some(did) = self.user_did(name).await else {
             return;
@@ -116,13 +117,45 @@ impl PushHook for HoldPushHook {
                     media_type: d.media_type.clone(),
                 }),
                 layers: layers(manifest),
-                manifests: Vec::new(),
+                // The children of an index: the stats count them as parts of this push.
+                manifests: manifest
+                    .manifests
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "digest": d.digest.to_string(),
+                            "size": d.size,
+                            "mediaType": d.media_type,
+                        })
+                    })
+                    .collect(),
             },
             tag: tag.map(str::to_string),
             operation: Some("push".into()),
+            manifest_uri: manifest_uri.map(str::to_string),
         };
         if let Err(e) = self.svc.record_push(req, &self.base_url).await {
             tracing::warn!(error = %e, name = %name, "hold notifyManifest failed; the push is stored");
         }
+    }
+
+    fn pulled(&self, name: &Name) {
+        use super::stats::StatsSink;
+        let (svc, resolver, name) = (self.svc.clone(), self.resolver.clone(), name.clone());
+        // Resolving a handle may ask the network (cached); the pull is answered meanwhile.
+        tokio::spawn(async move {
+            let id = name.identity();
+            let did = if id.starts_with("did:") {
+                Some(id.to_string())
+            } else {
+                match resolver {
+                    Some(r) => r.resolve_did_of(id).await.ok(),
+                    None => None,
+                }
+            };
+            if let Some(did) = did {
+                svc.stats().pull(&did, name.repository());
+            }
+        });
     }
 }

@@ -91,14 +91,16 @@ impl HoldService {
         perms.sort_unstable();
         perms.dedup();
         let rkey = crew_rkey(caller);
-        let rec = json!({
+        let mut rec = json!({
             "$type": CREW,
             "member": caller,
             "role": role,
             "permissions": perms,
-            "tier": self.tiers.default_tier,
             "addedAt": now_rfc3339(),
         });
+        if !self.tiers.default_tier.is_empty() {
+            rec["tier"] = json!(self.tiers.default_tier);
+        }
         let record = record_cbor(&rec)?;
         let committed = self
             .pds
@@ -169,6 +171,10 @@ impl HoldService {
     /// `exportUserData`: everything this hold stores about the caller.
     pub async fn export_user_data(&self, caller: Option<&str>) -> Result<Value> {
         let user = caller.ok_or(HoldApiError::AuthRequired)?.to_string();
+        // The export shows the counts up to now, also those not written yet.
+        if let Err(e) = self.stats.flush_all().await {
+            tracing::warn!(error = %e, "pending hold stats not written before an export");
+        }
         let captain = self.pds.captain().await?;
         let crew = self.pds.get_record(CREW, &crew_rkey(&user)).await?;
         let u = user.clone();
@@ -217,6 +223,8 @@ impl HoldService {
     /// Blobs stay (they are shared across users). The captain keeps their crew record.
     pub async fn delete_user_data(&self, caller: Option<&str>) -> Result<Value> {
         let user = caller.ok_or(HoldApiError::AuthRequired)?.to_string();
+        // Pending counts are written first, so no later batch re-creates a deleted record.
+        self.stats.flush_all().await?;
         let is_captain = self.pds.captain().await?.is_some_and(|c| c.owner == user);
         let pds = self.pds.clone();
         let u = user.clone();
@@ -282,6 +290,10 @@ impl HoldService {
             return Err(HoldApiError::InvalidRepository(
                 "repository must be 1-256 characters".into(),
             ));
+        }
+        // Counts still in memory first, so the absolute values set here are the last word.
+        if let Err(e) = self.stats.flush_all().await {
+            tracing::warn!(error = %e, "pending hold stats not written before setStats");
         }
         let now = now_rfc3339();
         self.pds

@@ -27,6 +27,8 @@ const MAX_REFERENCES: usize = 10_000;
 const MAX_ANNOTATIONS: usize = 256;
 const MAX_ANNOTATION_VALUE: usize = 8 * 1024;
 const MAX_DESCRIPTION: usize = 100_000;
+/// `sha512:` + 128 hex digits.
+const MAX_DIGEST: usize = 135;
 
 /// One record change in a repository (a DID's repo on its PDS).
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +93,7 @@ fn annotations_of(v: &Value) -> BTreeMap<String, String> {
 /// (digest, size, mediaType) of a `#blobReference` / `#manifestReference`.
 fn reference(v: &Value) -> Option<(String, i64, String)> {
     let digest = v.get("digest")?.as_str()?;
-    if digest.len() > 128 || !digest.contains(':') {
+    if digest.len() > MAX_DIGEST || !digest.contains(':') {
         return None;
     }
     let size = v.get("size")?.as_i64()?.max(0);
@@ -229,19 +231,17 @@ pub(super) async fn add_pulls(
     Ok(())
 }
 
-/// The digest an `io.atcr.manifest` rkey stands for (rkey = digest hex).
-fn digest_for_rkey(rkey: &str) -> Option<String> {
-    let hex_ok = rkey.bytes().all(|b| b.is_ascii_hexdigit());
-    match rkey.len() {
-        64 if hex_ok => Some(format!("sha256:{rkey}")),
-        128 if hex_ok => Some(format!("sha512:{rkey}")),
-        _ => None,
-    }
-}
-
-async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Result<()> {
+async fn put_manifest(
+    conn: &Connection,
+    did: &str,
+    rkey: &str,
+    v: &Value,
+    now: &str,
+) -> Result<()> {
     let repo = str_field(v, "repository", 255)?;
-    let digest = str_field(v, "digest", 128)?;
+    // Up to a sha512 digest: the lexicon caps records at 128 characters, but a registry
+    // without a PDS (auth off) indexes its sha512 manifests through the same path.
+    let digest = str_field(v, "digest", MAX_DIGEST)?;
     if digest.parse::<Digest>().is_err() {
         return Err(invalid(format!("digest {digest:?} is not a digest")));
     }
@@ -296,14 +296,14 @@ async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Res
         .execute(
             "INSERT INTO manifests (did, repository, digest, media_type, schema_version,
                 config_digest, config_size, total_size, artifact_type, subject_digest, hold_did,
-                created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                created_at, rkey)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (did, repository, digest) DO UPDATE SET
                 media_type = excluded.media_type, schema_version = excluded.schema_version,
                 config_digest = excluded.config_digest, config_size = excluded.config_size,
                 total_size = excluded.total_size, artifact_type = excluded.artifact_type,
                 subject_digest = excluded.subject_digest,
-                hold_did = COALESCE(excluded.hold_did, hold_did)",
+                hold_did = COALESCE(excluded.hold_did, hold_did), rkey = excluded.rkey",
             libsql::params![
                 did,
                 repo,
@@ -317,9 +317,17 @@ async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Res
                 subject.clone(),
                 hold_did,
                 created_at.clone(),
+                rkey,
             ],
         )
         .await?;
+    // Tags that named this record before it was indexed now know their digest.
+    conn.execute(
+        "UPDATE tags SET digest = ?3 WHERE did = ?1 AND manifest_rkey = ?2 AND repository = ?4
+            AND digest != ?3",
+        (did, rkey, digest, repo),
+    )
+    .await?;
     // `changes()` cannot tell an insert from an upsert: ask whether the layers exist.
     let _ = inserted;
     let key = (did, repo, digest);
@@ -405,22 +413,21 @@ async fn put_manifest(conn: &Connection, did: &str, v: &Value, now: &str) -> Res
     refresh_search(conn, did, repo).await
 }
 
+/// A deleted manifest record: the row (or rows, for old digest-keyed records that several
+/// repositories shared) it produced, found by record key.
 async fn delete_manifest(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
-    let Some(digest) = digest_for_rkey(rkey) else {
-        return Ok(());
-    };
     let mut rows = conn
         .query(
-            "SELECT repository FROM manifests WHERE did = ?1 AND digest = ?2",
-            (did, digest.as_str()),
+            "SELECT repository, digest FROM manifests WHERE did = ?1 AND rkey = ?2",
+            (did, rkey),
         )
         .await?;
-    let mut repos = Vec::new();
+    let mut found = Vec::new();
     while let Some(r) = rows.next().await? {
-        repos.push(r.get::<String>(0)?);
+        found.push((r.get::<String>(0)?, r.get::<String>(1)?));
     }
     drop(rows);
-    for repo in repos {
+    for (repo, digest) in found {
         let key = (did, repo.as_str(), digest.as_str());
         for sql in [
             "DELETE FROM layers WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3",
@@ -438,20 +445,60 @@ async fn delete_manifest(conn: &Connection, did: &str, rkey: &str) -> Result<()>
 async fn put_tag(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
     let repo = str_field(v, "repository", 255)?;
     let tag = str_field(v, "tag", 128)?;
-    let digest = match v.get("manifestDigest").and_then(Value::as_str) {
-        Some(d) if d.len() <= 128 && d.contains(':') => d.to_string(),
-        _ => {
-            let uri = str_field(v, "manifest", 8192)?;
-            let (_, collection, mkey) = records::parse_at_uri(uri)
-                .ok_or_else(|| invalid(format!("manifest {uri:?} is not an AT-URI")))?;
+    // The manifest record the tag names (its AT-URI; TID-keyed records do not carry their
+    // digest in the key, so the digest comes from the indexed record).
+    let target = match v.get("manifest").and_then(Value::as_str) {
+        Some(uri) if uri.len() <= 8192 => {
+            // `at:///<collection>/<rkey>` (no authority): this AppView's direct writes,
+            // made before the owner's DID is known; the tag's own repository is meant.
+            let parsed = records::parse_at_uri(uri).or_else(|| {
+                let (c, k) = uri.strip_prefix("at:///")?.split_once('/')?;
+                (!k.is_empty() && !k.contains('/')).then_some(("", c, k))
+            });
+            let (authority, collection, mkey) =
+                parsed.ok_or_else(|| invalid(format!("manifest {uri:?} is not an AT-URI")))?;
             if collection != MANIFEST_NSID {
                 return Err(invalid(format!(
                     "manifest {uri:?} is not a manifest record"
                 )));
             }
-            digest_for_rkey(mkey).ok_or_else(|| invalid(format!("manifest rkey {mkey:?}")))?
+            let owner = if authority.starts_with("did:") {
+                authority
+            } else {
+                did
+            };
+            Some((owner.to_string(), mkey.to_string()))
+        }
+        Some(_) => return Err(invalid("manifest URI too long")),
+        None => None,
+    };
+    let digest = match v.get("manifestDigest").and_then(Value::as_str) {
+        // Older records (and the direct writes of this AppView) carry the digest.
+        Some(d) if d.len() <= MAX_DIGEST && d.contains(':') => d.to_string(),
+        _ => {
+            let (owner, mkey) = target
+                .as_ref()
+                .ok_or_else(|| invalid("tag names no manifest"))?;
+            let mut rows = conn
+                .query(
+                    "SELECT digest FROM manifests WHERE did = ?1 AND rkey = ?2 LIMIT 1",
+                    (owner.as_str(), mkey.as_str()),
+                )
+                .await?;
+            let indexed = match rows.next().await? {
+                Some(r) => Some(r.get::<String>(0)?),
+                None => None,
+            };
+            drop(rows);
+            // Not indexed (yet): an old digest-hex key names its digest; otherwise the tag
+            // waits (empty digest, hidden) until the manifest record arrives.
+            indexed
+                .or_else(|| records::legacy_digest_of_rkey(mkey))
+                .unwrap_or_default()
         }
     };
+    let manifest_rkey = target.map(|(_, k)| k);
+    let media_type = opt_str(v, "mediaType", 255);
     let updated_at = opt_str(v, "updatedAt", 64).unwrap_or_else(|| now.to_string());
     ensure_repository(conn, did, repo, now).await?;
     // One tag per (repository, tag): a record under another rkey for the same tag wins.
@@ -461,9 +508,19 @@ async fn put_tag(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str)
     )
     .await?;
     conn.execute(
-        "INSERT INTO tags (did, repository, tag, digest, rkey, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        (did, repo, tag, digest.as_str(), rkey, updated_at.as_str()),
+        "INSERT INTO tags (did, repository, tag, digest, rkey, updated_at, manifest_rkey,
+            media_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        libsql::params![
+            did,
+            repo,
+            tag,
+            digest.as_str(),
+            rkey,
+            updated_at.as_str(),
+            manifest_rkey,
+            media_type
+        ],
     )
     .await?;
     touch_push(conn, did, repo, &updated_at, 0).await?;
@@ -540,9 +597,17 @@ pub(super) async fn put_star_row(
 }
 
 async fn put_page(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
-    let repo = opt_str(v, "repository", 256).unwrap_or_else(|| rkey.to_string());
-    if repo.is_empty() {
-        return Err(invalid("repository empty"));
+    // The key is the repository's name; a record that says otherwise is bad.
+    let repo = rkey.to_string();
+    if let Some(field) = opt_str(v, "repository", 256) {
+        if field != repo {
+            return Err(invalid(format!(
+                "page key {rkey:?} is not its repository {field:?}"
+            )));
+        }
+    }
+    if repo.is_empty() || repo.len() > 256 {
+        return Err(invalid("repository empty or too long"));
     }
     let description = v
         .get("description")
@@ -557,14 +622,24 @@ async fn put_page(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str
         .map(str::to_string);
     let created = opt_str(v, "createdAt", 64).unwrap_or_else(|| now.to_string());
     let updated = opt_str(v, "updatedAt", 64).unwrap_or_else(|| created.clone());
+    let user_edited = i64::from(v.get("userEdited").and_then(Value::as_bool) == Some(true));
     ensure_repository(conn, did, &repo, now).await?;
     conn.execute(
-        "INSERT INTO repo_pages (did, repository, description, avatar_cid, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO repo_pages (did, repository, description, avatar_cid, created_at, updated_at,
+            user_edited)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (did, repository) DO UPDATE SET description = excluded.description,
             avatar_cid = excluded.avatar_cid, created_at = excluded.created_at,
-            updated_at = excluded.updated_at",
-        (did, repo.as_str(), description, avatar, created, updated),
+            updated_at = excluded.updated_at, user_edited = excluded.user_edited",
+        libsql::params![
+            did,
+            repo.as_str(),
+            description,
+            avatar,
+            created,
+            updated,
+            user_edited
+        ],
     )
     .await?;
     refresh_search(conn, did, &repo).await
@@ -582,13 +657,14 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 async fn delete_page(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
+    let repo = rkey.to_string();
     conn.execute(
         "DELETE FROM repo_pages WHERE did = ?1 AND repository = ?2",
-        (did, rkey),
+        (did, repo.as_str()),
     )
     .await?;
-    refresh_search(conn, did, rkey).await?;
-    drop_repository_if_empty(conn, did, rkey).await
+    refresh_search(conn, did, &repo).await?;
+    drop_repository_if_empty(conn, did, &repo).await
 }
 
 /// Apply one change for `did` on `conn` (inside the caller's transaction).
@@ -599,7 +675,7 @@ async fn apply_change(conn: &Connection, did: &str, c: &RecordChange, now: &str)
             rkey,
             value,
         } => match collection.as_str() {
-            MANIFEST_NSID => put_manifest(conn, did, value, now).await,
+            MANIFEST_NSID => put_manifest(conn, did, rkey, value, now).await,
             TAG_NSID => put_tag(conn, did, rkey, value, now).await,
             PROFILE_NSID => put_profile(conn, did, value).await,
             STAR_NSID => {
@@ -869,6 +945,8 @@ impl Index {
         let _ = self.inner.local_hold.set(hold_did);
     }
 
+    /// `rkey`: the key of the owner's `io.atcr.manifest` record (`None` without a PDS:
+    /// the digest hex stands in, as records had before TID keys).
     pub fn note_manifest_put(
         &self,
         name: &Name,
@@ -876,6 +954,7 @@ impl Index {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
+        rkey: Option<&str>,
     ) {
         let now = crate::pds::now_rfc3339();
         let blob =
@@ -889,14 +968,17 @@ impl Index {
             self.inner.local_hold.get().map_or("", String::as_str),
             &now,
         );
+        let rkey = rkey.unwrap_or(digest.hex()).to_string();
         let mut changes = vec![RecordChange::Upsert {
             collection: MANIFEST_NSID.into(),
-            rkey: digest.hex().to_string(),
+            rkey: rkey.clone(),
             value,
         }];
         if let Some(t) = tag {
-            let uri = records::at_uri("", MANIFEST_NSID, digest.hex());
-            let mut v = records::tag_record(name.repository(), t, &uri, &now);
+            // The owner's DID is not known yet here: the URI names no authority (the tag's
+            // own repository is meant) and the digest is given outright.
+            let uri = records::at_uri("", MANIFEST_NSID, &rkey);
+            let mut v = records::tag_record(name.repository(), t, &uri, media_type, &now);
             v["manifestDigest"] = Value::String(digest.to_string());
             changes.push(RecordChange::Upsert {
                 collection: TAG_NSID.into(),
@@ -944,9 +1026,20 @@ impl Index {
                     rkey,
                 })
                 .collect();
+            let rkey = match me
+                .manifest_rkey(&did, name.repository(), &digest.to_string())
+                .await
+            {
+                Ok(Some(k)) => k,
+                Ok(None) => digest.hex().to_string(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "index: reading a deleted manifest's key failed");
+                    digest.hex().to_string()
+                }
+            };
             changes.push(RecordChange::Delete {
                 collection: MANIFEST_NSID.into(),
-                rkey: digest.hex().to_string(),
+                rkey,
             });
             if let Err(e) = me.apply_records(&did, &changes, None).await {
                 tracing::warn!(name = %name, error = %e, "index: direct write failed");

@@ -183,7 +183,9 @@ impl Index {
     /// The rkeys the index holds for a DID's records of one collection.
     async fn indexed_rkeys(&self, did: &str, collection: &str) -> Result<Vec<String>> {
         let sql = match collection {
-            MANIFEST_NSID => "SELECT DISTINCT substr(digest, instr(digest, ':') + 1) FROM manifests WHERE did = ?1",
+            MANIFEST_NSID => {
+                "SELECT DISTINCT rkey FROM manifests WHERE did = ?1 AND rkey IS NOT NULL"
+            }
             TAG_NSID => "SELECT rkey FROM tags WHERE did = ?1",
             STAR_NSID => "SELECT rkey FROM stars WHERE starrer_did = ?1",
             PAGE_NSID => "SELECT repository FROM repo_pages WHERE did = ?1",

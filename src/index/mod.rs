@@ -247,8 +247,8 @@ impl Index {
         });
     }
 
-    /// Count one manifest pull (GET by tag or digest). Only an in-memory counter is touched;
-    /// the flusher writes it within [`PULL_FLUSH`].
+    /// Count one pull (the registry decides what a pull is: `registry::pulls`). Only an
+    /// in-memory counter is touched; the flusher writes it within [`PULL_FLUSH`].
     pub fn note_pull(&self, identity: &str, repository: &str) {
         let mut p = self.inner.pulls.lock().unwrap_or_else(|e| e.into_inner());
         *p.entry((identity.to_string(), repository.to_string()))

@@ -45,6 +45,10 @@ pub struct RepositoryInfo {
     pub description_source: Option<String>,
     /// CID of the repo page's avatar blob (on the owner's PDS).
     pub avatar_cid: Option<String>,
+    /// The repo page record exists (its subject is what stars name).
+    pub has_page: bool,
+    /// The owner edited the page (`userEdited`): pushes no longer change it.
+    pub user_edited: bool,
     pub annotations: BTreeMap<String, String>,
     pub tag_count: i64,
     pub manifest_count: i64,
@@ -177,7 +181,7 @@ const REPO_SELECT: &str = "SELECT r.did, u.handle, r.name,
           AND a.key = 'org.opencontainers.image.description')),
     (SELECT COUNT(*) FROM stars s WHERE s.owner_did = r.did AND s.repository = r.name),
     COALESCE(st.pull_count, 0), COALESCE(st.push_count, 0), st.last_push,
-    (SELECT t.tag FROM tags t WHERE t.did = r.did AND t.repository = r.name
+    (SELECT t.tag FROM tags t WHERE t.did = r.did AND t.repository = r.name AND t.digest != ''
         ORDER BY t.updated_at DESC, t.tag LIMIT 1)
   FROM repositories r
   LEFT JOIN users u ON u.did = r.did
@@ -241,6 +245,7 @@ impl Index {
                  LEFT JOIN users u ON u.did = t.did
                  LEFT JOIN manifests m ON m.did = t.did AND m.repository = t.repository
                       AND m.digest = t.digest
+                 WHERE t.digest != ''
                  ORDER BY t.updated_at DESC LIMIT ?1",
                 [page(limit)],
             )
@@ -285,8 +290,10 @@ impl Index {
         let conn = self.reader().await;
         let mut rows = conn
             .query(
-                "SELECT p.description IS NOT NULL, p.avatar_cid,
-                    (SELECT COUNT(*) FROM tags t WHERE t.did = r.did AND t.repository = r.name),
+                "SELECT p.description IS NOT NULL, p.avatar_cid, p.repository IS NOT NULL,
+                    COALESCE(p.user_edited, 0),
+                    (SELECT COUNT(*) FROM tags t WHERE t.did = r.did AND t.repository = r.name
+                        AND t.digest != ''),
                     (SELECT COUNT(*) FROM manifests m WHERE m.did = r.did AND m.repository = r.name),
                     st.last_pull, r.created_at
                  FROM repositories r
@@ -306,10 +313,12 @@ impl Index {
             (Some(_), _) => Some("annotation".to_string()),
         };
         let avatar_cid: Option<String> = row.get(1)?;
-        let tag_count: i64 = row.get(2)?;
-        let manifest_count: i64 = row.get(3)?;
-        let last_pull: Option<String> = row.get(4)?;
-        let created_at: String = row.get(5)?;
+        let has_page: i64 = row.get(2)?;
+        let user_edited: i64 = row.get(3)?;
+        let tag_count: i64 = row.get(4)?;
+        let manifest_count: i64 = row.get(5)?;
+        let last_pull: Option<String> = row.get(6)?;
+        let created_at: String = row.get(7)?;
         drop(rows);
         let mut rows = conn
             .query(
@@ -325,6 +334,8 @@ impl Index {
             summary,
             description_source,
             avatar_cid,
+            has_page: has_page != 0,
+            user_edited: user_edited != 0,
             annotations,
             tag_count,
             manifest_count,
@@ -354,7 +365,7 @@ impl Index {
                  FROM tags t
                  LEFT JOIN manifests m ON m.did = t.did AND m.repository = t.repository
                       AND m.digest = t.digest
-                 WHERE t.did = ?1 AND t.repository = ?2
+                 WHERE t.did = ?1 AND t.repository = ?2 AND t.digest != ''
                  ORDER BY t.updated_at DESC, t.tag LIMIT ?3 OFFSET ?4",
                 libsql::params![did, repo, page(limit), i64::from(offset)],
             )
@@ -693,6 +704,28 @@ impl Index {
             .query(
                 "SELECT cursor FROM ingest_cursor WHERE source = ?1",
                 [source],
+            )
+            .await?;
+        Ok(match rows.next().await? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    /// The record key of the owner's `io.atcr.manifest` record for (repository, digest),
+    /// when the index has seen it (written here, or by another AppView on the firehose).
+    pub async fn manifest_rkey(
+        &self,
+        did: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<String>> {
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                "SELECT rkey FROM manifests WHERE did = ?1 AND repository = ?2 AND digest = ?3
+                    AND rkey IS NOT NULL",
+                (did, repo, digest),
             )
             .await?;
         Ok(match rows.next().await? {

@@ -3,7 +3,7 @@
 //! version is appended instead.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
 /// backfill) except `repository_stats` pull counts, which only this AppView sees, and
@@ -155,4 +155,18 @@ CREATE VIRTUAL TABLE search_fts USING fts5(
     handle, name, description, annotations,
     tokenize = 'unicode61 remove_diacritics 2'
 );
+"#;
+
+/// Manifest records have TID keys (atcr.io's lexicon), so a record key no longer names its
+/// digest: manifests keep their record key (rows from V1 came from digest-hex keys), tags
+/// keep the key of the manifest record they point at (resolved to a digest when that
+/// record is indexed, `digest = ''` until then), repo pages keep `userEdited`.
+const V2: &str = r#"
+ALTER TABLE manifests ADD COLUMN rkey TEXT;
+UPDATE manifests SET rkey = substr(digest, instr(digest, ':') + 1);
+CREATE INDEX manifests_rkey ON manifests(did, rkey);
+ALTER TABLE tags ADD COLUMN manifest_rkey TEXT;
+ALTER TABLE tags ADD COLUMN media_type TEXT;
+CREATE INDEX tags_manifest_rkey ON tags(did, manifest_rkey);
+ALTER TABLE repo_pages ADD COLUMN user_edited INTEGER NOT NULL DEFAULT 0;
 "#;

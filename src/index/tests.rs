@@ -71,7 +71,7 @@ async fn migrations_are_idempotent_and_recorded() {
     assert!(dir.path().join("index.db").exists());
     assert_eq!(
         count(&ix, "SELECT COUNT(*) FROM schema_migrations").await,
-        1
+        schema::MIGRATIONS.len() as i64
     );
     ix.apply_records(
         ALICE,
@@ -84,7 +84,7 @@ async fn migrations_are_idempotent_and_recorded() {
     let ix = Index::open(&c).await.unwrap();
     assert_eq!(
         count(&ix, "SELECT COUNT(*) FROM schema_migrations").await,
-        1
+        schema::MIGRATIONS.len() as i64
     );
     assert_eq!(
         count(&ix, "SELECT MAX(version) FROM schema_migrations").await,
@@ -325,6 +325,199 @@ async fn records_fill_every_query() {
         ),
         (2, 2, 5, 4, 2, 3)
     );
+}
+
+/// Manifest records keyed by TID (atcr.io's lexicon): one digest in two repositories is two
+/// records, tags find their digest through the record they name (also when the tag arrives
+/// first), deletes go by record key; old digest-hex keys keep working beside them.
+#[tokio::test]
+async fn tid_keyed_manifests_and_old_digest_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = Index::open(&config(dir.path())).await.unwrap();
+    let rec = |repo: &str, n: u8| {
+        json!({"$type": MANIFEST_NSID, "repository": repo, "digest": digest(n),
+               "mediaType": "application/vnd.oci.image.manifest.v1+json", "schemaVersion": 2,
+               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(n + 1), "size": 10}],
+               "createdAt": "2026-01-01T00:00:00Z"})
+    };
+    let tag_at = |repo: &str, t: &str, mkey: &str| {
+        up(
+            TAG_NSID,
+            &crate::registry::records::tag_rkey(repo, t),
+            json!({"$type": TAG_NSID, "repository": repo, "tag": t,
+                   "manifest": format!("at://{ALICE}/{MANIFEST_NSID}/{mkey}"),
+                   "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "updatedAt": "2026-01-01T00:00:01Z"}),
+        )
+    };
+    let (k1, k2, k3) = ("3lbaaaaaaaaa2", "3lbaaaaaaaab2", "3lbaaaaaaaac2");
+    ix.apply_records(
+        ALICE,
+        &[
+            up(MANIFEST_NSID, k1, rec("single", 1)),
+            tag_at("single", "v1", k1),
+            up(MANIFEST_NSID, k2, rec("late", 1)),
+            tag_at("late", "v1", k2),
+            // A tag that names a record not indexed yet stays hidden until it arrives.
+            tag_at("late", "v2", k3),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let tags = |repo: &'static str| {
+        let ix = ix.clone();
+        async move {
+            ix.tags(ALICE, repo, 10, 0)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.tag, t.digest))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(tags("single").await, vec![("v1".into(), digest(1))]);
+    assert_eq!(tags("late").await, vec![("v1".into(), digest(1))]);
+    assert_eq!(
+        ix.manifest_rkey(ALICE, "late", &digest(1)).await.unwrap(),
+        Some(k2.to_string())
+    );
+    ix.apply_records(ALICE, &[up(MANIFEST_NSID, k3, rec("late", 5))], None)
+        .await
+        .unwrap();
+    let mut late = tags("late").await;
+    late.sort();
+    assert_eq!(
+        late,
+        vec![("v1".into(), digest(1)), ("v2".into(), digest(5))]
+    );
+    // Deleting one repository's record leaves the other repository's record of the digest.
+    ix.apply_records(
+        ALICE,
+        &[RecordChange::Delete {
+            collection: MANIFEST_NSID.into(),
+            rkey: k1.into(),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ix
+        .manifest(ALICE, "single", &digest(1))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(ix
+        .manifest(ALICE, "late", &digest(1))
+        .await
+        .unwrap()
+        .is_some());
+
+    // Written the old way: rkey = digest hex, the tag's URI names that key.
+    ix.apply_records(
+        ALICE,
+        &[
+            up(MANIFEST_NSID, &hex(7), rec("old", 7)),
+            tag_at("old", "v1", &hex(7)),
+            // An old tag whose manifest record is not (yet) indexed: the key is the digest.
+            tag_at("old", "v0", &hex(9)),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let mut old = tags("old").await;
+    old.sort();
+    assert_eq!(
+        old,
+        vec![("v0".into(), digest(9)), ("v1".into(), digest(7))]
+    );
+    ix.apply_records(
+        ALICE,
+        &[RecordChange::Delete {
+            collection: MANIFEST_NSID.into(),
+            rkey: hex(7),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ix
+        .manifest(ALICE, "old", &digest(7))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A page (key = repository name) and a star naming it.
+    ix.apply_records(
+        ALICE,
+        &[up(
+            PAGE_NSID,
+            "toolbox",
+            json!({"$type": PAGE_NSID, "repository": "toolbox", "description": "# hi",
+                   "userEdited": true, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"}),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    ix.apply_records(
+        BOB,
+        &[up(
+            STAR_NSID,
+            "3lbaaaaaaaad2",
+            json!({"$type": STAR_NSID, "subject": format!("at://{ALICE}/{PAGE_NSID}/toolbox"),
+                   "createdAt": "2026-01-01T00:00:00Z"}),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let r = ix.repository(ALICE, "toolbox").await.unwrap().unwrap();
+    assert_eq!(r.summary.description.as_deref(), Some("# hi"));
+    assert!(r.user_edited && r.has_page);
+    assert!(ix.is_starred(BOB, ALICE, "toolbox").await.unwrap());
+    // A page whose key and repository disagree is skipped.
+    ix.apply_records(
+        ALICE,
+        &[up(
+            PAGE_NSID,
+            "other",
+            json!({"$type": PAGE_NSID, "repository": "not-other",
+                   "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"}),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ix.repository(ALICE, "other").await.unwrap().is_none());
+    assert!(ix.repository(ALICE, "not-other").await.unwrap().is_none());
+}
+
+/// A sha512 manifest (registry without a PDS) is indexed like any other.
+#[tokio::test]
+async fn sha512_manifests_are_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ix = Index::open(&config(dir.path())).await.unwrap();
+    let d512 = format!("sha512:{}", "ab".repeat(64));
+    ix.apply_records(
+        ALICE,
+        &[
+            up(MANIFEST_NSID, &"ab".repeat(64), json!({
+                "repository": "big", "digest": d512, "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "layers": [{"mediaType": "l", "digest": format!("sha512:{}", "cd".repeat(64)), "size": 5}],
+                "createdAt": "2026-01-01T00:00:00Z"})),
+            up(TAG_NSID, "big:v1", json!({"repository": "big", "tag": "v1",
+                "manifestDigest": d512, "updatedAt": "2026-01-01T00:00:01Z"})),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let m = ix.manifest(ALICE, "big", &d512).await.unwrap().unwrap();
+    assert_eq!(m.layers.len(), 1);
+    assert_eq!(ix.tags(ALICE, "big", 10, 0).await.unwrap()[0].digest, d512);
 }
 
 #[tokio::test]

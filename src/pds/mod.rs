@@ -44,9 +44,10 @@ pub const MAX_SUBSCRIBERS: usize = 256;
 pub const MAX_IMPORT_BYTES: u64 = 256 * 1024 * 1024;
 /// Events replayed per redb read when a subscriber catches up from a cursor.
 pub const REPLAY_BATCH: usize = 256;
-/// Firehose `#commit` limits from the lexicon: above them the event is sent `tooBig`.
+/// Firehose `#commit` limits from the lexicon: above them the commit is announced as
+/// `#sync`.
 const MAX_EVENT_OPS: usize = 200;
-const MAX_EVENT_BLOCKS: usize = 1_000_000;
+const MAX_EVENT_BLOCKS: usize = 2_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HoldError {
@@ -170,7 +171,9 @@ impl HoldPds {
     /// bootstrap records with the config. Blocking: call at startup or from a blocking thread.
     pub fn open(config: &Config) -> Result<Arc<HoldPds>, HoldError> {
         let pds = Self::open_unsynced(config)?;
-        pds.sync_records(&config.hold)?;
+        let mut hold = config.hold.clone();
+        hold.region = config.hold_region();
+        pds.sync_records(&hold)?;
         Ok(pds)
     }
 
@@ -194,7 +197,16 @@ impl HoldPds {
             None => {
                 let (repo, result) =
                     Repo::create(&ident.did, key.clone(), StagedStore::new(store.clone()))?;
-                persist(&store, repo.store(), &ident.did, &result, None)?;
+                // A new account: like the reference PDS, its identity and status, the first
+                // commit and a #sync of it, in one transaction.
+                let announce = [
+                    Announce::identity(&ident),
+                    Announce::active(&ident.did),
+                    Announce::Commit,
+                    Announce::Sync,
+                ];
+                persist(&store, repo.store(), &ident.did, &result, None, &announce)?;
+                store.put_meta(ANNOUNCED, announced_value(&ident).as_bytes())?;
                 tracing::info!(did = %ident.did, "created the hold repo");
                 repo
             }
@@ -204,10 +216,24 @@ impl HoldPds {
                     repo
                 } else {
                     tracing::warn!(old = %repo.did(), new = %ident.did, "hold DID changed; re-signing the repo under the new DID");
-                    reroot(&store, repo, &key, &ident.did)?
+                    reroot(&store, repo, &key, &ident)?
                 }
             }
         };
+        announce_identity(&store, &ident)?;
+        if !store.blob_refs_ready()? {
+            // A repo from before `record_blobs`: index the blobs its records name, once.
+            let mut refs = Vec::new();
+            for (path, cid) in repo.list_all()? {
+                if let Some(bytes) = store.get_block(&cid)? {
+                    let cids = blobs_in(&bytes);
+                    if !cids.is_empty() {
+                        refs.push(store::BlobRefs { path, cids });
+                    }
+                }
+            }
+            store.backfill_blob_refs(&refs, repo.rev())?;
+        }
         let latest = Mutex::new((repo.head(), repo.rev().to_string()));
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(HoldPds {
@@ -272,6 +298,7 @@ impl HoldPds {
             &self.ident.did,
             &result,
             Some(&self.events),
+            &[Announce::Commit],
         ) {
             Ok(seq) => {
                 if let Ok(mut l) = self.latest.lock() {
@@ -445,6 +472,20 @@ impl HoldPds {
         self.read(move |r| Ok(r.record_proof_car(&c, &k)?)).await
     }
 
+    /// `com.atproto.sync.listBlobs`: blob CIDs the repo's records reference (written after
+    /// rev `since`), CID order, after `cursor`, at most `limit`.
+    pub async fn list_blobs(
+        &self,
+        since: Option<String>,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<String>, HoldError> {
+        Ok(self
+            .store
+            .run(move |s| s.list_blobs(since.as_deref(), cursor.as_deref(), limit))
+            .await?)
+    }
+
     /// Upserts every record of a repo CAR (ours or another repo's) in one commit.
     /// Returns the number of records written (unchanged records are skipped).
     pub fn import_car_blocking(&self, car: &[u8]) -> Result<(usize, Option<Committed>), HoldError> {
@@ -593,14 +634,77 @@ pub fn record_cbor(value: &serde_json::Value) -> Result<Bytes, HoldError> {
         .into())
 }
 
-/// Writes one commit (pending blocks + head + event) in one redb transaction, then
-/// broadcasts the event. Returns the event seq.
+/// What a commit is sequenced with on the firehose (in this order, consecutive seqs).
+#[derive(Debug, Clone)]
+pub enum Announce {
+    /// `#identity` of a DID (its handle when it is a valid one).
+    Identity { did: String, handle: Option<String> },
+    /// `#account`: hosting status of a DID.
+    Account {
+        did: String,
+        active: bool,
+        status: Option<String>,
+    },
+    /// The commit as `#commit`; a commit above the lexicon's limits (200 ops, 2,000,000
+    /// bytes of blocks) is announced as `#sync` instead (sync v1.1: `tooBig` is replaced by
+    /// `#sync`, and consumers fetch the repo).
+    Commit,
+    /// `#sync`: the commit block alone, declaring the repo's current state.
+    Sync,
+}
+
+impl Announce {
+    fn identity(ident: &Identity) -> Announce {
+        let handle = crate::atproto::repo::syntax::validate_handle(&ident.handle)
+            .is_ok()
+            .then(|| ident.handle.clone());
+        Announce::Identity {
+            did: ident.did.clone(),
+            handle,
+        }
+    }
+
+    fn active(did: &str) -> Announce {
+        Announce::Account {
+            did: did.to_string(),
+            active: true,
+            status: None,
+        }
+    }
+}
+
+/// Meta key: the identity last announced on the firehose (`did handle`).
+const ANNOUNCED: &str = "announced_identity";
+
+fn announced_value(ident: &Identity) -> String {
+    format!("{} {}", ident.did, ident.handle)
+}
+
+/// Announces the hold's `#identity` and `#account` when they were never announced, or the
+/// handle changed since (a repo created before these events existed, a new public host).
+fn announce_identity(store: &HoldStore, ident: &Identity) -> Result<(), HoldError> {
+    let want = announced_value(ident);
+    if store.get_meta(ANNOUNCED)?.as_deref() == Some(want.as_bytes()) {
+        return Ok(());
+    }
+    let time = now_rfc3339();
+    let events = [Announce::identity(ident), Announce::active(&ident.did)];
+    let makers = frame_makers(&events, None, &time);
+    let refs: Vec<store::EventMaker<'_>> = makers.iter().map(|m| m.as_ref()).collect();
+    store.append_events(&refs, Some((ANNOUNCED, want.as_bytes())))?;
+    tracing::info!(did = %ident.did, handle = %ident.handle, "announced the hold's identity on the firehose");
+    Ok(())
+}
+
+/// Writes one commit (pending blocks + head + its events) in one redb transaction, then
+/// broadcasts the events. Returns the seq of the last event.
 fn persist(
     store: &HoldStore,
     staged: &StagedStore,
     did: &str,
     result: &CommitResult,
     live: Option<&broadcast::Sender<(u64, Bytes)>>,
+    announce: &[Announce],
 ) -> Result<u64, HoldError> {
     let blocks = staged.take_pending();
     let head = Head {
@@ -609,17 +713,128 @@ fn persist(
         rev: result.rev.clone(),
     };
     let time = now_rfc3339();
-    let make = |seq: u64| {
-        encode_commit_frame(seq, did, result, &time).map_err(|e| HoldStoreError(e.to_string()))
-    };
-    let (seq, frame) = store
-        .commit_change(&blocks, &head, Some(&make))?
+    let makers = frame_makers(announce, Some((did, result)), &time);
+    let refs: Vec<store::EventMaker<'_>> = makers.iter().map(|m| m.as_ref()).collect();
+    let blob_refs = blob_refs_of(store, &blocks, result)?;
+    let events = store.commit_change(&blocks, &head, &blob_refs, &refs)?;
+    let last = events
+        .last()
+        .map(|(seq, _)| *seq)
         .ok_or_else(|| HoldError::Internal("no event sequenced".into()))?;
     if let Some(tx) = live {
-        // No receivers is fine.
-        let _ = tx.send((seq, Bytes::from(frame)));
+        for (seq, frame) in events {
+            // No receivers is fine.
+            let _ = tx.send((seq, Bytes::from(frame)));
+        }
     }
-    Ok(seq)
+    Ok(last)
+}
+
+/// The blob CIDs a record (DAG-CBOR) references: every `{"$type": "blob", "ref": <link>}`.
+fn blobs_in(record: &[u8]) -> Vec<String> {
+    fn walk(v: &Ipld, out: &mut Vec<String>, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            Ipld::Map(m) => {
+                if m.get("$type") == Some(&Ipld::String("blob".into())) {
+                    if let Some(Ipld::Link(cid)) = m.get("ref") {
+                        out.push(cid.to_string());
+                    }
+                }
+                for x in m.values() {
+                    walk(x, out, depth + 1);
+                }
+            }
+            Ipld::List(l) => l.iter().for_each(|x| walk(x, out, depth + 1)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = dagcbor::decode::<Ipld>(record) {
+        walk(&v, &mut out, 0);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What each record a commit touched references now (for `sync.listBlobs`).
+fn blob_refs_of(
+    store: &HoldStore,
+    pending: &crate::atproto::repo::BlockMap,
+    result: &CommitResult,
+) -> Result<Vec<store::BlobRefs>, HoldError> {
+    let mut out = Vec::with_capacity(result.ops.len());
+    for op in &result.ops {
+        let cids = match op.cid {
+            None => Vec::new(),
+            Some(cid) => {
+                let bytes = match pending.get(&cid).or_else(|| result.new_blocks.get(&cid)) {
+                    Some(b) => b.clone(),
+                    None => store.get_block(&cid)?.unwrap_or_default(),
+                };
+                blobs_in(&bytes)
+            }
+        };
+        out.push(store::BlobRefs {
+            path: op.path.clone(),
+            cids,
+        });
+    }
+    Ok(out)
+}
+
+/// A frame builder borrowing what its events describe.
+type BoxedMaker<'a> = Box<dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError> + 'a>;
+
+/// One frame builder per announcement, each given its seq by the store.
+fn frame_makers<'a>(
+    announce: &'a [Announce],
+    commit: Option<(&'a str, &'a CommitResult)>,
+    time: &'a str,
+) -> Vec<BoxedMaker<'a>> {
+    announce
+        .iter()
+        .map(|a| {
+            Box::new(move |seq: u64| {
+                encode_announcement(seq, a, commit, time).map_err(|e| HoldStoreError(e.to_string()))
+            }) as BoxedMaker<'a>
+        })
+        .collect()
+}
+
+/// One frame for `a`; `commit` is the (repo DID, commit) the commit-bound events describe.
+fn encode_announcement(
+    seq: u64,
+    a: &Announce,
+    commit: Option<(&str, &CommitResult)>,
+    time: &str,
+) -> Result<Vec<u8>, dagcbor::DagCborError> {
+    let no_commit = || dagcbor::DagCborError::Encode("an event needs its commit".into());
+    match a {
+        Announce::Identity { did, handle } => {
+            encode_identity_frame(seq, did, handle.as_deref(), time)
+        }
+        Announce::Account {
+            did,
+            active,
+            status,
+        } => encode_account_frame(seq, did, *active, status.as_deref(), time),
+        Announce::Commit => {
+            let (did, r) = commit.ok_or_else(no_commit)?;
+            if r.ops.len() > MAX_EVENT_OPS || r.car.len() > MAX_EVENT_BLOCKS {
+                encode_sync_frame(seq, did, r, time)
+            } else {
+                encode_commit_frame(seq, did, r, time)
+            }
+        }
+        Announce::Sync => {
+            let (did, r) = commit.ok_or_else(no_commit)?;
+            encode_sync_frame(seq, did, r, time)
+        }
+    }
 }
 
 /// Re-signs the current data root under a new DID (the configured host changed).
@@ -627,8 +842,9 @@ fn reroot(
     store: &Arc<HoldStore>,
     repo: Repo<StagedStore>,
     key: &SigningKey,
-    did: &str,
+    ident: &Identity,
 ) -> Result<Repo<StagedStore>, HoldError> {
+    let did = ident.did.as_str();
     let now = Tid::now();
     let rev = match Tid::parse(repo.rev()) {
         Ok(prev) if now <= prev => prev.successor(),
@@ -653,7 +869,21 @@ fn reroot(
         ops: Vec::new(),
         car,
     };
-    persist(store, repo.store(), did, &result, None)?;
+    // A new account for the new DID (its identity, status and state as a #sync), and the
+    // old DID is no longer hosted here.
+    let old = Announce::Account {
+        did: repo.did().to_string(),
+        active: false,
+        status: Some("deleted".into()),
+    };
+    let announce = [
+        old,
+        Announce::identity(ident),
+        Announce::active(did),
+        Announce::Sync,
+    ];
+    persist(store, repo.store(), did, &result, None, &announce)?;
+    store.put_meta(ANNOUNCED, announced_value(ident).as_bytes())?;
     Ok(Repo::load(
         StagedStore::new(store.clone()),
         key.clone(),
@@ -697,8 +927,9 @@ struct CommitEvent<'a> {
 }
 
 /// One firehose frame: DAG-CBOR header `{op: 1, t: "#commit"}` then the `#commit` body.
-/// Commits over the lexicon limits (200 ops, 1 MB of blocks) go out `tooBig` without
-/// blocks or ops; consumers then fetch the repo.
+/// Commits over the lexicon limits (200 ops, 2,000,000 bytes of blocks) are marked `tooBig`
+/// without blocks or ops here; the hold itself announces those as `#sync` instead
+/// ([`Announce::Commit`]).
 pub fn encode_commit_frame(
     seq: u64,
     did: &str,
@@ -739,6 +970,107 @@ pub fn encode_commit_frame(
     })?;
     out.extend(dagcbor::encode(&body)?);
     Ok(out)
+}
+
+#[derive(Serialize)]
+struct SyncEvent<'a> {
+    seq: i64,
+    did: &'a str,
+    #[serde(with = "serde_bytes")]
+    blocks: &'a [u8],
+    rev: &'a str,
+    time: &'a str,
+}
+
+#[derive(Serialize)]
+struct IdentityEvent<'a> {
+    seq: i64,
+    did: &'a str,
+    time: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handle: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AccountEvent<'a> {
+    seq: i64,
+    did: &'a str,
+    time: &'a str,
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+}
+
+fn frame<T: Serialize>(t: &str, body: &T) -> Result<Vec<u8>, dagcbor::DagCborError> {
+    let mut out = dagcbor::encode(&FrameHeader { op: 1, t: Some(t) })?;
+    out.extend(dagcbor::encode(body)?);
+    Ok(out)
+}
+
+/// `#sync`: the repo's current commit, as a CAR holding only the commit block (the reference
+/// PDS sends it for a new account and whenever a repo's state cannot be given as a diff).
+pub fn encode_sync_frame(
+    seq: u64,
+    did: &str,
+    r: &CommitResult,
+    time: &str,
+) -> Result<Vec<u8>, dagcbor::DagCborError> {
+    let block = r
+        .new_blocks
+        .get(&r.commit_cid)
+        .ok_or_else(|| dagcbor::DagCborError::Encode("the commit block is missing".into()))?;
+    let mut blocks = crate::atproto::repo::BlockMap::new();
+    blocks.insert(r.commit_cid, block.clone());
+    let car = crate::atproto::repo::write_car(r.commit_cid, &blocks)
+        .map_err(|e| dagcbor::DagCborError::Encode(e.to_string()))?;
+    frame(
+        "#sync",
+        &SyncEvent {
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            did,
+            blocks: &car,
+            rev: &r.rev,
+            time,
+        },
+    )
+}
+
+/// `#identity`: the DID's identity (handle, keys, endpoint) may have changed.
+pub fn encode_identity_frame(
+    seq: u64,
+    did: &str,
+    handle: Option<&str>,
+    time: &str,
+) -> Result<Vec<u8>, dagcbor::DagCborError> {
+    frame(
+        "#identity",
+        &IdentityEvent {
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            did,
+            time,
+            handle,
+        },
+    )
+}
+
+/// `#account`: the DID's hosting status here.
+pub fn encode_account_frame(
+    seq: u64,
+    did: &str,
+    active: bool,
+    status: Option<&str>,
+    time: &str,
+) -> Result<Vec<u8>, dagcbor::DagCborError> {
+    frame(
+        "#account",
+        &AccountEvent {
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+            did,
+            time,
+            active,
+            status,
+        },
+    )
 }
 
 /// An error frame: header `{op: -1}` then `{error, message}`.
@@ -833,6 +1165,195 @@ mod tests {
         c.server.public_url.clear();
         c.hold.public_host.clear();
         assert_eq!(Identity::from_config(&c).did, "did:web:localhost");
+    }
+
+    /// (header type, body) of every event in the log after `after`.
+    fn frames(store: &HoldStore, after: u64) -> Vec<(u64, String, Ipld)> {
+        store
+            .events_after(after, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, f)| {
+                let n = dagcbor::scan_item(&f, 64).unwrap();
+                let header = dagcbor::decode_ipld(&f[..n]).unwrap();
+                let body = dagcbor::decode_ipld(&f[n..]).unwrap();
+                let Ipld::Map(h) = header else {
+                    panic!("header")
+                };
+                let Some(Ipld::String(t)) = h.get("t") else {
+                    panic!("t")
+                };
+                (seq, t.clone(), body)
+            })
+            .collect()
+    }
+
+    fn get<'a>(v: &'a Ipld, k: &str) -> &'a Ipld {
+        match v {
+            Ipld::Map(m) => m.get(k).unwrap_or_else(|| panic!("no {k} in {v:?}")),
+            _ => panic!("not a map"),
+        }
+    }
+
+    fn ident(host: &str) -> Identity {
+        Identity {
+            host: host.into(),
+            did: format!("did:web:{}", host.replace(':', "%3A")),
+            handle: host.split(':').next().unwrap().into(),
+            public_url: None,
+        }
+    }
+
+    /// A new hold account is announced like the reference PDS announces one (#identity,
+    /// #account, #commit, #sync); a new public host (new did:web) announces the new account
+    /// and retires the old DID; a commit over the #commit limits goes out as #sync; an old
+    /// repo that never announced its identity does so once at start.
+    #[test]
+    fn firehose_identity_account_and_sync_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate_p256();
+        let store = HoldStore::open(&dir.path().join("h.redb")).unwrap();
+        let pds =
+            HoldPds::open_with(ident("hold.example.com"), key.clone(), store.clone()).unwrap();
+        let evs = frames(&store, 0);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(kinds, ["#identity", "#account", "#commit", "#sync"]);
+        assert_eq!(evs.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let did = Ipld::String("did:web:hold.example.com".into());
+        assert_eq!(get(&evs[0].2, "did"), &did);
+        assert_eq!(
+            get(&evs[0].2, "handle"),
+            &Ipld::String("hold.example.com".into())
+        );
+        assert_eq!(get(&evs[1].2, "active"), &Ipld::Bool(true));
+        // The #sync carries the first commit's block alone, signed by the repo key.
+        let Ipld::Bytes(car) = get(&evs[3].2, "blocks") else {
+            panic!("blocks")
+        };
+        let (root, blocks) = read_car_with_root(car, CarLimits::default()).unwrap();
+        assert_eq!(get(&evs[2].2, "commit"), &Ipld::Link(root));
+        assert_eq!(blocks.len(), 1);
+        let commit = crate::atproto::repo::Commit::decode(&blocks[&root]).unwrap();
+        commit.verify(&key.public_key()).unwrap();
+        assert_eq!(get(&evs[3].2, "rev"), &Ipld::String(commit.rev.clone()));
+
+        // 201 records in one commit: over the #commit limit, announced as #sync.
+        let writes = (0..201)
+            .map(|i| Write::Create {
+                collection: "io.atcr.hold.layer".into(),
+                rkey: Tid::from_parts(1_700_000_000_000_000 + i, 0).to_string(),
+                record: record_cbor(&serde_json::json!({"$type": "io.atcr.hold.layer", "n": i}))
+                    .unwrap(),
+            })
+            .collect();
+        let big = pds.write_blocking(|_| Ok(writes)).unwrap().unwrap();
+        let evs = frames(&store, 4);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].1, "#sync");
+        assert_eq!(get(&evs[0].2, "rev"), &Ipld::String(big.rev.clone()));
+        drop(pds);
+
+        // Reopened unchanged: nothing new is announced.
+        let pds =
+            HoldPds::open_with(ident("hold.example.com"), key.clone(), store.clone()).unwrap();
+        assert!(frames(&store, 5).is_empty());
+        drop(pds);
+        // A new public host: the old DID is gone, the new account is announced with a #sync.
+        let pds =
+            HoldPds::open_with(ident("hold2.example.com"), key.clone(), store.clone()).unwrap();
+        let evs = frames(&store, 5);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(kinds, ["#account", "#identity", "#account", "#sync"]);
+        assert_eq!(get(&evs[0].2, "did"), &did);
+        assert_eq!(get(&evs[0].2, "active"), &Ipld::Bool(false));
+        assert_eq!(get(&evs[0].2, "status"), &Ipld::String("deleted".into()));
+        let new = Ipld::String("did:web:hold2.example.com".into());
+        assert!(evs[1..].iter().all(|e| get(&e.2, "did") == &new));
+        assert_eq!(pds.did(), "did:web:hold2.example.com");
+        drop(pds);
+
+        // A repo from before these events: its identity is announced once at start.
+        store.append_events(&[], Some((ANNOUNCED, b"old"))).unwrap();
+        let pds =
+            HoldPds::open_with(ident("hold2.example.com"), key.clone(), store.clone()).unwrap();
+        let last = store.last_seq().unwrap();
+        let evs = frames(&store, last - 2);
+        let kinds: Vec<&str> = evs.iter().map(|e| e.1.as_str()).collect();
+        assert_eq!(kinds, ["#identity", "#account"]);
+        drop(pds);
+        let _pds =
+            HoldPds::open_with(ident("hold2.example.com"), key.clone(), store.clone()).unwrap();
+        assert_eq!(store.last_seq().unwrap(), last);
+
+        // A handle that is no valid handle (`localhost`) is left out of #identity.
+        let dir = tempfile::tempdir().unwrap();
+        let store = HoldStore::open(&dir.path().join("h.redb")).unwrap();
+        let _pds = HoldPds::open_with(ident("localhost:5000"), key, store.clone()).unwrap();
+        let evs = frames(&store, 0);
+        assert_eq!(evs[0].1, "#identity");
+        let Ipld::Map(m) = &evs[0].2 else { panic!() };
+        assert!(!m.contains_key("handle"), "{m:?}");
+    }
+
+    /// The captain publishes `region` (the S3 region unless `hold.region` says otherwise)
+    /// and `successor` from the config, under the same latest-change-wins rule; the owner's
+    /// crew record names the default tier.
+    #[tokio::test]
+    async fn captain_region_successor_and_owner_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.hold.owner_did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz".into();
+        config.hold.successor = "did:web:next.example.com".into();
+        config.storage.backend = "s3".into();
+        config.storage.s3.region = "eu-central-1".into();
+        let reopen = |config: Config| async move {
+            tokio::task::spawn_blocking(move || HoldPds::open(&config).unwrap())
+                .await
+                .unwrap()
+        };
+        let captain = |pds: Arc<HoldPds>| async move {
+            pds.get_record(records::CAPTAIN, records::SELF)
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+        };
+        let pds = reopen(config.clone()).await;
+        let c = captain(pds.clone()).await;
+        assert_eq!(c["region"], "eu-central-1");
+        assert_eq!(c["successor"], "did:web:next.example.com");
+        let crew = pds
+            .get_record(records::CREW, &records::crew_rkey(&config.hold.owner_did))
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        assert_eq!(crew["tier"], "deckhand");
+        // The panel names another successor: a restart keeps it.
+        let mut rec = c.clone();
+        rec["successor"] = "did:web:other.example.com".into();
+        pds.apply_writes(vec![Write::Update {
+            collection: records::CAPTAIN.into(),
+            rkey: records::SELF.into(),
+            record: record_cbor(&rec).unwrap(),
+        }])
+        .await
+        .unwrap();
+        drop(pds);
+        let pds = reopen(config.clone()).await;
+        assert_eq!(
+            captain(pds.clone()).await["successor"],
+            "did:web:other.example.com"
+        );
+        drop(pds);
+        // The config drops its successor and sets a region: both follow the file.
+        config.hold.successor.clear();
+        config.hold.region = "fsn1".into();
+        let pds = reopen(config.clone()).await;
+        let c = captain(pds.clone()).await;
+        assert!(c.get("successor").is_none(), "{c}");
+        assert_eq!(c["region"], "fsn1");
     }
 
     /// A toggle made in the admin panel (a captain-record write) survives a restart with an

@@ -1,11 +1,12 @@
 //! The hold's own records (atcr-spec 1.2) and their bootstrap on start.
 //!
 //! - `io.atcr.hold.captain`, rkey `self`: `{owner, public, allowAllCrew, enableBlueskyPosts,
-//!   deployedAt}`. Created on first start; on every start the config's values of `owner`,
-//!   `public`, `allowAllCrew` and `enableBlueskyPosts` are synced into it (written only
-//!   when one of them changed; other fields, e.g. `deployedAt`, are kept).
+//!   deployedAt, region?, successor?}`. Created on first start; on every start the config's
+//!   values of `owner`, `public`, `allowAllCrew`, `enableBlueskyPosts`, `region` and
+//!   `successor` are synced into it (written only when one of them changed; other fields,
+//!   e.g. `deployedAt`, are kept).
 //! - `io.atcr.hold.crew`, rkey [`crew_rkey`]`(member)`: the owner as first member
-//!   (role `owner`, all permissions), added when missing.
+//!   (role `owner`, all permissions, the default tier), added when missing.
 //! - `app.bsky.actor.profile`, rkey `self`: created once, never overwritten.
 //!
 //! With no `hold.owner_did` configured the captain's `owner` is the hold's own DID, so no
@@ -68,15 +69,23 @@ pub fn owner_of(ident: &Identity, cfg: &HoldConfig) -> String {
     }
 }
 
-/// The captain fields the config file sets, as they would appear in the record.
+/// The captain fields the config file sets, as they would appear in the record. `region`
+/// and `successor` are `""` when the config sets none (the record then has no such field,
+/// or keeps what the admin panel wrote). `cfg.region` is the effective region
+/// ([`crate::config::Config::hold_region`]).
 pub fn captain_settings(ident: &Identity, cfg: &HoldConfig) -> serde_json::Value {
     serde_json::json!({
         "owner": owner_of(ident, cfg),
         "public": cfg.public,
         "allowAllCrew": cfg.allow_all_crew,
         "enableBlueskyPosts": cfg.enable_bluesky_posts,
+        "region": cfg.region,
+        "successor": cfg.successor,
     })
 }
+
+/// Settings that are strings and may be unset (`""`).
+const OPTIONAL_SETTINGS: [&str; 2] = ["region", "successor"];
 
 /// The writes that bring the bootstrap records in line with the config (empty if none).
 ///
@@ -95,13 +104,19 @@ pub fn bootstrap_writes<S: Blockstore>(
 ) -> Result<Vec<Write>, HoldError> {
     let mut writes = Vec::new();
     let wanted = captain_settings(ident, cfg);
+    let unset = serde_json::Value::String(String::new());
     let changed_in_config = |key: &str, value: &serde_json::Value| match last_applied {
+        // An optional setting missing from what was last applied (older versions) was unset.
+        Some(prev) if OPTIONAL_SETTINGS.contains(&key) => prev.get(key).unwrap_or(&unset) != value,
         Some(prev) if key != "owner" => prev.get(key) != Some(value),
         _ => true,
     };
     match repo.get_record(CAPTAIN, SELF)? {
         None => {
             let mut rec = wanted.clone();
+            if let Some(obj) = rec.as_object_mut() {
+                obj.retain(|_, v| *v != unset);
+            }
             rec["$type"] = CAPTAIN.into();
             rec["deployedAt"] = now.into();
             writes.push(Write::Create {
@@ -115,7 +130,13 @@ pub fn bootstrap_writes<S: Blockstore>(
             let mut changed = false;
             if let (Some(obj), Some(want)) = (rec.as_object_mut(), wanted.as_object()) {
                 for (k, v) in want {
-                    if obj.get(k) != Some(v) && changed_in_config(k, v) {
+                    if *v == unset {
+                        // Unset in the config now after being set: the field goes.
+                        if obj.contains_key(k) && changed_in_config(k, v) {
+                            obj.remove(k);
+                            changed = true;
+                        }
+                    } else if obj.get(k) != Some(v) && changed_in_config(k, v) {
                         obj.insert(k.clone(), v.clone());
                         changed = true;
                     }
@@ -132,19 +153,36 @@ pub fn bootstrap_writes<S: Blockstore>(
     }
     if !cfg.owner_did.is_empty() {
         let rkey = crew_rkey(&cfg.owner_did);
-        if repo.get_record(CREW, &rkey)?.is_none() {
-            let rec = serde_json::json!({
-                "$type": CREW,
-                "member": cfg.owner_did,
-                "role": "owner",
-                "permissions": ALL_PERMISSIONS,
-                "addedAt": now,
-            });
-            writes.push(Write::Create {
-                collection: CREW.into(),
-                rkey,
-                record: record_cbor(&rec)?,
-            });
+        match repo.get_record(CREW, &rkey)? {
+            None => {
+                let mut rec = serde_json::json!({
+                    "$type": CREW,
+                    "member": cfg.owner_did,
+                    "role": "owner",
+                    "permissions": ALL_PERMISSIONS,
+                    "addedAt": now,
+                });
+                if !cfg.default_tier.is_empty() {
+                    rec["tier"] = cfg.default_tier.clone().into();
+                }
+                writes.push(Write::Create {
+                    collection: CREW.into(),
+                    rkey,
+                    record: record_cbor(&rec)?,
+                });
+            }
+            // Written before records carried the tier: the owner gets the default one.
+            Some((_, bytes)) => {
+                let mut rec = record_json(&bytes)?;
+                if rec.get("tier").is_none() && !cfg.default_tier.is_empty() && rec.is_object() {
+                    rec["tier"] = cfg.default_tier.clone().into();
+                    writes.push(Write::Update {
+                        collection: CREW.into(),
+                        rkey,
+                        record: record_cbor(&rec)?,
+                    });
+                }
+            }
         }
     }
     if repo.get_record(PROFILE, SELF)?.is_none() {

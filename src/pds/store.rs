@@ -4,8 +4,11 @@
 //! ```text
 //! blocks  CID bytes -> block bytes     (every repo block ever written; no GC yet)
 //! meta    "head" -> CID bytes, "rev" -> rev TID, "did" -> repo DID
-//! events  seq (u64, from 1) -> one encoded firehose frame (header + #commit body)
+//! events  seq (u64, from 1) -> one encoded firehose frame (header + #commit, #sync,
+//!                                #identity or #account body)
 //! uploads upload id -> JSON state of an io.atcr.hold multipart upload (hold/uploads.rs)
+//! completed_uploads digest -> unix time it was completed through the hold API
+//! record_blobs (record path, blob CID) -> rev of the commit that wrote the record
 //! ```
 //! A logical change (a commit) is written by [`HoldStore::commit_change`]: its blocks, the
 //! new head and rev, and its sequenced event in **one** write transaction, so a crash leaves
@@ -30,6 +33,9 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 /// Digests completed through the hold's upload API -> unix time of completion.
 const COMPLETED: TableDefinition<&str, u64> = TableDefinition::new("completed_uploads");
+/// (record path, blob CID) -> rev of the commit that wrote the record: the repo's blobs for
+/// `com.atproto.sync.listBlobs`, kept in the transaction of each commit.
+const RECORD_BLOBS: TableDefinition<(&str, &str), &str> = TableDefinition::new("record_blobs");
 
 #[derive(Debug, thiserror::Error)]
 #[error("hold store: {0}")]
@@ -69,6 +75,68 @@ pub struct HoldStore {
     db: Database,
 }
 
+/// Meta key set once `record_blobs` covers the whole repo.
+const BLOB_REFS_MARKER: &str = "record_blobs_ready";
+
+/// Builds one firehose frame from the seq it is given.
+pub type EventMaker<'a> = &'a dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError>;
+
+/// The blobs one record references after a commit (empty: the record was deleted or names
+/// none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRefs {
+    pub path: String,
+    pub cids: Vec<String>,
+}
+
+fn replace_blob_refs(
+    txn: &redb::WriteTransaction,
+    refs: &[BlobRefs],
+    rev: &str,
+) -> Result<(), HoldStoreError> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let mut t = txn.open_table(RECORD_BLOBS)?;
+    for r in refs {
+        let old: Vec<String> = t
+            .range((r.path.as_str(), "")..)?
+            .map_while(|row| {
+                let (k, _) = row.ok()?;
+                let (path, cid) = k.value();
+                (path == r.path).then(|| cid.to_string())
+            })
+            .collect();
+        for cid in old {
+            t.remove((r.path.as_str(), cid.as_str()))?;
+        }
+        for cid in &r.cids {
+            t.insert((r.path.as_str(), cid.as_str()), rev)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends events with the next seqs inside `txn`.
+fn sequence(
+    txn: &redb::WriteTransaction,
+    make_events: &[EventMaker<'_>],
+) -> Result<Vec<(u64, Vec<u8>)>, HoldStoreError> {
+    let mut out = Vec::with_capacity(make_events.len());
+    if make_events.is_empty() {
+        return Ok(out);
+    }
+    let mut e = txn.open_table(EVENTS)?;
+    let mut seq = e.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    for make in make_events {
+        seq += 1;
+        let bytes = make(seq)?;
+        e.insert(seq, bytes.as_slice())?;
+        out.push((seq, bytes));
+    }
+    Ok(out)
+}
+
 impl HoldStore {
     pub fn open(path: &Path) -> Result<Arc<HoldStore>, HoldStoreError> {
         let db = Database::create(path).map_err(|e| match e {
@@ -85,6 +153,7 @@ impl HoldStore {
             txn.open_table(EVENTS)?;
             txn.open_table(UPLOADS)?;
             txn.open_table(COMPLETED)?;
+            txn.open_table(RECORD_BLOBS)?;
         }
         txn.commit()?;
         Ok(Arc::new(HoldStore { db }))
@@ -120,18 +189,20 @@ impl HoldStore {
         }))
     }
 
-    /// One logical change in one write transaction: the blocks, the new head, and (when
-    /// `make_event` is given) the event, which is built from the seq it is assigned.
-    /// Returns the assigned seq and the event bytes.
+    /// One logical change in one write transaction: the blocks, the new head, and the events
+    /// (each built from the seq it is assigned, in order: consecutive seqs). Returns the
+    /// assigned seqs and the event bytes.
     pub fn commit_change(
         &self,
         blocks: &BlockMap,
         head: &Head,
-        make_event: Option<&dyn Fn(u64) -> Result<Vec<u8>, HoldStoreError>>,
-    ) -> Result<Option<(u64, Vec<u8>)>, HoldStoreError> {
+        blob_refs: &[BlobRefs],
+        make_events: &[EventMaker<'_>],
+    ) -> Result<Vec<(u64, Vec<u8>)>, HoldStoreError> {
         let txn = self.db.begin_write()?;
-        let mut out = None;
+        let out;
         {
+            replace_blob_refs(&txn, blob_refs, &head.rev)?;
             let mut t = txn.open_table(BLOCKS)?;
             for (cid, data) in blocks {
                 t.insert(cid.to_bytes().as_slice(), data.as_ref())?;
@@ -140,16 +211,67 @@ impl HoldStore {
             m.insert("head", head.commit.to_bytes().as_slice())?;
             m.insert("rev", head.rev.as_bytes())?;
             m.insert("did", head.did.as_bytes())?;
-            if let Some(make) = make_event {
-                let mut e = txn.open_table(EVENTS)?;
-                let seq = e.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
-                let bytes = make(seq)?;
-                e.insert(seq, bytes.as_slice())?;
-                out = Some((seq, bytes));
-            }
+            out = sequence(&txn, make_events)?;
         }
         txn.commit()?;
         Ok(out)
+    }
+
+    /// Events that go with no repo change (`#identity`, `#account`), sequenced in one
+    /// transaction, together with a meta value (what was announced).
+    pub fn append_events(
+        &self,
+        make_events: &[EventMaker<'_>],
+        meta: Option<(&str, &[u8])>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        let out = sequence(&txn, make_events)?;
+        if let Some((k, v)) = meta {
+            txn.open_table(META)?.insert(k, v)?;
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// `com.atproto.sync.listBlobs`: distinct blob CIDs referenced by records written at a
+    /// rev after `since` (all with `None`), in CID order, after `cursor`, at most `limit`.
+    pub fn list_blobs(
+        &self,
+        since: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, HoldStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RECORD_BLOBS)?;
+        let mut cids = std::collections::BTreeSet::new();
+        for row in t.iter()? {
+            let (k, rev) = row?;
+            if since.is_some_and(|s| rev.value() <= s) {
+                continue;
+            }
+            let cid = k.value().1;
+            if cursor.is_some_and(|c| cid <= c) {
+                continue;
+            }
+            cids.insert(cid.to_string());
+        }
+        Ok(cids.into_iter().take(limit).collect())
+    }
+
+    /// Fills `record_blobs` for records written before it existed (once; in one
+    /// transaction with the marker).
+    pub fn backfill_blob_refs(&self, refs: &[BlobRefs], rev: &str) -> Result<(), HoldStoreError> {
+        let txn = self.db.begin_write()?;
+        replace_blob_refs(&txn, refs, rev)?;
+        txn.open_table(META)?
+            .insert(BLOB_REFS_MARKER, b"1".as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether `record_blobs` covers every record (false for a repo from before it).
+    pub fn blob_refs_ready(&self) -> Result<bool, HoldStoreError> {
+        Ok(self.get_meta(BLOB_REFS_MARKER)?.is_some())
     }
 
     /// Stores (or replaces) the state of a hold upload.
@@ -357,16 +479,32 @@ mod tests {
             rev: "3jzfcijpj2z2a".into(),
         };
         let ev = |seq: u64| Ok(seq.to_be_bytes().to_vec());
-        let (seq, _) = store
-            .commit_change(&blocks, &head, Some(&ev))
-            .unwrap()
+        let refs = |path: &str, cids: &[&str]| BlobRefs {
+            path: path.into(),
+            cids: cids.iter().map(|c| c.to_string()).collect(),
+        };
+        let out = store
+            .commit_change(&blocks, &head, &[refs("a/1", &["bafyb", "bafya"])], &[&ev])
             .unwrap();
-        assert_eq!(seq, 1);
-        let (seq, _) = store
-            .commit_change(&blocks, &head, Some(&ev))
-            .unwrap()
+        assert_eq!(out[0].0, 1);
+        let head2 = Head {
+            rev: "3jzfcijpj2z2c".into(),
+            ..head.clone()
+        };
+        let out = store
+            .commit_change(&blocks, &head2, &[refs("a/2", &["bafyc", "bafya"])], &[&ev])
             .unwrap();
-        assert_eq!(seq, 2);
+        assert_eq!(out[0].0, 2);
+        let all = |since, cursor, n| store.list_blobs(since, cursor, n).unwrap();
+        assert_eq!(all(None, None, 10), vec!["bafya", "bafyb", "bafyc"]);
+        assert_eq!(all(None, Some("bafya"), 1), vec!["bafyb"]);
+        assert_eq!(all(Some("3jzfcijpj2z2a"), None, 10), vec!["bafya", "bafyc"]);
+        // A record rewritten without blobs (or deleted) names none any more.
+        store
+            .commit_change(&blocks, &head2, &[refs("a/1", &[])], &[])
+            .unwrap();
+        assert_eq!(all(None, None, 10), vec!["bafya", "bafyc"]);
+        let head = head2;
         assert_eq!(store.head().unwrap(), Some(head.clone()));
         assert_eq!(store.get_block(&cid).unwrap(), Some(data));
         assert_eq!(store.last_seq().unwrap(), 2);
@@ -379,8 +517,18 @@ mod tests {
             rev: "3jzfcijpj2z2b".into(),
             ..head.clone()
         };
-        assert!(store.commit_change(&blocks, &other, Some(&bad)).is_err());
+        assert!(store
+            .commit_change(&blocks, &other, &[], &[&ev, &bad])
+            .is_err());
         assert_eq!(store.head().unwrap(), Some(head));
         assert_eq!(store.last_seq().unwrap(), 2);
+        // Several events of one change get consecutive seqs; events without a change too.
+        let out = store
+            .commit_change(&blocks, &other, &[], &[&ev, &ev])
+            .unwrap();
+        assert_eq!(out.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4]);
+        let out = store.append_events(&[&ev], Some(("k", b"v"))).unwrap();
+        assert_eq!(out[0].0, 5);
+        assert_eq!(store.get_meta("k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod misses;
 pub mod pds;
+pub mod pulls;
 pub mod push_hook;
 pub mod records;
 pub mod store;
@@ -298,6 +299,8 @@ pub struct Registry {
     index: std::sync::OnceLock<crate::index::Index>,
     /// Recent "not in the PDS either" answers, so polling clients do not hammer PDSes.
     misses: misses::Misses,
+    /// Which manifest reads are pulls (one per `GET` by tag).
+    pulls: pulls::PullCounter,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -326,6 +329,7 @@ impl Registry {
             push_hook: std::sync::RwLock::new(None),
             index: std::sync::OnceLock::new(),
             misses: misses::Misses::new(misses::MISS_TTL),
+            pulls: pulls::PullCounter::default(),
         })
     }
 
@@ -842,6 +846,31 @@ impl Registry {
         fetched
     }
 
+    /// A manifest read was served to `client`: when it is a pull ([`pulls`]: one per `GET`
+    /// by tag), the index's and the hold's counters are bumped (in memory; both write in
+    /// batches).
+    pub fn note_manifest_read(
+        &self,
+        client: &str,
+        name: &Name,
+        reference: &Reference,
+        digest: &Digest,
+        get: bool,
+    ) {
+        if !self
+            .pulls
+            .read(client, name.as_str(), reference, digest, get)
+        {
+            return;
+        }
+        if let Some(ix) = self.index.get() {
+            ix.note_pull(name.identity(), name.repository());
+        }
+        if let Some(h) = self.push_hook() {
+            h.pulled(name);
+        }
+    }
+
     /// A local miss: fetch from the owner's PDS (digest-checked there), cache, serve.
     async fn fetch_remote(
         &self,
@@ -910,16 +939,26 @@ impl Registry {
         };
         // The PDS is the source of truth: write it first; on failure nothing is stored here
         // (the blobs stay).
-        if let Some(r) = self.records() {
-            r.put_manifest(name, &digest, &parsed.media_type, &bytes, tag.as_deref())
-                .await
-                .map_err(|e| match e {
-                    records::RecordsError::Unavailable(m) => records::RecordsError::Unavailable(
-                        format!("{m}; the manifest was not stored (uploaded blobs are kept), retry the push"),
-                    ),
-                    other => other,
-                })?;
-        }
+        let written = match self.records() {
+            Some(r) => {
+                // sha512 (and over-long media types) cannot be described by a valid record.
+                records::check_describable(&digest, &parsed)
+                    .map_err(RegistryError::ManifestInvalid)?;
+                Some(
+                    r.put_manifest(name, &digest, &parsed.media_type, &bytes, tag.as_deref())
+                        .await
+                        .map_err(|e| match e {
+                            records::RecordsError::Unavailable(m) => {
+                                records::RecordsError::Unavailable(format!(
+                                "{m}; the manifest was not stored (uploaded blobs are kept), retry the push"
+                            ))
+                            }
+                            other => other,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let (n, d, p, mt) = (
             name.clone(),
@@ -935,10 +974,19 @@ impl Registry {
             })
             .await?;
         if let Some(ix) = self.index.get() {
-            ix.note_manifest_put(name, &digest, &mt, &bytes, tag.as_deref());
+            ix.note_manifest_put(
+                name,
+                &digest,
+                &mt,
+                &bytes,
+                tag.as_deref(),
+                written.as_ref().map(|w| w.rkey.as_str()),
+            );
         }
         if let Some(h) = hook {
-            h.after_push(name, &digest, &parsed, tag.as_deref()).await;
+            let uri = written.as_ref().map(records::Written::uri);
+            h.after_push(name, &digest, &parsed, tag.as_deref(), uri.as_deref())
+                .await;
         }
         Ok(PutManifest { digest, subject })
     }

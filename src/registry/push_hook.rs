@@ -21,11 +21,18 @@ pub trait PushHook: Send + Sync {
     ) -> Result<Option<PushPermit>, String>;
 
     /// After the manifest is stored. Never fails the push: the hook logs its own failures.
+    /// `manifest_uri`: the AT-URI of the owner's `io.atcr.manifest` record (`None` without
+    /// a PDS, `auth.mode = "none"`).
     async fn after_push(
         &self,
         name: &Name,
         digest: &Digest,
         manifest: &ParsedManifest,
         tag: Option<&str>,
+        manifest_uri: Option<&str>,
     );
+
+    /// A manifest was pulled by tag (a `GET`, not `HEAD`): the pull counting rule lives in
+    /// the hold's stats (`hold::stats`). Only enqueues; never blocks a pull.
+    fn pulled(&self, _name: &Name) {}
 }

@@ -2,13 +2,27 @@
 //! trait through which the registry writes and reads them. With `auth.mode = "none"` no
 //! implementation is installed and the registry is purely local.
 //!
-//! Record shapes (atcr.io lexicons):
-//! - `io.atcr.manifest`, rkey = digest hex: `repository`, `digest`, `mediaType`,
-//!   `schemaVersion`, `manifestBlob` (the exact bytes), `config`, `layers` or `manifests`
-//!   (with `platform`), `subject`, `annotations`, `holdDid`, `createdAt`.
-//! - `io.atcr.tag`: `repository`, `tag`, `manifest` (AT-URI), `updatedAt`. The rkey is
-//!   [`tag_rkey`]; readers match tags by their fields, not by rkey.
-//! - `io.atcr.sailor.profile`, rkey `self`: `defaultHold`, `createdAt`.
+//! Record shapes (atcr.io lexicons, `assets/lexicons/`):
+//! - `io.atcr.manifest`, rkey = a TID, one record per (repository, digest): `repository`,
+//!   `digest`, `mediaType`, `schemaVersion`, `manifestBlob` (the exact bytes), `config`,
+//!   `layers` or `manifests` (with `platform`), `subject`, `annotations`, `holdDid`,
+//!   `createdAt`. A re-push into the same repository reuses the record (its key is
+//!   remembered locally). Readers find manifest records by `repository` + `digest`; records
+//!   written before TID keys (rkey = digest hex) are still read.
+//! - `io.atcr.tag`: `repository`, `tag`, `manifest` (the manifest record's AT-URI),
+//!   `mediaType` (of the tagged manifest), `updatedAt`. The rkey is [`tag_rkey`]; readers
+//!   match tags by their fields, not by rkey.
+//! - `io.atcr.repo.page`, rkey = the repository name: created on a repository's first push
+//!   ([`page_record`], description from the `org.opencontainers.image.description`
+//!   annotation), edited by its owner in the UI (`userEdited`). Nested repository names
+//!   (`tools/builder`) cannot be record keys, so they have no page ([`page_rkey`]).
+//! - `io.atcr.sailor.profile`, rkey `self`: `defaultHold`, `registryDomain`, `ociClient`,
+//!   `createdAt`.
+//!
+//! sha512: a `sha512:` digest string is 135 characters and the lexicons cap every `digest`
+//! at 128, so a manifest whose own digest or any descriptor's digest is sha512 cannot be
+//! described by a valid record. In ATProto mode such a push is refused with a clear error
+//! ([`check_describable`]); without a PDS (`auth.mode = "none"`) sha512 works as usual.
 
 use serde_json::{json, Map, Value};
 
@@ -17,6 +31,16 @@ use crate::oci::types::{Digest, Name, Reference};
 pub const MANIFEST_NSID: &str = "io.atcr.manifest";
 pub const TAG_NSID: &str = "io.atcr.tag";
 pub const PROFILE_NSID: &str = "io.atcr.sailor.profile";
+pub const PAGE_NSID: &str = "io.atcr.repo.page";
+pub const STAR_NSID: &str = "io.atcr.sailor.star";
+/// The annotation a repository page's first description comes from.
+pub const DESCRIPTION_ANNOTATION: &str = "org.opencontainers.image.description";
+/// Longest `digest` the lexicons allow.
+pub const MAX_RECORD_DIGEST: usize = 128;
+/// Longest `mediaType` of a manifest record and its descriptors.
+pub const MAX_RECORD_MEDIA_TYPE: usize = 128;
+/// Longest repo page description (markdown) the lexicon allows.
+pub const MAX_PAGE_DESCRIPTION: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
@@ -31,6 +55,22 @@ pub enum RecordsError {
     Invalid(String),
 }
 
+/// Where a manifest PUT was recorded in the owner's PDS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The owner's DID.
+    pub did: String,
+    /// Record key of the `io.atcr.manifest` record (a TID, or an older record's key).
+    pub rkey: String,
+}
+
+impl Written {
+    /// `at://<did>/io.atcr.manifest/<rkey>`.
+    pub fn uri(&self) -> String {
+        at_uri(&self.did, MANIFEST_NSID, &self.rkey)
+    }
+}
+
 /// A manifest fetched from the owner's PDS, digest-checked.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -42,7 +82,9 @@ pub struct Fetched {
 /// Where the registry's manifests and tags live besides the local copy.
 #[async_trait::async_trait]
 pub trait ManifestRecords: Send + Sync {
-    /// Upload the bytes, write the manifest record, then the tag record (if `tag`).
+    /// Upload the bytes, write the manifest record (reusing the record of an earlier push
+    /// of the same digest into the same repository), then the tag record (if `tag`), and
+    /// create the repository's page on its first push.
     async fn put_manifest(
         &self,
         name: &Name,
@@ -50,7 +92,7 @@ pub trait ManifestRecords: Send + Sync {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
-    ) -> Result<(), RecordsError>;
+    ) -> Result<Written, RecordsError>;
     async fn delete_tag(&self, name: &Name, tag: &str) -> Result<(), RecordsError>;
     /// Delete the manifest record and the given tag records that point at it.
     async fn delete_manifest(
@@ -76,6 +118,15 @@ pub fn tag_rkey(repository: &str, tag: &str) -> String {
     format!("{}:{tag}", repository.replace('/', "~"))
 }
 
+/// Record key of a repository's `io.atcr.repo.page`: the repository name itself (the
+/// lexicon: the key must equal `repository`). A nested name (`tools/builder`) is no valid
+/// record key (`/`), so such a repository has no page: `None`.
+pub fn page_rkey(repository: &str) -> Option<String> {
+    crate::atproto::repo::syntax::validate_record_key(repository)
+        .is_ok()
+        .then(|| repository.to_string())
+}
+
 /// `at://<did>/<collection>/<rkey>`.
 pub fn at_uri(did: &str, collection: &str, rkey: &str) -> String {
     format!("at://{did}/{collection}/{rkey}")
@@ -93,6 +144,22 @@ fn copy_str(from: &Map<String, Value>, key: &str, to: &mut Map<String, Value>, a
     if let Some(v) = from.get(key).filter(|v| v.is_string()) {
         to.insert(as_key.into(), v.clone());
     }
+}
+
+/// `scheme:rest` with an RFC 3986 scheme: what the lexicon's `uri` format accepts.
+fn looks_like_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    !rest.is_empty()
+        && !s.chars().any(char::is_whitespace)
+        && scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
 }
 
 /// Only string->string annotation maps are kept (the lexicon's map of strings).
@@ -113,8 +180,19 @@ fn blob_reference(d: &Value) -> Option<Value> {
     copy_str(d, "mediaType", &mut out, "mediaType");
     out.insert("size".into(), d.get("size")?.clone());
     copy_str(d, "digest", &mut out, "digest");
-    if let Some(urls) = d.get("urls").filter(|u| u.is_array()) {
-        out.insert("urls".into(), urls.clone());
+    // The lexicon's `uri` format: a scheme, a colon, something after it.
+    let uris: Vec<Value> = d
+        .get("urls")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|u| u.as_str().is_some_and(looks_like_uri))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if !uris.is_empty() {
+        out.insert("urls".into(), Value::Array(uris));
     }
     if let Some(a) = annotations(d) {
         out.insert("annotations".into(), a);
@@ -127,16 +205,37 @@ fn manifest_reference(d: &Value) -> Option<Value> {
     let obj = d.as_object()?;
     let mut out = blob_reference(d)?.as_object()?.clone();
     out.remove("urls");
+    // The record is a summary (the exact bytes are the manifestBlob): platform fields
+    // beyond the lexicon's lengths are left out rather than making the record invalid.
     if let Some(p) = obj.get("platform").and_then(Value::as_object) {
-        let mut plat = Map::new();
-        copy_str(p, "architecture", &mut plat, "architecture");
-        copy_str(p, "os", &mut plat, "os");
-        copy_str(p, "variant", &mut plat, "variant");
-        copy_str(p, "os.version", &mut plat, "osVersion");
-        if let Some(f) = p.get("os.features").filter(|f| f.is_array()) {
-            plat.insert("osFeatures".into(), f.clone());
+        let short = |k: &str, max: usize| {
+            p.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| s.len() <= max)
+                .map(|s| Value::String(s.to_string()))
+        };
+        if let (Some(arch), Some(os)) = (short("architecture", 32), short("os", 32)) {
+            let mut plat = Map::new();
+            plat.insert("architecture".into(), arch);
+            plat.insert("os".into(), os);
+            if let Some(v) = short("variant", 32) {
+                plat.insert("variant".into(), v);
+            }
+            if let Some(v) = short("os.version", 64) {
+                plat.insert("osVersion".into(), v);
+            }
+            if let Some(f) = p.get("os.features").and_then(Value::as_array) {
+                let features: Vec<Value> = f
+                    .iter()
+                    .filter(|x| x.as_str().is_some_and(|s| s.len() <= 64))
+                    .cloned()
+                    .collect();
+                if !features.is_empty() {
+                    plat.insert("osFeatures".into(), Value::Array(features));
+                }
+            }
+            out.insert("platform".into(), Value::Object(plat));
         }
-        out.insert("platform".into(), Value::Object(plat));
     }
     Some(Value::Object(out))
 }
@@ -189,27 +288,168 @@ pub fn manifest_record(
     if let Some(a) = annotations(&raw) {
         rec.insert("annotations".into(), a);
     }
-    rec.insert("holdDid".into(), json!(hold_did));
+    if !hold_did.is_empty() {
+        rec.insert("holdDid".into(), json!(hold_did));
+    }
     rec.insert("createdAt".into(), json!(created_at));
     Value::Object(rec)
 }
 
-pub fn tag_record(repository: &str, tag: &str, manifest_uri: &str, updated_at: &str) -> Value {
-    json!({
+pub fn tag_record(
+    repository: &str,
+    tag: &str,
+    manifest_uri: &str,
+    media_type: &str,
+    updated_at: &str,
+) -> Value {
+    let mut v = json!({
         "$type": TAG_NSID,
         "repository": repository,
         "tag": tag,
         "manifest": manifest_uri,
         "updatedAt": updated_at,
-    })
+    });
+    if !media_type.is_empty() && media_type.len() <= 255 {
+        v["mediaType"] = json!(media_type);
+    }
+    v
 }
 
-pub fn profile_record(default_hold: &str, created_at: &str) -> Value {
-    json!({
+/// The sailor profile created at a user's first login here. `oci_client` is one of the
+/// lexicon's known values ([`oci_client_of`]) or absent.
+pub fn profile_record(
+    default_hold: &str,
+    registry_domain: &str,
+    oci_client: Option<&str>,
+    created_at: &str,
+) -> Value {
+    let mut v = json!({
         "$type": PROFILE_NSID,
         "defaultHold": default_hold,
         "createdAt": created_at,
-    })
+    });
+    if !registry_domain.is_empty() && registry_domain.len() <= 255 {
+        v["registryDomain"] = json!(registry_domain);
+    }
+    if let Some(c) = oci_client {
+        v["ociClient"] = json!(c);
+    }
+    v
+}
+
+/// The lexicon's `ociClient` value for a login's `User-Agent`, when it names a known
+/// client. Docker sends `docker/<version> ...`; podman, buildah and skopeo share
+/// containers/image (`containers/<version> (github.com/containers/image)`) and only podman
+/// and buildah name themselves (`libpod/...`, `Buildah/...`), so the shared agent is taken
+/// as podman, the usual CLI behind it; nerdctl (`nerdctl/...`, or containerd's resolver
+/// `containerd/...`) and crane (`crane/...` or `go-containerregistry/...`). Browsers and
+/// anything else: `None` (the profile keeps what it had).
+pub fn oci_client_of(user_agent: &str) -> Option<&'static str> {
+    let ua = user_agent.trim().to_ascii_lowercase();
+    let starts = |p: &str| ua.starts_with(p);
+    if starts("docker/") || starts("docker-credential-") {
+        Some("docker")
+    } else if starts("buildah/") {
+        Some("buildah")
+    } else if starts("libpod/") || starts("podman/") || starts("containers/") {
+        Some("podman")
+    } else if starts("nerdctl/") || starts("containerd/") {
+        Some("nerdctl")
+    } else if starts("crane/") || starts("go-containerregistry/") {
+        Some("crane")
+    } else {
+        None
+    }
+}
+
+/// The `io.atcr.repo.page` record a repository gets on its first push.
+pub fn page_record(repository: &str, description: Option<&str>, now: &str) -> Value {
+    let mut v = json!({
+        "$type": PAGE_NSID,
+        "repository": repository,
+        "createdAt": now,
+        "updatedAt": now,
+    });
+    if let Some(d) = description.filter(|d| !d.trim().is_empty()) {
+        v["description"] = json!(truncate_utf8(d, MAX_PAGE_DESCRIPTION));
+    }
+    v
+}
+
+/// The `org.opencontainers.image.description` annotation of manifest bytes, if any.
+pub fn description_annotation(manifest_bytes: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(manifest_bytes).ok()?;
+    v.get("annotations")?
+        .get(DESCRIPTION_ANNOTATION)?
+        .as_str()
+        .filter(|d| !d.trim().is_empty())
+        .map(str::to_string)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Whether a manifest can be written as a valid `io.atcr.manifest` record: its digest and
+/// every descriptor's digest must fit the lexicon's 128 characters (sha512 digests do not),
+/// and so must the media types. `Err` names what does not fit.
+pub fn check_describable(
+    digest: &Digest,
+    parsed: &crate::oci::types::manifest::ParsedManifest,
+) -> Result<(), String> {
+    let too_long = |d: &Digest| d.to_string().len() > MAX_RECORD_DIGEST;
+    if too_long(digest) {
+        return Err(format!(
+            "the manifest digest {digest} is longer than the {MAX_RECORD_DIGEST} characters an io.atcr.manifest record allows: sha512 manifests cannot be stored in your PDS; push by tag or with a sha256 digest"
+        ));
+    }
+    if parsed.media_type.len() > MAX_RECORD_MEDIA_TYPE {
+        return Err(format!(
+            "the manifest media type is longer than the {MAX_RECORD_MEDIA_TYPE} characters an io.atcr.manifest record allows"
+        ));
+    }
+    let descriptors = parsed
+        .config
+        .iter()
+        .chain(&parsed.layers)
+        .chain(&parsed.manifests)
+        .chain(&parsed.subject);
+    for d in descriptors {
+        if too_long(&d.digest) {
+            return Err(format!(
+                "the manifest references {}, whose digest is longer than the {MAX_RECORD_DIGEST} characters an io.atcr.manifest record allows: content addressed with sha512 cannot be described in your PDS; use sha256",
+                d.digest
+            ));
+        }
+        if d.media_type.len() > MAX_RECORD_MEDIA_TYPE {
+            return Err(format!(
+                "the media type of {} is longer than the {MAX_RECORD_MEDIA_TYPE} characters an io.atcr.manifest record allows",
+                d.digest
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The digest an old-style manifest record key stands for (rkey = digest hex, written
+/// before manifest records had TID keys).
+pub fn legacy_digest_of_rkey(rkey: &str) -> Option<String> {
+    let hex_ok = rkey
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match rkey.len() {
+        64 if hex_ok => Some(format!("sha256:{rkey}")),
+        128 if hex_ok => Some(format!("sha512:{rkey}")),
+        _ => None,
+    }
 }
 
 /// `did:web:<host>` for a URL or host (a port is written `%3A<port>`).
@@ -245,6 +485,74 @@ mod tests {
         assert!(k
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._~:-".contains(&b)));
+    }
+
+    #[test]
+    fn clients_from_user_agents() {
+        // As sent to /auth/token by the real clients (podman 4, skopeo 1.9, buildah 1.28).
+        assert_eq!(
+            oci_client_of("containers/5.23.1 (github.com/containers/image)"),
+            Some("podman")
+        );
+        assert_eq!(oci_client_of("Buildah/1.28.2"), Some("buildah"));
+        assert_eq!(oci_client_of("skopeo/1.9.3"), None);
+        assert_eq!(
+            oci_client_of("docker/27.5.1 go/go1.22.2 git-commit/4c9b3b0 kernel/6.1 os/linux arch/amd64 UpstreamClient(Docker-Client/27.5.1 \\(linux\\))"),
+            Some("docker")
+        );
+        assert_eq!(oci_client_of("nerdctl/2.0.0"), Some("nerdctl"));
+        assert_eq!(oci_client_of("go-containerregistry/v0.20.2"), Some("crane"));
+        assert_eq!(
+            oci_client_of("Mozilla/5.0 (X11; Linux x86_64) Chrome/120"),
+            None
+        );
+    }
+
+    #[test]
+    fn pages_descriptions_and_describable_manifests() {
+        assert_eq!(page_rkey("app").as_deref(), Some("app"));
+        assert_eq!(page_rkey("my-app_2.0").as_deref(), Some("my-app_2.0"));
+        assert_eq!(page_rkey("tools/builder"), None);
+        let p = page_record("app", Some("# Hi"), "2026-01-01T00:00:00.000Z");
+        assert_eq!(p["description"], "# Hi");
+        assert!(p.get("userEdited").is_none());
+        let p = page_record("app", Some("  "), "2026-01-01T00:00:00.000Z");
+        assert!(p.get("description").is_none());
+        let long = "é".repeat(60_000);
+        let p = page_record("app", Some(&long), "t");
+        assert!(p["description"].as_str().unwrap().len() <= MAX_PAGE_DESCRIPTION);
+        assert_eq!(
+            description_annotation(
+                br#"{"annotations":{"org.opencontainers.image.description":"tiny"}}"#
+            ),
+            Some("tiny".into())
+        );
+        assert_eq!(description_annotation(b"{}"), None);
+        assert_eq!(
+            legacy_digest_of_rkey(&"ab".repeat(32)),
+            Some(format!("sha256:{}", "ab".repeat(32)))
+        );
+        assert_eq!(legacy_digest_of_rkey("3lbaaaaaaaaa2"), None);
+
+        let m = |d: &str| {
+            crate::oci::types::manifest::parse_manifest(
+                "application/vnd.oci.image.manifest.v1+json",
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+                    "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"{d}"}},
+                    "layers":[]}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let sha256 = Digest::sha256_of(b"x");
+        let sha512: Digest = format!("sha512:{}", "ab".repeat(64)).parse().unwrap();
+        assert!(check_describable(&sha256, &m(&sha256.to_string())).is_ok());
+        let e = check_describable(&sha512, &m(&sha256.to_string())).unwrap_err();
+        assert!(e.contains("sha512"), "{e}");
+        let e = check_describable(&sha256, &m(&sha512.to_string())).unwrap_err();
+        assert!(e.contains("sha512"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!                                         caller, never copied into any index)
 //! ui_sessions sha256(cookie id) hex    -> web session JSON (DID, CSRF token, expiry, start, UA); the
 //!                                         cookie value itself is never stored
+//! manifest_rkeys (did, repository, digest) -> record key of that `io.atcr.manifest` record
+//!                                         in the owner's PDS (a re-push reuses it)
+//! repo_pages  (did, repository)        -> what this registry last saw of the repository's
+//!                                         `io.atcr.repo.page` (JSON: userEdited, description
+//!                                         hash), so pushes do not re-read it every time
 //! ```
 //! Each logical change is one write transaction. Every method is blocking: callers run them
 //! through [`MetaStore::run`], which moves them off the async runtime.
@@ -38,6 +43,8 @@ const REPOS: TableDefinition<&str, ()> = TableDefinition::new("repos");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const UI_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("ui_sessions");
+const MANIFEST_RKEYS: TableDefinition<Triple, &str> = TableDefinition::new("manifest_rkeys");
+const REPO_PAGES: TableDefinition<Pair, &[u8]> = TableDefinition::new("repo_pages");
 
 #[derive(Debug, thiserror::Error)]
 #[error("metadata store: {0}")]
@@ -134,6 +141,8 @@ impl MetaStore {
             txn.open_table(UPLOADS)?;
             txn.open_table(SECRETS)?;
             txn.open_table(UI_SESSIONS)?;
+            txn.open_table(MANIFEST_RKEYS)?;
+            txn.open_table(REPO_PAGES)?;
         }
         txn.commit()?;
         Ok(Arc::new(MetaStore {
@@ -205,6 +214,72 @@ impl MetaStore {
             out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    // ---- record keys of the owner's PDS records -------------------------------------------
+
+    /// The rkey of the `io.atcr.manifest` record for (did, repository, digest), if known.
+    pub fn manifest_rkey(
+        &self,
+        did: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(MANIFEST_RKEYS)?;
+        Ok(t.get((did, repository, digest))?
+            .map(|v| v.value().to_string()))
+    }
+
+    pub fn set_manifest_rkey(
+        &self,
+        did: &str,
+        repository: &str,
+        digest: &str,
+        rkey: &str,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MANIFEST_RKEYS)?
+            .insert((did, repository, digest), rkey)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn forget_manifest_rkey(
+        &self,
+        did: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(MANIFEST_RKEYS)?
+            .remove((did, repository, digest))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// What was last seen of a repository's page (opaque JSON owned by `registry::pds`).
+    pub fn repo_page_state(
+        &self,
+        did: &str,
+        repository: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REPO_PAGES)?;
+        Ok(t.get((did, repository))?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn set_repo_page_state(
+        &self,
+        did: &str,
+        repository: &str,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(REPO_PAGES)?
+            .insert((did, repository), state)?;
+        txn.commit()?;
+        Ok(())
     }
 
     // ---- web UI sessions (opaque JSON owned by `web::session`) --------------------------------

@@ -153,6 +153,7 @@ pub async fn run(
             tracker.evict_all();
         }
     }
+    state.flush_counters().await;
     if let Some(hold) = &state.hold {
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }

@@ -315,7 +315,7 @@ async fn route(
                                     addr: peer.ip(),
                                     subject: claims.map(|c| c.sub),
                                 });
-                                oci_dispatch(&state, route, req).await
+                                oci_dispatch(&state, route, req, peer).await
                             }
                             Err(resp) => resp,
                         }
@@ -426,12 +426,17 @@ async fn guard<B>(
     Err(resp)
 }
 
-async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>) -> Response<Body> {
+async fn oci_dispatch(
+    state: &AppState,
+    route: OciRoute,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     use OciRoute as R;
     let m = req.method().clone();
     let result = match (route, &m) {
         (R::Manifest { name, reference }, &Method::GET | &Method::HEAD) => {
-            oci::manifest_get(state, req, name, reference).await
+            oci::manifest_get(state, req, name, reference, peer).await
         }
         (R::Manifest { name, reference }, &Method::PUT) => {
             oci::manifest_put(state, req, name, reference).await

@@ -329,6 +329,17 @@ pub async fn crew_add(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) 
         "permissions": role_permissions(role).iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "addedAt": crate::pds::now_rfc3339(),
     });
+    // No tier given: the default one, written out (the record then says what applies).
+    let default_tier = state
+        .hold_api
+        .as_ref()
+        .map(|h| h.tiers().default_tier.clone())
+        .unwrap_or_default();
+    let tier = if tier.is_empty() {
+        default_tier.as_str()
+    } else {
+        tier
+    };
     if !tier.is_empty() {
         rec["tier"] = tier.into();
     }

@@ -1,7 +1,9 @@
-//! Profile avatars through this host. The CSP allows images only from here (a profile or a
-//! README must not make readers' browsers call other servers), so `/avatar/<did>` reads the
-//! avatar blob from the user's PDS once, checks that it is the blob the profile names (CID)
-//! and a raster image (no SVG: it can carry script), and serves it from a small memory cache.
+//! Profile and repository avatars through this host. The CSP allows images only from here
+//! (a profile or a README must not make readers' browsers call other servers), so
+//! `/avatar/<did>` (and `/avatar/<did>?repo=<repository>` for a repository page's avatar)
+//! reads the avatar blob from the user's PDS once, checks that it is the blob the record
+//! names (CID) and a raster image (no SVG: it can carry script), and serves it from a small
+//! memory cache.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +23,23 @@ const CACHE_BYTES: usize = 32 << 20;
 const IMAGE_TTL: Duration = Duration::from_secs(3600);
 /// How long a failure (PDS down, not an image) is believed, so page views do not hammer.
 const FAILURE_TTL: Duration = Duration::from_secs(300);
+
+/// What an avatar may be: its largest size and its image types (by their bytes).
+struct Kind {
+    max_bytes: usize,
+    types: &'static [&'static str],
+}
+
+const PROFILE_AVATAR: Kind = Kind {
+    max_bytes: MAX_AVATAR_BYTES,
+    types: &["image/png", "image/jpeg", "image/gif", "image/webp"],
+};
+
+/// `io.atcr.repo.page` avatars: the lexicon's `accept` and `maxSize`.
+const PAGE_AVATAR: Kind = Kind {
+    max_bytes: super::page_form::MAX_PAGE_AVATAR_BYTES,
+    types: &["image/png", "image/jpeg", "image/webp"],
+};
 
 #[derive(Clone)]
 pub struct Avatar {
@@ -69,17 +88,45 @@ impl Avatars {
     /// The avatar `cid` of `did` from `pds`: cached, else fetched and checked. `None` when it
     /// cannot be had (logged at debug; the page shows no image).
     pub async fn get(&self, xrpc: &XrpcClient, pds: &str, did: &str, cid: &str) -> Option<Avatar> {
-        if let Some(hit) = self.cached(did, cid) {
+        self.get_image(xrpc, pds, did, cid, did, &PROFILE_AVATAR)
+            .await
+    }
+
+    /// A repository page's avatar (`io.atcr.repo.page` avatar: PNG, JPEG or WebP, at most
+    /// 3,000,000 bytes), cached under `did/repository`.
+    pub async fn get_repo(
+        &self,
+        xrpc: &XrpcClient,
+        pds: &str,
+        did: &str,
+        repository: &str,
+        cid: &str,
+    ) -> Option<Avatar> {
+        let key = format!("{did}/{repository}");
+        self.get_image(xrpc, pds, did, cid, &key, &PAGE_AVATAR)
+            .await
+    }
+
+    async fn get_image(
+        &self,
+        xrpc: &XrpcClient,
+        pds: &str,
+        did: &str,
+        cid: &str,
+        key: &str,
+        kind: &Kind,
+    ) -> Option<Avatar> {
+        if let Some(hit) = self.cached(key, cid) {
             return hit;
         }
-        let image = match Self::fetch(xrpc, pds, did, cid).await {
+        let image = match Self::fetch(xrpc, pds, did, cid, kind).await {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::debug!(%did, %cid, error = %e, "avatar not served");
                 None
             }
         };
-        self.store(did, cid, image.clone());
+        self.store(key, cid, image.clone());
         image
     }
 
@@ -121,14 +168,22 @@ impl Avatars {
         }
     }
 
-    async fn fetch(xrpc: &XrpcClient, pds: &str, did: &str, cid: &str) -> Result<Avatar, String> {
+    async fn fetch(
+        xrpc: &XrpcClient,
+        pds: &str,
+        did: &str,
+        cid: &str,
+        kind: &Kind,
+    ) -> Result<Avatar, String> {
         let parsed = parse_cid(cid).map_err(|e| format!("bad CID: {e}"))?;
         let bytes = xrpc
-            .get_blob(pds, did, cid, MAX_AVATAR_BYTES)
+            .get_blob(pds, did, cid, kind.max_bytes)
             .await
             .map_err(|e| e.to_string())?;
         verify_block(&parsed, &bytes).map_err(|e| format!("blob does not match its CID: {e}"))?;
-        let content_type = sniff_image(&bytes).ok_or("not a PNG, JPEG, GIF or WebP image")?;
+        let content_type = sniff_image(&bytes)
+            .filter(|t| kind.types.contains(t))
+            .ok_or("not an image type this avatar may have")?;
         Ok(Avatar {
             bytes,
             content_type,

@@ -180,6 +180,11 @@ struct Owner {
     has_avatar: bool,
 }
 
+/// The DID of the owner named in a page path (handle or DID).
+pub async fn owner_did(state: &AppState, who: &str) -> Result<String, WebError> {
+    Ok(find_owner(state, index(state)?, who).await?.did)
+}
+
 async fn find_owner(state: &AppState, ix: &Index, who: &str) -> Result<Owner, WebError> {
     if let Some(u) = ix.user_by_handle_or_did(who).await.map_err(ix_err)? {
         return Ok(Owner {
@@ -300,8 +305,24 @@ async fn repo_page(
         Some(h) if h.did() == hold => "ok".to_string(),
         _ => String::new(),
     };
+    // Nested names cannot be record keys: such a repository has no page to edit or star.
+    let has_page_key = crate::registry::records::page_rkey(repo).is_some();
+    let is_owner = has_page_key && ctx.user().is_some_and(|u| u.did == did);
+    let avatar_src = if info.avatar_cid.is_some() {
+        format!(
+            "/avatar/{did}?repo={}",
+            percent_encoding::utf8_percent_encode(repo, percent_encoding::NON_ALPHANUMERIC)
+        )
+    } else {
+        String::new()
+    };
     render(&RepoPage {
         chrome: ctx.chrome(format!("{owner}/{repo}")),
+        is_owner,
+        avatar_src,
+        user_edited: info.user_edited,
+        has_page: info.has_page,
+        description: info.summary.description.clone().unwrap_or_default(),
         pull: format!("docker pull {}/{owner}/{repo}:{latest}", ctx.host),
         readme_html: info
             .summary
@@ -313,7 +334,7 @@ async fn repo_page(
         stars: info.summary.star_count.max(0) as u64,
         pulls: info.summary.pull_count.max(0) as u64,
         starred,
-        can_star: ctx.user().is_some(),
+        can_star: has_page_key && ctx.user().is_some(),
         owner,
         owner_did: did,
         repo: repo.to_string(),
@@ -559,6 +580,7 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
 pub async fn avatar(
     state: &Arc<AppState>,
     did: &str,
+    repo: Option<&str>,
     if_none_match: Option<&str>,
     head: bool,
 ) -> WebResult {
@@ -566,24 +588,41 @@ pub async fn avatar(
     if !did.starts_with("did:") {
         return Err(none());
     }
-    let user = index(state)?
+    let ix = index(state)?;
+    let user = ix
         .user_by_handle_or_did(did)
         .await
         .map_err(ix_err)?
         .filter(|u| u.did == did)
         .ok_or_else(none)?;
-    let (pds, cid) = user
-        .avatar
-        .as_deref()
-        .and_then(super::avatars::parse_avatar_url)
-        .ok_or_else(none)?;
     let xrpc = state.auth.resolver().xrpc();
-    let image = state
-        .web
-        .avatars
-        .get(xrpc, &pds, did, &cid)
-        .await
-        .ok_or_else(none)?;
+    let image = match repo {
+        // A repository page's avatar: the blob its io.atcr.repo.page names, on the
+        // owner's PDS.
+        Some(repo) => {
+            let cid = ix
+                .repository(did, repo)
+                .await
+                .map_err(ix_err)?
+                .and_then(|r| r.avatar_cid)
+                .ok_or_else(none)?;
+            let pds = user.pds.clone().ok_or_else(none)?;
+            state
+                .web
+                .avatars
+                .get_repo(xrpc, &pds, did, repo, &cid)
+                .await
+        }
+        None => {
+            let (pds, cid) = user
+                .avatar
+                .as_deref()
+                .and_then(super::avatars::parse_avatar_url)
+                .ok_or_else(none)?;
+            state.web.avatars.get(xrpc, &pds, did, &cid).await
+        }
+    }
+    .ok_or_else(none)?;
     let mut resp = super::assets::conditional(
         &format!("\"{}\"", image.cid),
         "public, max-age=3600",
@@ -683,6 +722,11 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
     let ix = index(state)?;
     let (owner, repo) = (form.get("owner").to_string(), form.get("repo").to_string());
     let back = safe_next(form.get("back")).to_string();
+    if crate::registry::records::page_rkey(&repo).is_none() {
+        return Err(WebError::BadRequest(format!(
+            "{repo} is a nested repository name; it has no io.atcr.repo.page a star could name."
+        )));
+    }
     if ix
         .repository(&owner, &repo)
         .await

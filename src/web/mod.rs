@@ -15,7 +15,9 @@ pub mod assets;
 pub mod avatars;
 pub mod catalog;
 pub mod markdown;
+pub mod page_form;
 pub mod pages;
+pub mod repo_page;
 pub mod session;
 pub mod signin;
 pub mod state;
@@ -288,6 +290,10 @@ impl Form {
     pub fn parse(bytes: &[u8]) -> Form {
         Form(form_urlencoded::parse(bytes).into_owned().collect())
     }
+    /// A form read another way (multipart).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Form {
+        Form(pairs)
+    }
 }
 
 pub async fn read_form(req: Request<Incoming>) -> Result<Form, WebError> {
@@ -414,7 +420,9 @@ pub async fn handle(
         return assets::serve(&param("file"), inm, head).unwrap_or_else(not_found);
     }
     if page == WebPage::Avatar {
-        return match catalog::avatar(state, &param("did"), inm, head).await {
+        let q = crate::app::http::query(req.uri());
+        let repo = crate::app::http::query_get(&q, "repo");
+        return match catalog::avatar(state, &param("did"), repo, inm, head).await {
             Ok(r) => r,
             Err(e) => error_page(None, &e),
         };
@@ -433,6 +441,10 @@ pub async fn handle(
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(0);
             catalog::repo_or_manifest(state, &ctx, &param("owner"), &param("rest"), offset).await
+        }
+        (WebPage::Repo, Method::POST) => {
+            let repo = param("rest").trim_end_matches('/').to_string();
+            repo_page::edit(state, &ctx, &param("owner"), &repo, req).await
         }
         (WebPage::Star, Method::POST) => catalog::star(state, &ctx, req).await,
         (WebPage::User, Method::GET) => catalog::user(state, &ctx, &param("handle")).await,

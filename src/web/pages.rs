@@ -141,7 +141,12 @@ pub async fn login(
     let peer = ctx.peer.ip().to_string();
     let session = match state
         .auth
-        .password_login(&identifier, form.get("password"), &peer)
+        .password_login(
+            &identifier,
+            form.get("password"),
+            &peer,
+            Some(user_agent.as_str()),
+        )
         .await
     {
         Ok(s) => s,

@@ -151,7 +151,7 @@ pub async fn oauth_callback<B>(state: &Arc<AppState>, ctx: &Ctx, req: &Request<B
         .create_with(&signed_in.did, &signed_in.handle, user_agent, true)
         .await?;
     tracing::info!(did = %signed_in.did, "web login (OAuth)");
-    state.auth.after_login(&signed_in.did).await;
+    state.auth.after_login(&signed_in.did, None).await;
     let session = set_cookie(SESSION_COOKIE, &id, SESSION_TTL_SECS, ctx.secure, "Lax");
     let clear = set_cookie(OAUTH_COOKIE, "", 0, ctx.secure, "Lax");
     Ok(redirect(safe_next(&signed_in.next), &[session, clear]))

@@ -150,6 +150,15 @@ pub struct RepoPage {
     pub owner: String,
     pub owner_did: String,
     pub repo: String,
+    /// The viewer owns the repository: the page edit form is shown.
+    pub is_owner: bool,
+    /// `/avatar/<did>?repo=<repo>` when the repo page names an avatar, else empty.
+    pub avatar_src: String,
+    /// The `io.atcr.repo.page` record exists / its owner edited it.
+    pub has_page: bool,
+    pub user_edited: bool,
+    /// The README as markdown source (the edit form's text).
+    pub description: String,
     /// The README rendered by [`super::markdown::to_html`] (safe to embed).
     pub readme_html: String,
     pub tags: Vec<TagRow>,

@@ -9,7 +9,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
 cd "$here"
-[ -d node_modules/@atproto/repo ] || npm ci --no-audit --no-fund --loglevel=error
+for pkg in repo sync lexicon api; do
+  [ -d "node_modules/@atproto/$pkg" ] || { npm ci --no-audit --no-fund --loglevel=error; break; }
+done
 (cd "$root" && cargo build -q --bin atcr)
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/atcr"
 work="$(mktemp -d)"

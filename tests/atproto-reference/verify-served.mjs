@@ -14,8 +14,18 @@ const require = createRequire(path.join(here, 'package.json'))
 const repo = require('@atproto/repo')
 const crypto = require('@atproto/crypto')
 const lexData = require('@atproto/lex-data')
-// dependency of @atproto/repo; splits a firehose frame into its two CBOR items
-const common = require('@atproto/common')
+// The firehose as @atproto/sync reads it: frames split with the lex-cbor that
+// @atproto/xrpc-server uses, bodies validated against the com.atproto.sync.subscribeRepos
+// message schemas that @atproto/sync ships, commits checked with the @atproto/repo it uses
+// (loaded by path: the packages' entry points need Node 22, these parts do not).
+const xrpcServerRequire = createRequire(require.resolve('@atproto/xrpc-server'))
+const lexCbor = xrpcServerRequire('@atproto/lex-cbor')
+const syncRequire = createRequire(require.resolve('@atproto/sync'))
+const syncRepo = syncRequire('@atproto/repo')
+const syncLexicons = await import(
+  path.join(path.dirname(require.resolve('@atproto/sync')), 'lexicons/index.js')
+)
+const subscribeRepos = syncLexicons.com.atproto.sync.subscribeRepos
 
 const base = process.argv[2]
 const owner = process.argv[3]
@@ -116,7 +126,7 @@ await check('sync.getRecord: proof CAR proves the captain record served by repo.
   assert(out.verified.length === 1, `unverified: ${JSON.stringify(out.unverified)}`)
 })
 
-await check('subscribeRepos: replayed #commit frames verify with verifyDiffCar', async () => {
+await check('subscribeRepos: every replayed frame is a valid message; #identity, #account, #commit, #sync as the reference PDS sequences a new account', async () => {
   const url = `${base.replace(/^http/, 'ws')}/xrpc/com.atproto.sync.subscribeRepos?cursor=0`
   const frames = await new Promise((resolve, reject) => {
     const ws = new WebSocket(url)
@@ -132,20 +142,57 @@ await check('subscribeRepos: replayed #commit frames verify with verifyDiffCar',
     ws.onclose = () => resolve(got)
     ws.onerror = (e) => reject(new Error(`websocket error ${e?.message ?? ''}`))
   })
-  assert(frames.length >= 2, `${frames.length} frames`)
-  const events = frames.map((f) => common.cborDecodeMulti(f))
-  events.forEach(([header, body], i) => {
-    assert(header.op === 1 && header.t === '#commit', `header ${JSON.stringify(header)}`)
+  assert(frames.length >= 5, `${frames.length} frames`)
+  // As @atproto/xrpc-server's Subscription: two CBOR items, header {op: 1, t}, the body
+  // typed by t, validated by the lexicon's message union.
+  const events = frames.map((f, i) => {
+    const [header, body, ...rest] = lexCbor.decodeAll(f)
+    assert(rest.length === 0 && body !== undefined, `frame ${i}: not two CBOR items`)
+    assert(header.op === 1 && typeof header.t === 'string', `header ${JSON.stringify(header)}`)
+    const msg = { $type: `com.atproto.sync.subscribeRepos${header.t}`, ...body }
+    const parsed = subscribeRepos.$message.safeParse(msg)
+    assert(parsed.success, `frame ${i} (${header.t}) fails the lexicon: ${parsed.reason?.message}`)
     assert(body.seq === i + 1, `seq ${body.seq} at ${i}`)
-    assert(body.repo === did && body.rebase === false && body.tooBig === false, 'body fields')
-    assert(Array.isArray(body.blobs) && typeof body.time === 'string', 'blobs/time')
+    return { t: header.t, body }
   })
-  // Event 1 is the repo's first (empty) commit: its blocks are the whole repo.
-  const first = await repo.readCarWithRoot(events[0][1].blocks)
-  assert(first.root.toString() === events[0][1].commit.toString(), 'first root')
+  const kinds = events.map((e) => e.t)
+  // A new account: #identity, #account (active), the first #commit, a #sync of it.
+  assert(
+    JSON.stringify(kinds.slice(0, 4)) === JSON.stringify(['#identity', '#account', '#commit', '#sync']),
+    `first events ${kinds.slice(0, 4)}`,
+  )
+  const identity = events[0].body
+  assert(identity.did === did, `identity did ${identity.did}`)
+  const aka = (didDoc.alsoKnownAs ?? []).map((a) => a.replace('at://', ''))
+  assert(identity.handle === undefined || aka.includes(identity.handle), `identity handle ${identity.handle}`)
+  const account = events[1].body
+  assert(account.did === did && account.active === true && account.status === undefined, JSON.stringify(account))
+  // #sync as @atproto/sync parses it, and as a relay checks it: the CAR's root is a commit
+  // of this DID at this rev, signed by the DID's key.
+  for (const e of events.filter((e) => e.t === '#sync')) {
+    const { root, blocks } = await syncRepo.readCarWithRoot(e.body.blocks)
+    const commit = syncRepo.cborToLex(blocks.get(root))
+    assert(commit.did === e.body.did && e.body.did === did, `sync did ${commit.did}`)
+    assert(commit.rev === e.body.rev, `sync rev ${commit.rev} != ${e.body.rev}`)
+    assert((await syncRepo.verifyCommitSig(commit, didKey)) === true, 'sync commit signature')
+  }
+  // #commit as @atproto/sync's parseCommitAuthenticated: every op proven by verifyProofs
+  // against the DID's key.
+  for (const e of events.filter((e) => e.t === '#commit' && e.body.ops.length > 0)) {
+    const claims = e.body.ops.map((op) => {
+      const { collection, rkey } = syncRepo.parseDataKey(op.path)
+      return { collection, rkey, cid: op.action === 'delete' ? null : op.cid }
+    })
+    const res = await syncRepo.verifyProofs(e.body.blocks, claims, did, didKey)
+    assert(res.unverified.length === 0, `unproven ops at seq ${e.body.seq}: ${JSON.stringify(res.unverified)}`)
+  }
+  // The commits chain with @atproto/repo's verifyDiffCar from the first (whole-repo) one.
+  const commits = events.filter((e) => e.t === '#commit').map((e) => e.body)
+  const first = await repo.readCarWithRoot(commits[0].blocks)
+  assert(first.root.toString() === commits[0].commit.toString(), 'first root')
   const storage = new repo.MemoryBlockstore(first.blocks)
   let current = await repo.Repo.load(storage, first.root)
-  for (const [, body] of events.slice(1)) {
+  for (const body of commits.slice(1)) {
     assert(body.since === current.commit.rev, `since ${body.since} != ${current.commit.rev}`)
     assert(body.prevData.toString() === current.commit.data.toString(), 'prevData')
     const diff = await repo.verifyDiffCar(current, body.blocks, did, didKey)
@@ -159,7 +206,21 @@ await check('subscribeRepos: replayed #commit frames verify with verifyDiffCar',
   }
   const latest = await (await get(`/xrpc/com.atproto.sync.getLatestCommit?${q({ did })}`)).json()
   assert(current.cid.toString() === latest.cid, `replayed head ${current.cid} != ${latest.cid}`)
-  console.log(`     (${events.length} frames, ops: ${events.map(([, b]) => b.ops.length).join(',')})`)
+  console.log(`     (${events.length} frames: ${kinds.join(' ')})`)
+})
+
+await check('sync.getRecord of a missing record: a proof of absence, as the reference PDS answers', async () => {
+  const res = await get(`/xrpc/com.atproto.sync.getRecord?${q({ did, collection: 'io.atcr.hold.captain', rkey: 'nope' })}`)
+  assert(res.headers.get('content-type') === 'application/vnd.ipld.car', res.headers.get('content-type'))
+  const proof = new Uint8Array(await res.arrayBuffer())
+  const out = await repo.verifyProofs(proof, [{ collection: 'io.atcr.hold.captain', rkey: 'nope', cid: null }], did, didKey)
+  assert(out.verified.length === 1, `absence unproven: ${JSON.stringify(out.unverified)}`)
+})
+
+await check('sync.listBlobs answers the lexicon shape', async () => {
+  const res = await (await get(`/xrpc/com.atproto.sync.listBlobs?${q({ did })}`)).json()
+  assert(Array.isArray(res.cids), JSON.stringify(res))
+  for (const c of res.cids) lexData.parseCid(c)
 })
 
 console.log(`${passed} passed, ${failed} failed`)

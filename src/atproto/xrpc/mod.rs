@@ -543,6 +543,49 @@ impl XrpcClient {
         .await
     }
 
+    /// `putRecord` that only replaces the record whose CID is `swap_record` (`InvalidSwap`
+    /// when it changed meanwhile), so a concurrent edit is never overwritten.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_record_swap(
+        &self,
+        pds: &str,
+        auth: &Credential,
+        repo: &str,
+        collection: &str,
+        rkey: &str,
+        record: &serde_json::Value,
+        swap_record: &str,
+    ) -> Result<RecordRef> {
+        self.procedure(
+            pds,
+            "com.atproto.repo.putRecord",
+            &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey,
+                "record": record, "swapRecord": swap_record}),
+            Some(auth),
+        )
+        .await
+    }
+
+    /// `createRecord` under a chosen rkey: fails when a record with that key exists, so it
+    /// never overwrites one.
+    pub async fn create_record(
+        &self,
+        pds: &str,
+        auth: &Credential,
+        repo: &str,
+        collection: &str,
+        rkey: &str,
+        record: &serde_json::Value,
+    ) -> Result<RecordRef> {
+        self.procedure(
+            pds,
+            "com.atproto.repo.createRecord",
+            &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey, "record": record}),
+            Some(auth),
+        )
+        .await
+    }
+
     pub async fn delete_record(
         &self,
         pds: &str,

@@ -9,12 +9,14 @@ use crate::oci::error::{ErrorCode, OciError};
 use crate::oci::types::{Name, Reference};
 use crate::registry::RegistryError;
 
-/// `GET`/`HEAD /v2/<name>/manifests/<reference>`: the exact bytes that were pushed.
+/// `GET`/`HEAD /v2/<name>/manifests/<reference>`: the exact bytes that were pushed. The read
+/// is reported to the registry, which decides whether it is a pull (`registry::pulls`).
 pub async fn manifest_get(
     state: &AppState,
     req: Request<Incoming>,
     name: Name,
     reference: Reference,
+    peer: std::net::SocketAddr,
 ) -> HandlerResult {
     let m = state.registry.manifest_get(&name, &reference).await?;
     let resp = Response::builder()
@@ -23,12 +25,11 @@ pub async fn manifest_get(
         .header(CONTENT_LENGTH, m.bytes.len())
         .header("Docker-Content-Digest", hv(&m.digest.to_string()))
         .header(ETAG, hv(&format!("\"{}\"", m.digest)));
-    let body = if req.method() == Method::HEAD {
-        empty()
-    } else {
-        state.index.note_pull(name.identity(), name.repository());
-        full(m.bytes)
-    };
+    let get = req.method() != Method::HEAD;
+    state
+        .registry
+        .note_manifest_read(&peer.ip().to_string(), &name, &reference, &m.digest, get);
+    let body = if get { full(m.bytes) } else { empty() };
     Ok(resp.body(body).expect("valid"))
 }
 

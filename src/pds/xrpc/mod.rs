@@ -160,6 +160,7 @@ fn method(nsid: &str) -> Option<(Kind, Handler)> {
         "com.atproto.sync.getLatestCommit" => (Kind::Query, h!(sync::get_latest_commit)),
         "com.atproto.sync.listRepos" => (Kind::Query, h!(sync::list_repos)),
         "com.atproto.sync.getRepoStatus" => (Kind::Query, h!(sync::get_repo_status)),
+        "com.atproto.sync.listBlobs" => (Kind::Query, h!(sync::list_blobs)),
         "com.atproto.identity.resolveHandle" => (Kind::Query, h!(identity::resolve_handle)),
         "com.atproto.sync.subscribeRepos" => (Kind::Subscription, h!(subscribe_repos::subscribe)),
         _ => return None,

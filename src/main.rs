@@ -121,19 +121,26 @@ fn load_config(given: Option<PathBuf>) -> Result<Config, ExitCode> {
 }
 
 fn init_logging(config: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if systemd::stderr_is_journal() {
-        // Under systemd: journald adds time and unit; `<N>` prefixes carry the priority.
-        builder
-            .event_format(systemd::JournalFormat::default())
-            .init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Under systemd: journald adds time and unit; `<N>` prefixes carry the priority.
+    let fmt = if systemd::stderr_is_journal() {
+        fmt.event_format(systemd::JournalFormat::default()).boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    // libSQL's own events reach the output only through its filter (under target `libsql`).
+    let not_libsql = tracing_subscriber::filter::filter_fn(|m| {
+        !atcr::index::libsql_log::is_libsql_target(m.target())
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(not_libsql).with_filter(filter))
+        .with(atcr::index::libsql_log::layer())
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -220,9 +227,25 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(addr = %bound, "atcr listening");
     systemd::notify_ready(&format!("listening on {bound}"));
     systemd::spawn_watchdog();
+    spawn_reload_on_sighup(state.clone());
     atcr::server::run(listener, state, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP re-reads the secrets that can change while running (the index token file).
+fn spawn_reload_on_sighup(state: std::sync::Arc<atcr::app::AppState>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if !state.index.reload_credentials() {
+                tracing::info!("SIGHUP: nothing to reload (index token unchanged or not from a file)");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

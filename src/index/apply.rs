@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use libsql::Connection;
+// Writes go through the index's write plumbing (one request per transaction to a primary).
+use super::write::Conn as Connection;
 use serde_json::Value;
 
 use super::{Index, IndexError, Result};
@@ -948,8 +949,8 @@ impl Index {
                 collection: MANIFEST_NSID.into(),
                 rkey: digest.hex().to_string(),
             });
-            if let Err(e) = me.apply_records(&did, &changes, None).await {
-                tracing::warn!(name = %name, error = %e, "index: direct write failed");
+            if let Err(e) = me.enqueue_records(&did, &changes).await {
+                tracing::warn!(name = %name, error = %e, "index: direct write not queued");
             }
         });
     }
@@ -962,8 +963,8 @@ impl Index {
                 tracing::debug!(name = %name, "index: no DID for this name; not indexed");
                 return;
             };
-            if let Err(e) = me.apply_records(&did, &changes, None).await {
-                tracing::warn!(name = %name, error = %e, "index: direct write failed");
+            if let Err(e) = me.enqueue_records(&did, &changes).await {
+                tracing::warn!(name = %name, error = %e, "index: direct write not queued");
             }
         });
     }
@@ -981,27 +982,25 @@ impl Index {
             "subject": records::at_uri(owner_did, PAGE_NSID, repository),
             "createdAt": crate::pds::now_rfc3339(),
         });
-        self.apply_records(
+        self.apply_direct(
             starrer_did,
             &[RecordChange::Upsert {
                 collection: STAR_NSID.into(),
                 rkey: rkey.into(),
                 value,
             }],
-            None,
         )
         .await
     }
 
     /// A star the UI just deleted from the starrer's PDS.
     pub async fn delete_star(&self, starrer_did: &str, rkey: &str) -> Result<()> {
-        self.apply_records(
+        self.apply_direct(
             starrer_did,
             &[RecordChange::Delete {
                 collection: STAR_NSID.into(),
                 rkey: rkey.into(),
             }],
-            None,
         )
         .await
     }

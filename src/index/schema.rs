@@ -3,7 +3,7 @@
 //! version is appended instead.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
 /// backfill) except `repository_stats` pull counts, which only this AppView sees, and
@@ -154,5 +154,16 @@ CREATE TABLE ingest_cursor (
 CREATE VIRTUAL TABLE search_fts USING fts5(
     handle, name, description, annotations,
     tokenize = 'unicode61 remove_diacritics 2'
+);
+"#;
+
+/// The outbox's exactly-once marker: the highest outbox entry applied, per outbox (each
+/// appliance sharing a primary has its own). Written in the transaction that applies the
+/// entry (`index/drain.rs`).
+const V2: &str = r#"
+CREATE TABLE outbox_applied (
+    outbox TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    applied_at TEXT NOT NULL
 );
 "#;

@@ -110,7 +110,7 @@ pub async fn dispatch(
                 }
             }
             RouteId::AuthToken => crate::auth::handler::token(&state, req, peer).await,
-            RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            RouteId::Health => json(StatusCode::OK, &crate::app::health(&state)),
             RouteId::Xrpc => {
                 let nsid = m.params.get("nsid").unwrap_or("").to_string();
                 crate::pds::xrpc::dispatch(&state, &nsid, req).await

@@ -235,14 +235,15 @@ async fn serve(config: Config) -> ExitCode {
 
 /// SIGHUP re-reads the secrets that can change while running (the index token file).
 fn spawn_reload_on_sighup(state: std::sync::Arc<atcr::app::AppState>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             if !state.index.reload_credentials() {
-                tracing::info!("SIGHUP: nothing to reload (index token unchanged or not from a file)");
+                tracing::info!(
+                    "SIGHUP: nothing to reload (index token unchanged or not from a file)"
+                );
             }
         }
     });

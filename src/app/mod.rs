@@ -156,7 +156,11 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
 /// writes (pushes and pulls work either way, so the status code stays 200).
 pub fn health(state: &AppState) -> serde_json::Value {
     let index = state.index.status();
-    let status = if index.state == "ok" { "ok" } else { "degraded" };
+    let status = if index.state == "ok" {
+        "ok"
+    } else {
+        "degraded"
+    };
     serde_json::json!({"status": status, "index": index})
 }
 

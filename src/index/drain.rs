@@ -59,11 +59,7 @@ pub(super) async fn record_applied(conn: &Conn, _ix: &Index, m: Marker) -> Resul
 impl Index {
     /// Queue record changes of one DID durably; the drainer applies them in order. Returns
     /// the entry's sequence number.
-    pub(crate) async fn enqueue_records(
-        &self,
-        did: &str,
-        changes: &[RecordChange],
-    ) -> Result<u64> {
+    pub(crate) async fn enqueue_records(&self, did: &str, changes: &[RecordChange]) -> Result<u64> {
         let op = Op::Records {
             did: did.to_string(),
             changes: changes.iter().map(Into::into).collect(),

@@ -123,10 +123,7 @@ impl<S: Subscriber> Layer<S> for LibsqlLog {
                     if seen.len() > 1000 {
                         seen.clear();
                     }
-                    if seen
-                        .get(&key)
-                        .is_some_and(|at| at.elapsed() < REPEAT_AFTER)
-                    {
+                    if seen.get(&key).is_some_and(|at| at.elapsed() < REPEAT_AFTER) {
                         return;
                     }
                     seen.insert(key, Instant::now());
@@ -149,11 +146,19 @@ mod tests {
     fn noise_is_dropped_causes_kept_the_rest_passes() {
         let rc = "libsql::replication::remote_client";
         assert_eq!(
-            judge(rc, Level::INFO, "Attempting to perform handshake with primary."),
+            judge(
+                rc,
+                Level::INFO,
+                "Attempting to perform handshake with primary."
+            ),
             Verdict::Drop
         );
         assert_eq!(
-            judge(rc, Level::WARN, "Unusually long frames fetch. Took 12 ms, average 3 ms"),
+            judge(
+                rc,
+                Level::WARN,
+                "Unusually long frames fetch. Took 12 ms, average 3 ms"
+            ),
             Verdict::Drop
         );
         assert_eq!(
@@ -165,11 +170,19 @@ mod tests {
             Verdict::Cause
         );
         assert_eq!(
-            judge("tower_http::trace::on_failure", Level::ERROR, "response failed classification=Error: Connection refused"),
+            judge(
+                "tower_http::trace::on_failure",
+                Level::ERROR,
+                "response failed classification=Error: Connection refused"
+            ),
             Verdict::Cause
         );
         assert_eq!(
-            judge("libsql::replication", Level::WARN, "injector: frame checksum mismatch"),
+            judge(
+                "libsql::replication",
+                Level::WARN,
+                "injector: frame checksum mismatch"
+            ),
             Verdict::Keep
         );
         assert!(is_libsql_target("libsql_replication::replicator"));

@@ -212,6 +212,9 @@ impl Index {
         } else {
             None
         };
+        if replica {
+            set_aside_local_index(&path);
+        }
         let db = match &creds {
             Some(c) => {
                 replica::open_replica(&path, &ix.primary_url, c.clone(), health.clone()).await?
@@ -315,7 +318,11 @@ impl Index {
             "degraded"
         };
         IndexStatus {
-            mode: if self.is_replica() { "replica" } else { "local" },
+            mode: if self.is_replica() {
+                "replica"
+            } else {
+                "local"
+            },
             state,
             writable: s.writable && (!self.is_replica() || s.primary_reachable),
             primary_reachable: self.is_replica().then_some(s.primary_reachable),
@@ -387,6 +394,34 @@ impl Index {
     }
 }
 
+/// libSQL keeps a replica's replication position in `<index>-client_wal_index`; a file
+/// without it is a local index, which libSQL refuses to turn into a replica. Such a file is
+/// moved aside (`<index>.local-<unix time>`, with its `-wal`/`-shm`) so the replica starts
+/// fresh from the primary (writes still queued in the outbox go to the primary).
+fn set_aside_local_index(path: &Path) {
+    let meta = PathBuf::from(format!("{}-client_wal_index", path.display()));
+    if !path.exists() || meta.exists() {
+        return;
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.local-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+        if from.exists() {
+            if let Err(e) = std::fs::rename(&from, &to) {
+                tracing::warn!(from = %from.display(), error = %e, "cannot move the local index aside");
+            }
+        }
+    }
+    tracing::warn!(
+        kept = %aside.display(),
+        "index.primary_url is set but index.path held a local index (not a replica): moved it aside; the replica is rebuilt from the primary"
+    );
+}
+
 /// The outbox file beside the index file: `index.db` -> `index.outbox.redb`.
 pub fn outbox_path(index_path: &Path) -> PathBuf {
     index_path.with_extension("outbox.redb")
@@ -396,7 +431,10 @@ async fn migrate(conn: &libsql::Connection) -> Result<()> {
     // Read first: a current schema needs no write (a read-only file, or a replica whose
     // primary is away, still counts as migrated).
     let current: i64 = match conn
-        .query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ())
+        .query(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            (),
+        )
         .await
     {
         Ok(mut rows) => match rows.next().await? {
@@ -439,3 +477,6 @@ async fn migrate(conn: &libsql::Connection) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod resilience_tests;

@@ -103,6 +103,9 @@ impl From<Change> for RecordChange {
     }
 }
 
+/// A queued entry: its sequence number and the write (or why it does not decode).
+pub type Entry = (u64, Result<Op, String>);
+
 /// The outbox file; cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
@@ -253,18 +256,26 @@ impl Outbox {
         }
         let mut txn = self.inner.db.begin_write().map_err(|e| storage(path, e))?;
         txn.set_durability(Durability::Immediate);
-        let seq = self.inner.next_seq.load(Ordering::SeqCst);
-        {
+        // Numbered inside the write transaction (redb runs one at a time), so concurrent
+        // pushes never share a number.
+        let seq = {
+            let mut meta = txn.open_table(META).map_err(|e| storage(path, e))?;
+            let seq = meta
+                .get("next_seq")
+                .map_err(|e| storage(path, e))?
+                .and_then(|v| v.value().parse().ok())
+                .unwrap_or(1u64)
+                .max(self.inner.next_seq.load(Ordering::SeqCst));
+            meta.insert("next_seq", (seq + 1).to_string().as_str())
+                .map_err(|e| storage(path, e))?;
             let mut table = txn.open_table(ENTRIES).map_err(|e| storage(path, e))?;
             table
                 .insert(seq, value.as_slice())
                 .map_err(|e| storage(path, e))?;
-            let mut meta = txn.open_table(META).map_err(|e| storage(path, e))?;
-            meta.insert("next_seq", (seq + 1).to_string().as_str())
-                .map_err(|e| storage(path, e))?;
-        }
+            seq
+        };
         txn.commit().map_err(|e| storage(path, e))?;
-        self.inner.next_seq.store(seq + 1, Ordering::SeqCst);
+        self.inner.next_seq.fetch_max(seq + 1, Ordering::SeqCst);
         self.inner.entries.fetch_add(1, Ordering::Relaxed);
         self.inner
             .bytes
@@ -274,7 +285,7 @@ impl Outbox {
 
     /// The oldest entry (blocking). An entry that no longer decodes (a newer build's format)
     /// is returned as `Err` with its sequence number, so the caller can drop it.
-    pub fn first(&self) -> Result<Option<(u64, Result<Op, String>)>, OutboxError> {
+    pub fn first(&self) -> Result<Option<Entry>, OutboxError> {
         let path = &self.inner.path;
         let txn = self.inner.db.begin_read().map_err(|e| storage(path, e))?;
         let table = txn.open_table(ENTRIES).map_err(|e| storage(path, e))?;
@@ -366,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_pushes_get_distinct_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("o.redb")).unwrap();
+        let threads: Vec<_> = (0..8u8)
+            .map(|n| {
+                let o = o.clone();
+                std::thread::spawn(move || {
+                    (0..5)
+                        .map(|_| o.push(&records(n)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        assert_eq!(o.len(), 40);
+    }
+
+    #[test]
     fn bounds_refuse_entries_that_do_not_fit() {
         let dir = tempfile::tempdir().unwrap();
         let o = Outbox::open_bounded(&dir.path().join("o.redb"), 2, 1 << 20).unwrap();
@@ -398,11 +432,10 @@ mod tests {
         };
         for c in [up, del] {
             let stored: Change = (&c).into();
-            let back: RecordChange = serde_json::from_slice::<Change>(
-                &serde_json::to_vec(&stored).unwrap(),
-            )
-            .unwrap()
-            .into();
+            let back: RecordChange =
+                serde_json::from_slice::<Change>(&serde_json::to_vec(&stored).unwrap())
+                    .unwrap()
+                    .into();
             assert_eq!(back, c);
         }
     }

@@ -328,38 +328,50 @@ impl Index {
         }
     }
 
-    /// Why the last handshake failed: what libSQL logged (when its log layer runs), else
-    /// whether the primary's address takes a TCP connection at all.
+    /// Why the last handshake failed: whether the primary's address takes a TCP connection
+    /// at all, and if it does, what libSQL logged about the handshake (when its log layer
+    /// runs, see [`super::libsql_log`]).
     async fn probe(&self) -> Option<Cause> {
-        if let Some(msg) = super::libsql_log::recent_primary_error(Duration::from_secs(60)) {
-            let e = libsql::Error::Replication(msg.into());
-            let c = classify(&e, false);
-            if !matches!(c, Cause::Other(_)) {
-                return Some(c);
-            }
-        }
         let uri: http::Uri = self
             .inner
             .primary_url
             .replacen("libsql://", "https://", 1)
             .parse()
             .ok()?;
-        let host = uri.host()?.trim_matches(|c| c == '[' || c == ']').to_string();
+        let host = uri
+            .host()?
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
         let port = uri
             .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
         match tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect((host.as_str(), port)),
         )
         .await
         {
-            Err(_) => Some(Cause::Unreachable(format!("{host}:{port}: connect timed out"))),
-            Ok(Err(e)) => Some(Cause::Unreachable(format!("{host}:{port}: {e}"))),
-            Ok(Ok(_)) => Some(Cause::Other(format!(
-                "{host}:{port} accepts connections but the replication handshake failed (check index.auth_token and that the URL is a libSQL primary)"
-            ))),
+            Err(_) => {
+                return Some(Cause::Unreachable(format!(
+                    "{host}:{port}: connect timed out"
+                )))
+            }
+            Ok(Err(e)) => return Some(Cause::Unreachable(format!("{host}:{port}: {e}"))),
+            Ok(Ok(_)) => {}
         }
+        if let Some(msg) = super::libsql_log::recent_primary_error(Duration::from_secs(60)) {
+            let c = classify(&libsql::Error::Replication(msg.into()), false);
+            if !matches!(c, Cause::Other(_)) {
+                return Some(c);
+            }
+        }
+        Some(Cause::Other(format!(
+            "{host}:{port} accepts connections but the replication handshake failed (check index.auth_token and that index.primary_url is a libSQL primary)"
+        )))
     }
 }
 

@@ -87,11 +87,7 @@ pub fn classify(e: &libsql::Error, writing: bool) -> Cause {
             return Cause::LocalUnwritable(msg.clone());
         }
     }
-    if has("Unauthenticated")
-        || has("JWT")
-        || has("Unauthorized")
-        || has("401")
-        || has("AuthError")
+    if has("Unauthenticated") || has("JWT") || has("Unauthorized") || has("401") || has("AuthError")
     {
         return Cause::AuthRefused(short(&text));
     }
@@ -212,7 +208,9 @@ mod tests {
         );
         let c = classify(&jwt, true);
         assert!(matches!(c, Cause::AuthRefused(_)), "{c:?}");
-        assert!(c.explain("libsql://x", "/d/index.db").contains("index.auth_token"));
+        assert!(c
+            .explain("libsql://x", "/d/index.db")
+            .contains("index.auth_token"));
         let ro = libsql::Error::WriteDelegation(
             "status: PermissionDenied, message: \"Not authorized to execute query: write\"".into(),
         );
@@ -222,13 +220,19 @@ mod tests {
         let hs = libsql::Error::Replication("Timeout performing handshake with primary".into());
         let c = classify(&hs, false);
         assert!(matches!(c, Cause::Unreachable(_)));
-        assert!(c.explain("http://127.0.0.1:1", "p").contains("index.primary_url"));
-        let ro_file = libsql::Error::SqliteFailure(8, "attempt to write a readonly database".into());
+        assert!(c
+            .explain("http://127.0.0.1:1", "p")
+            .contains("index.primary_url"));
+        let ro_file =
+            libsql::Error::SqliteFailure(8, "attempt to write a readonly database".into());
         let c = classify(&ro_file, true);
         assert!(matches!(c, Cause::LocalUnwritable(_)));
         assert!(c.explain("", "/d/index.db").contains("index.path"));
         assert!(matches!(
-            classify(&libsql::Error::SqliteFailure(1, "no such table: x".into()), true),
+            classify(
+                &libsql::Error::SqliteFailure(1, "no such table: x".into()),
+                true
+            ),
             Cause::Other(_)
         ));
     }

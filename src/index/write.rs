@@ -37,11 +37,14 @@ pub(super) struct Writers {
     pub planner_db: Option<libsql::Database>,
 }
 
+/// The write statements of a planned transaction (SQL and parameters), in order.
+type Recorded = Arc<Mutex<Vec<(String, Params)>>>;
+
 /// A connection as `apply.rs` sees it.
 pub(crate) struct Conn {
     inner: libsql::Connection,
     /// Planning: the write statements, to be shipped at commit.
-    recorder: Option<Arc<Mutex<Vec<(String, Params)>>>>,
+    recorder: Option<Recorded>,
     /// Outside a transaction: each write is a transaction of its own (counted here).
     lone: Option<Index>,
 }
@@ -190,14 +193,16 @@ impl Txn<'_> {
             // Until the sync below succeeds the local copy lacks this write (and an
             // unanswered request may or may not have landed): the next plan syncs first.
             ix.inner.unsynced.store(true, Ordering::SeqCst);
-            let shipped =
-                tokio::time::timeout(super::PRIMARY_TIMEOUT, ship.execute_transactional_batch(&batch))
-                    .await
-                    .map_err(|_| {
-                        IndexError::Db(libsql::Error::WriteDelegation(
-                            "request to the primary timed out".into(),
-                        ))
-                    })?;
+            let shipped = tokio::time::timeout(
+                super::PRIMARY_TIMEOUT,
+                ship.execute_transactional_batch(&batch),
+            )
+            .await
+            .map_err(|_| {
+                IndexError::Db(libsql::Error::WriteDelegation(
+                    "request to the primary timed out".into(),
+                ))
+            })?;
             shipped?;
             ix.note_committed();
             if let Err(e) = ix.sync_locked().await {
@@ -324,7 +329,8 @@ fn inline_params(sql: &str, values: &[Value]) -> Result<String> {
                 literal(&mut out, v);
             }
             b':' | b'@' | b'$'
-                if b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+                if b.get(i + 1)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
             {
                 return Err(bad("named placeholder".into()));
             }
@@ -373,11 +379,7 @@ mod tests {
     #[test]
     fn placeholders_become_literals_outside_quotes_only() {
         let sql = "INSERT INTO t (a, b, c) VALUES (?1, ?2, '?3 stays') -- ?4 stays\n ON CONFLICT DO UPDATE SET c = ?3 /* ?9 */";
-        let v = vec![
-            Value::Text("it's".into()),
-            Value::Integer(-5),
-            Value::Null,
-        ];
+        let v = vec![Value::Text("it's".into()), Value::Integer(-5), Value::Null];
         assert_eq!(
             inline_params(sql, &v).unwrap(),
             "INSERT INTO t (a, b, c) VALUES ('it''s', -5, '?3 stays') -- ?4 stays\n ON CONFLICT DO UPDATE SET c = NULL /* ?9 */"
@@ -402,7 +404,10 @@ mod tests {
     /// Inlined literals store exactly what bound parameters store (type and bytes).
     #[tokio::test]
     async fn inlined_literals_store_what_parameters_store() {
-        let db = libsql::Builder::new_local(":memory:").build().await.unwrap();
+        let db = libsql::Builder::new_local(":memory:")
+            .build()
+            .await
+            .unwrap();
         let c = db.connect().unwrap();
         c.execute_batch("CREATE TABLE inlined (v); CREATE TABLE bound (v);")
             .await

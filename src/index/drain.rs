@@ -98,6 +98,18 @@ impl Index {
         Ok(())
     }
 
+    /// Shut down: pull counts still in memory go to the outbox, then the outbox file is
+    /// closed (so a restart in the same process can open it while stray handles live on).
+    pub async fn close(&self) {
+        if let Err(e) = self.seal_pulls().await {
+            tracing::warn!(error = %e, "pull counts of the last seconds not saved");
+        }
+        let outbox = self.inner.outbox.clone();
+        let _ = tokio::task::spawn_blocking(move || outbox.close()).await;
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.drain_wake.notify_one();
+    }
+
     /// Wait until the outbox entry `seq` (and every earlier one) has left the outbox.
     pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.inner.applied.subscribe();
@@ -299,6 +311,9 @@ impl Index {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let index = Index { inner };
+                if index.inner.closed.load(Ordering::SeqCst) {
+                    return;
+                }
                 if let Err(e) = index.seal_pulls().await {
                     tracing::warn!(error = %e, "pull counts kept in memory: the outbox did not take them");
                 }
@@ -313,6 +328,9 @@ async fn drainer(weak: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let ix = Index { inner };
+        if ix.inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
         let idle = ix.inner.outbox.is_empty()
             || (ix.is_replica() && !ix.inner.health.state().primary_reachable);
         if idle {

@@ -109,6 +109,8 @@ struct Inner {
     unsynced: AtomicBool,
     /// The migrations of this build have run.
     migrated: AtomicBool,
+    /// [`Index::close`] ran: background tasks end.
+    closed: AtomicBool,
     /// Firehose consumers and the start-up backfill ([`Index::start_ingest`]).
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Firehose endpoints with an open websocket right now.
@@ -270,6 +272,7 @@ impl Index {
                 creds,
                 unsynced: AtomicBool::new(false),
                 migrated: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 tasks: std::sync::Mutex::new(Vec::new()),
                 connected: std::sync::Mutex::new(Default::default()),
                 local_hold: std::sync::OnceLock::new(),

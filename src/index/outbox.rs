@@ -40,6 +40,8 @@ pub enum OutboxError {
     Storage { path: PathBuf, message: String },
     #[error("index outbox is full ({entries} entries, {bytes} bytes)")]
     Full { entries: u64, bytes: u64 },
+    #[error("index outbox is closed (shutting down)")]
+    Closed,
 }
 
 /// One queued write.
@@ -113,7 +115,8 @@ pub struct Outbox {
 }
 
 struct Inner {
-    db: Database,
+    /// `None` once closed: the file lock is released even while stray handles live on.
+    db: std::sync::RwLock<Option<Database>>,
     path: PathBuf,
     /// Identifies this outbox in the index's `outbox_applied` table (several appliances may
     /// share one primary, each with its own sequence).
@@ -202,7 +205,7 @@ impl Outbox {
         txn.commit().map_err(|e| err(&e))?;
         Ok(Outbox {
             inner: Arc::new(Inner {
-                db,
+                db: std::sync::RwLock::new(Some(db)),
                 path: path.to_path_buf(),
                 id,
                 entries: AtomicU64::new(entries),
@@ -244,6 +247,16 @@ impl Outbox {
         self.inner.max_bytes
     }
 
+    /// Close the file (blocking: waits for an operation in progress). Later operations fail
+    /// with [`OutboxError::Closed`].
+    pub fn close(&self) {
+        self.inner
+            .db
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// Append an entry durably (blocking: call from `spawn_blocking`); returns its sequence
     /// number. Refused with [`OutboxError::Full`] when it would break a bound.
     pub fn push(&self, op: &Op) -> Result<u64, OutboxError> {
@@ -254,7 +267,9 @@ impl Outbox {
         {
             return Err(OutboxError::Full { entries, bytes });
         }
-        let mut txn = self.inner.db.begin_write().map_err(|e| storage(path, e))?;
+        let db = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        let db = db.as_ref().ok_or(OutboxError::Closed)?;
+        let mut txn = db.begin_write().map_err(|e| storage(path, e))?;
         txn.set_durability(Durability::Immediate);
         // Numbered inside the write transaction (redb runs one at a time), so concurrent
         // pushes never share a number.
@@ -287,7 +302,9 @@ impl Outbox {
     /// is returned as `Err` with its sequence number, so the caller can drop it.
     pub fn first(&self) -> Result<Option<Entry>, OutboxError> {
         let path = &self.inner.path;
-        let txn = self.inner.db.begin_read().map_err(|e| storage(path, e))?;
+        let db = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        let db = db.as_ref().ok_or(OutboxError::Closed)?;
+        let txn = db.begin_read().map_err(|e| storage(path, e))?;
         let table = txn.open_table(ENTRIES).map_err(|e| storage(path, e))?;
         let Some((k, v)) = table.first().map_err(|e| storage(path, e))? else {
             return Ok(None);
@@ -299,7 +316,9 @@ impl Outbox {
     /// Remove an entry once the index holds it (blocking).
     pub fn remove(&self, seq: u64) -> Result<(), OutboxError> {
         let path = &self.inner.path;
-        let mut txn = self.inner.db.begin_write().map_err(|e| storage(path, e))?;
+        let db = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        let db = db.as_ref().ok_or(OutboxError::Closed)?;
+        let mut txn = db.begin_write().map_err(|e| storage(path, e))?;
         txn.set_durability(Durability::Immediate);
         let removed = {
             let mut table = txn.open_table(ENTRIES).map_err(|e| storage(path, e))?;

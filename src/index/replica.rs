@@ -176,6 +176,9 @@ impl Index {
                 tokio::time::sleep(wait).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let ix = Index { inner };
+                if ix.inner.closed.load(Ordering::SeqCst) {
+                    return;
+                }
                 let was_reachable = ix.inner.health.state().primary_reachable;
                 let r = async {
                     ix.sync().await?;

@@ -143,6 +143,7 @@ pub async fn run(
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }
     state.index.stop_ingest();
+    state.index.close().await;
 }
 
 /// Hourly cleanup of abandoned upload sessions after the first, which [`run`] does before

@@ -298,7 +298,7 @@ async fn index_backfill(config: Config, hosts: Vec<String>) -> ExitCode {
         eprintln!("atcr: no hosts: set index.backfill_hosts or pass --host");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let index = match atcr::index::Index::open(&config).await {
+    let index = match atcr::index::Index::open_beside_server(&config).await {
         Ok(i) => i,
         Err(e) => {
             eprintln!("atcr: {e}");

@@ -92,7 +92,8 @@ impl Index {
     /// takes writes again.
     pub(crate) async fn apply_direct(&self, did: &str, changes: &[RecordChange]) -> Result<()> {
         let seq = self.enqueue_records(did, changes).await?;
-        if !self.wait_applied(seq, DIRECT_WAIT).await {
+        // Waiting only helps while the index takes writes.
+        if !self.status().writable || !self.wait_applied(seq, DIRECT_WAIT).await {
             tracing::info!(%did, seq, "index write queued; it is applied once the index takes writes again");
         }
         Ok(())
@@ -323,6 +324,10 @@ impl Index {
 }
 
 async fn drainer(weak: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify>) {
+    let retry_now = match weak.upgrade() {
+        Some(inner) => inner.retry_now.clone(),
+        None => return,
+    };
     let mut backoff = MIN_BACKOFF;
     let mut attempts = HashMap::new();
     loop {
@@ -344,14 +349,25 @@ async fn drainer(weak: Weak<Inner>, wake: std::sync::Arc<tokio::sync::Notify>) {
             Ok(()) => backoff = MIN_BACKOFF,
             Err(cause) => {
                 ix.set_unwritable(cause.clone());
-                if matches!(cause, Cause::LocalUnwritable(_)) {
-                    let mut w = ix.writer().await;
-                    if let Err(e) = w.reconnect().await {
-                        tracing::debug!(error = %e, "index writer reconnect failed");
+                match &cause {
+                    Cause::LocalUnwritable(_) => {
+                        let mut w = ix.writer().await;
+                        if let Err(e) = w.reconnect().await {
+                            tracing::debug!(error = %e, "index writer reconnect failed");
+                        }
                     }
+                    c if c.is_auth() => {
+                        ix.reload_credentials();
+                    }
+                    _ => {}
                 }
                 drop(ix);
-                tokio::time::sleep(backoff).await;
+                // New entries do not cut the backoff short; a new token or the primary
+                // coming back does.
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = retry_now.notified() => backoff = MIN_BACKOFF,
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }

@@ -100,6 +100,8 @@ struct Inner {
     outbox: outbox::Outbox,
     /// Wakes the drainer: an entry was queued, the primary is back, or the index closes.
     drain_wake: Arc<tokio::sync::Notify>,
+    /// Cuts a failing drainer's backoff short: a new token, or the primary is back.
+    retry_now: Arc<tokio::sync::Notify>,
     /// Every outbox entry up to this sequence number has been applied (or dropped).
     applied: tokio::sync::watch::Sender<u64>,
     health: Arc<status::Health>,
@@ -142,6 +144,9 @@ pub struct OpenOptions {
     /// Plan transactions on a second connection and ship them as one batch, as a replica
     /// does, even for a local file (tests the statements sent to a primary).
     pub plan_writes: bool,
+    /// Leave the outbox alone (a command such as `atcr index backfill` that runs beside
+    /// the server, which holds the outbox file; it makes no direct writes).
+    pub without_outbox: bool,
 }
 
 /// A plain connection to the local file (a replica's planner).
@@ -187,6 +192,26 @@ impl Index {
         Self::open_with(config, resolver).await
     }
 
+    /// [`Index::open`] for a command run beside the server (`atcr index backfill`): no
+    /// outbox (the server holds it).
+    pub async fn open_beside_server(config: &Config) -> Result<Index> {
+        let resolver = Resolver::new(
+            IdentityConfig {
+                plc_url: config.identity.plc_url.clone(),
+                handle_resolver: (!config.identity.handle_resolver.is_empty())
+                    .then(|| config.identity.handle_resolver.clone()),
+                cache_ttl: Duration::from_secs(config.identity.cache_ttl_secs),
+                dns: true,
+            },
+            XrpcClient::default(),
+        );
+        let options = OpenOptions {
+            without_outbox: true,
+            ..OpenOptions::default()
+        };
+        Self::open_with_options(config, resolver, options).await
+    }
+
     /// [`Index::open`] with an existing identity resolver (shares its cache).
     pub async fn open_with(config: &Config, resolver: Arc<Resolver>) -> Result<Index> {
         Self::open_with_options(config, resolver, OpenOptions::default()).await
@@ -202,10 +227,14 @@ impl Index {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| IndexError::Dir(dir.to_path_buf(), e))?;
         }
-        let outbox_path = outbox_path(&path);
-        let outbox = tokio::task::spawn_blocking(move || outbox::Outbox::open(&outbox_path))
-            .await
-            .map_err(|e| IndexError::Network(format!("outbox task: {e}")))??;
+        let outbox = if options.without_outbox {
+            outbox::Outbox::detached()
+        } else {
+            let outbox_path = outbox_path(&path);
+            tokio::task::spawn_blocking(move || outbox::Outbox::open(&outbox_path))
+                .await
+                .map_err(|e| IndexError::Network(format!("outbox task: {e}")))??
+        };
         let ix = &config.index;
         let replica = !ix.primary_url.is_empty();
         let health = Arc::new(status::Health::default());
@@ -267,6 +296,7 @@ impl Index {
                 replica,
                 outbox,
                 drain_wake: Arc::new(tokio::sync::Notify::new()),
+                retry_now: Arc::new(tokio::sync::Notify::new()),
                 applied: tokio::sync::watch::Sender::new(0),
                 health,
                 creds,

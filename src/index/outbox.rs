@@ -217,6 +217,22 @@ impl Outbox {
         })
     }
 
+    /// An outbox without a file: every push is refused as [`OutboxError::Closed`].
+    pub fn detached() -> Outbox {
+        Outbox {
+            inner: Arc::new(Inner {
+                db: std::sync::RwLock::new(None),
+                path: PathBuf::new(),
+                id: String::new(),
+                entries: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                next_seq: AtomicU64::new(1),
+                max_entries: 0,
+                max_bytes: 0,
+            }),
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.inner.id
     }

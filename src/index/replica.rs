@@ -191,6 +191,7 @@ impl Index {
                         wait = every;
                         if !was_reachable {
                             ix.inner.drain_wake.notify_one();
+                            ix.inner.retry_now.notify_one();
                         }
                     }
                     Err(_) => {
@@ -217,6 +218,7 @@ impl Index {
             Ok(true) => {
                 tracing::info!("index: token re-read from index.auth_token_file");
                 self.inner.drain_wake.notify_one();
+                self.inner.retry_now.notify_one();
                 true
             }
             Ok(false) => false,

@@ -428,7 +428,10 @@ async fn planned_transactions_leave_the_rows_direct_ones_do() {
             },
             crate::atproto::xrpc::XrpcClient::default(),
         ),
-        OpenOptions { plan_writes: true },
+        OpenOptions {
+            plan_writes: true,
+            ..OpenOptions::default()
+        },
     )
     .await
     .unwrap();

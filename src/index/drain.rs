@@ -102,8 +102,11 @@ impl Index {
     /// Shut down: pull counts still in memory go to the outbox, then the outbox file is
     /// closed (so a restart in the same process can open it while stray handles live on).
     pub async fn close(&self) {
-        if let Err(e) = self.seal_pulls().await {
-            tracing::warn!(error = %e, "pull counts of the last seconds not saved");
+        // Bounded: a handle to resolve must not hold up the shutdown.
+        match tokio::time::timeout(Duration::from_secs(5), self.seal_pulls()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "pull counts of the last seconds not saved"),
+            Err(_) => tracing::warn!("pull counts of the last seconds not saved: timed out"),
         }
         let outbox = self.inner.outbox.clone();
         let _ = tokio::task::spawn_blocking(move || outbox.close()).await;

@@ -18,8 +18,7 @@ use crate::config::IndexConfig;
 pub(super) const PRIMARY_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// The token sent to the primary; replaceable while running.
-#[derive(Debug)]
+/// The token sent to the primary; replaceable while running. (No `Debug`: it is a secret.)
 pub(super) struct Credentials {
     token: RwLock<String>,
     file: Option<PathBuf>,
@@ -377,6 +376,37 @@ impl Index {
         Some(Cause::Other(format!(
             "{host}:{port} accepts connections but the replication handshake failed (check index.auth_token and that index.primary_url is a libSQL primary)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_is_read_and_re_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "first\n").unwrap();
+        let ix = IndexConfig {
+            auth_token_file: f.clone(),
+            ..IndexConfig::default()
+        };
+        let c = Credentials::from_config(&ix).unwrap();
+        assert_eq!(c.token(), "first");
+        assert!(!c.reload().unwrap(), "unchanged");
+        std::fs::write(&f, "second").unwrap();
+        assert!(c.reload().unwrap());
+        assert_eq!(c.token(), "second");
+        std::fs::remove_file(&f).unwrap();
+        let e = c.reload().unwrap_err().to_string();
+        assert!(e.contains("index.auth_token_file"), "{e}");
+        assert_eq!(c.token(), "second", "a failed re-read keeps the token");
+        let missing = IndexConfig {
+            auth_token_file: dir.path().join("nope"),
+            ..IndexConfig::default()
+        };
+        assert!(Credentials::from_config(&missing).is_err());
     }
 }
 

@@ -142,7 +142,14 @@ check "no libSQL handshake lines, no tower_http errors" eq "$(grep -c -e 'Attemp
 check "the token never shows in the log" eq "$(grep -c "$TOKEN" "$LOG" || true)" 0
 
 section "restart, primary still unreachable, outbox not empty"
-if start replica-2 "${RO_ENV[@]}"; then ok "atcr serve starts again"; else bad "atcr serve starts again"; exit 1; fi
+# This time the token comes from a file, replaced while running (SIGHUP re-reads it).
+echo "$TOKEN" >"$T/token"
+RO_FILE_ENV=(ATCR_INDEX_PRIMARY_URL="http://127.0.0.1:$CLOSED" ATCR_INDEX_AUTH_TOKEN_FILE="$T/token" ATCR_INDEX_SYNC_INTERVAL_SECS=1)
+if start replica-2 "${RO_FILE_ENV[@]}"; then ok "atcr serve starts again"; else bad "atcr serve starts again"; exit 1; fi
+echo "${TOKEN}-rotated" >"$T/token"
+kill -HUP "$SERVER_PID"
+check "SIGHUP re-reads index.auth_token_file" \
+    bash -c "for i in \$(seq 50); do grep -q 'token re-read from index.auth_token_file' '$T/replica-2.log' && exit 0; sleep 0.1; done; exit 1"
 check "/_health: the queue survived the restart" wait_for '.index.outbox.entries >= 2 and .index.primary_reachable == false'
 check "skopeo push alice.test/app:v3" push v3
 check "skopeo pull alice.test/app:v3" pull v3
@@ -150,6 +157,7 @@ check "skopeo pull alice.test/app:v1" pull v1
 queued="$(health | jq .index.outbox.entries)"
 echo "  ($queued index writes queued)"
 stop_server
+check "the token (old or new) never shows in the log" eq "$(grep -c "$TOKEN" "$T/replica-2.log" || true)" 0
 
 section "the index takes writes again (same data dir as a local index)"
 if start local-3; then ok "atcr serve starts"; else bad "atcr serve starts"; exit 1; fi

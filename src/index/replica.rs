@@ -379,6 +379,10 @@ impl Index {
     }
 }
 
+fn same_kind(a: Option<&Cause>, b: &Cause) -> bool {
+    a.is_some_and(|a| std::mem::discriminant(a) == std::mem::discriminant(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,8 +412,4 @@ mod tests {
         };
         assert!(Credentials::from_config(&missing).is_err());
     }
-}
-
-fn same_kind(a: Option<&Cause>, b: &Cause) -> bool {
-    a.is_some_and(|a| std::mem::discriminant(a) == std::mem::discriminant(b))
 }

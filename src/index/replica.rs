@@ -143,7 +143,17 @@ impl Index {
             return Ok(());
         }
         let w = self.writer().await;
-        match super::migrate(w.ship()).await {
+        let ready = async {
+            super::migrate(w.ship()).await?;
+            if !self.is_replica() {
+                // A schema that needs no migration took no write: check that the file takes
+                // one (a read-only file is reported now, not at the first push).
+                w.ship().execute("BEGIN IMMEDIATE", ()).await?;
+                w.ship().execute("ROLLBACK", ()).await?;
+            }
+            Ok::<(), IndexError>(())
+        };
+        match ready.await {
             Ok(()) => {}
             Err(e) => {
                 let cause = self.cause_of(&e);

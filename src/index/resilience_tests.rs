@@ -236,6 +236,8 @@ async fn an_unwritable_local_file_queues_writes_until_it_is_writable_again() {
     let fault = Unwritable::new(&files);
 
     let ix = Index::open(&c).await.unwrap();
+    // Known at once, not at the first write; reads still work.
+    assert!(!ix.status().writable, "{:?}", ix.status());
     assert!(ix.repository(ALICE, "before").await.unwrap().is_some());
     let (name, digest, bytes) = pushed("later", 3);
     ix.note_manifest_put(

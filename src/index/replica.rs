@@ -148,8 +148,14 @@ impl Index {
             if !self.is_replica() {
                 // A schema that needs no migration took no write: check that the file takes
                 // one (a read-only file is reported now, not at the first push).
-                w.ship().execute("BEGIN IMMEDIATE", ()).await?;
-                w.ship().execute("ROLLBACK", ()).await?;
+                // (BEGIN IMMEDIATE alone succeeds on a read-only file: write a row, roll back.)
+                let tx = w.ship().transaction().await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (-1, 'probe')",
+                    (),
+                )
+                .await?;
+                tx.rollback().await?;
             }
             Ok::<(), IndexError>(())
         };

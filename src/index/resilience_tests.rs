@@ -80,7 +80,8 @@ async fn populated(dir: &Path) {
     ix.apply_records(ALICE, &[image("before", 1)], None)
         .await
         .unwrap();
-    drop(ix);
+    // As at shutdown: the outbox file is free for the next open at once.
+    ix.close().await;
 }
 
 /// Turn a local index file into what an embedded replica leaves behind (its copy plus

@@ -133,9 +133,11 @@ fn init_logging(config: &Config) {
     } else {
         fmt.boxed()
     };
-    // libSQL's own events reach the output only through its filter (under target `libsql`).
-    let not_libsql = tracing_subscriber::filter::filter_fn(|m| {
-        !atcr::index::libsql_log::is_libsql_target(m.target())
+    // libSQL's own events reach the output only through its filter (under target `libsql`),
+    // unless RUST_LOG names libsql (debugging the replica: then they pass as they are).
+    let raw_libsql = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("libsql"));
+    let not_libsql = tracing_subscriber::filter::filter_fn(move |m| {
+        raw_libsql || !atcr::index::libsql_log::is_libsql_target(m.target())
     });
     tracing_subscriber::registry()
         .with(fmt.with_filter(not_libsql).with_filter(filter))

@@ -174,6 +174,39 @@ async fn replica_with_the_primary_at_a_closed_port_starts_serves_queues_then_dra
     assert_eq!(r.summary.pull_count, 2);
 }
 
+/// `primary_url` set over a data dir that held a local index: the file is moved aside (not
+/// refused, not overwritten) and the replica starts without a local copy.
+#[tokio::test]
+async fn a_local_index_under_a_primary_url_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path()).await;
+    let mut c = config(dir.path());
+    c.index.primary_url = format!("http://127.0.0.1:{}", closed_port());
+    let ix = Index::open(&c).await.unwrap();
+    let s = ix.status();
+    assert_eq!((s.mode, s.state), ("replica", "unavailable"), "{s:?}");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("index.db.local-"))
+        .collect();
+    assert!(!aside.is_empty(), "moved aside");
+    // The moved file still holds the old rows.
+    let db = libsql::Builder::new_local(dir.path().join(&aside[0]))
+        .build()
+        .await
+        .unwrap();
+    let mut rows = db
+        .connect()
+        .unwrap()
+        .query("SELECT COUNT(*) FROM repositories", ())
+        .await
+        .unwrap();
+    let n: i64 = rows.next().await.unwrap().unwrap().get(0).unwrap();
+    assert_eq!(n, 1);
+}
+
 /// Makes a file unwritable for real: permissions, or the immutable attribute for root
 /// (which permissions do not stop). Undone on drop.
 struct Unwritable(Vec<PathBuf>);

@@ -186,9 +186,22 @@ async fn failed_logins_are_rate_limited() {
         let resp = token(&s, "alice.test", "not-it", "").await;
         assert_eq!(resp.status().as_u16(), 401);
     }
-    // Even the right password waits now (per address and per identity).
+    // This address is done guessing for alice, even with the right password...
     let resp = token(&s, "alice.test", &alice.app_password, "").await;
     oci::assert_error(resp, 429, "TOOMANYREQUESTS").await;
+    // ...and by DID (the limit is keyed by the resolved DID, not by what was typed)...
+    let resp = token(&s, &alice.did, "not-it-either", "").await;
+    oci::assert_error(resp, 429, "TOOMANYREQUESTS").await;
+    // ...but alice, from her own address (through the proxy on this host), is not locked out.
+    let resp = s
+        .client
+        .get(s.url("/auth/token"))
+        .header("Authorization", basic("alice.test", &alice.app_password))
+        .header("X-Forwarded-For", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     s.running.stop().await;
 }
 
@@ -450,7 +463,8 @@ async fn identity_and_xrpc_against_the_reference_pds() {
     let id = resolver.resolve("Alice.Test").await.unwrap();
     assert_eq!(id.did, alice.did);
     assert_eq!(id.handle.as_deref(), Some("alice.test"));
-    assert_eq!(id.pds, "http://localhost:2583");
+    // The PDS's public URL (its port follows ATNET_PDS_PORT).
+    assert_eq!(id.pds, net.pds_public_url);
     assert!(id.doc.signing_key().is_some());
     let by_did = resolver.resolve(&alice.did).await.unwrap();
     assert_eq!(by_did.handle.as_deref(), Some("alice.test"));
@@ -477,7 +491,7 @@ async fn identity_and_xrpc_against_the_reference_pds() {
     let t = xrpc
         .get_service_auth(
             &id.pds,
-            &session.access_jwt,
+            &atcr::atproto::xrpc::Credential::Bearer(session.access_jwt.clone()),
             "did:web:registry.test",
             Some("com.atproto.repo.uploadBlob"),
             None,
@@ -493,6 +507,7 @@ async fn identity_and_xrpc_against_the_reference_pds() {
     let stale = PdsSession {
         pds: id.pds.clone(),
         session,
+        login: None,
     };
     ss.put(&stale).await.unwrap();
     let fresh = ss.refresh(&stale).await.unwrap();
@@ -501,10 +516,10 @@ async fn identity_and_xrpc_against_the_reference_pds() {
     assert_eq!(ss.get(&alice.did).await.unwrap(), fresh);
     // The old refresh token is spent; the stored one works.
     let recs = ss
-        .with_session(&alice.did, |s| {
+        .with_agent(&alice.did, |s| {
             let xrpc = xrpc.clone();
             async move {
-                xrpc.list_records(&s.pds, &s.session.did, "io.atcr.sailor.profile", 10, None)
+                xrpc.list_records(&s.pds, &s.did, "io.atcr.sailor.profile", 10, None)
                     .await
             }
         })
@@ -543,7 +558,10 @@ async fn hold_accepts_service_tokens_from_the_reference_pds() {
         .unwrap();
     let mint = |aud: String, lxm: Option<&'static str>, exp: Option<u64>| {
         let (xrpc, pds, jwt) = (xrpc.clone(), net.pds.clone(), session.access_jwt.clone());
-        async move { xrpc.get_service_auth(&pds, &jwt, &aud, lxm, exp).await }
+        async move {
+            let auth = atcr::atproto::xrpc::Credential::Bearer(jwt);
+            xrpc.get_service_auth(&pds, &auth, &aud, lxm, exp).await
+        }
     };
     let call = |nsid: &'static str, token: String| {
         let req = s
@@ -618,7 +636,7 @@ async fn hold_accepts_service_tokens_from_the_reference_pds() {
     let bob_token = xrpc
         .get_service_auth(
             &net.pds,
-            &bob_session.access_jwt,
+            &atcr::atproto::xrpc::Credential::Bearer(bob_session.access_jwt.clone()),
             &hold_did,
             Some("io.atcr.hold.initiateUpload"),
             None,

@@ -132,3 +132,43 @@ pub fn header_u64(req: &http::request::Parts, name: &http::header::HeaderName) -
 pub fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
+
+/// The client's address for rate limits and logs. A request from a loopback peer is taken to
+/// come through the reverse proxy on this host (the appliance's Caddy), so the rightmost
+/// `X-Forwarded-For` entry names the client; anyone else's header is ignored (it could say
+/// anything).
+pub fn client_ip(peer: std::net::SocketAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
+    if !peer.ip().is_loopback() {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer.ip())
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_only_from_loopback() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 10.0.0.9"),
+        );
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 5));
+        let remote = std::net::SocketAddr::from(([192, 0, 2, 7], 5));
+        assert_eq!(client_ip(local, &h).to_string(), "10.0.0.9");
+        assert_eq!(client_ip(remote, &h).to_string(), "192.0.2.7");
+        assert_eq!(
+            client_ip(local, &http::HeaderMap::new()).to_string(),
+            "127.0.0.1"
+        );
+    }
+}

@@ -199,22 +199,45 @@ fn build_auth(config: &Config, store: Arc<MetaStore>) -> Result<crate::auth::Aut
         keys::session_seal_key(&keys_dir)?,
         xrpc,
     ));
+    let a = &config.auth;
     let settings = AuthSettings {
-        mode: if config.auth.mode == "none" {
+        mode: if a.mode == "none" {
             AuthMode::None
         } else {
             AuthMode::Atproto
         },
-        service: config.auth.service.clone(),
+        service: a.service.clone(),
         public_url: config.server.public_url.clone(),
-        token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
-        max_failures: config.auth.max_failed_logins as usize,
-        failure_window: Duration::from_secs(60),
+        token_ttl: Duration::from_secs(a.token_ttl_secs),
+        limits: crate::auth::ratelimit::LimitSettings {
+            per_pair: a.max_failed_logins as usize,
+            per_address: a.max_failed_logins_per_address as usize,
+            backstop: a.identity_backstop as usize,
+            window: Duration::from_secs(a.failed_login_window_secs),
+        },
+        session_reuse: Duration::from_secs(a.session_reuse_secs),
+        session_revalidate: Duration::from_secs(a.session_revalidate_secs),
     };
-    Ok(Auth::new(
+    let mode = settings.mode;
+    let auth = Auth::new(
         settings,
         keys::token_signing_key(&keys_dir)?,
-        resolver,
-        sessions,
-    ))
+        resolver.clone(),
+        sessions.clone(),
+    );
+    // OAuth needs a stable https client_id: the public URL.
+    let public = config.server.public_url.trim_end_matches('/');
+    if mode == AuthMode::Atproto && a.oauth && public.starts_with("https://") {
+        let client = crate::auth::oauth::OAuthClient::new(
+            public,
+            &a.client_name,
+            &a.oauth_scope,
+            keys::oauth_client_key(&keys_dir)?,
+            resolver,
+            sessions,
+        );
+        tracing::info!(client_id = %client.client_id(), "OAuth sign-in enabled");
+        return Ok(auth.with_oauth(client));
+    }
+    Ok(auth)
 }

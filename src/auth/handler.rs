@@ -1,5 +1,10 @@
-//! `GET /auth/token`: the Docker token endpoint. Thin: parses Basic credentials and scopes,
-//! calls [`super::Auth::login`], answers `{token, access_token, expires_in, issued_at}`.
+//! The sign-in endpoints for programs (thin):
+//! - `GET /auth/token`: the Docker token endpoint. Parses Basic credentials and scopes,
+//!   calls [`super::Auth::login`], answers `{token, access_token, expires_in, issued_at}`.
+//! - `POST /auth/device/code`, `POST /auth/device/token`: the credential helper's device
+//!   flow ([`super::device`]).
+//! - `GET /oauth-client-metadata.json`, `GET /oauth/jwks.json`: the OAuth client's metadata
+//!   document and public keys ([`super::oauth`]); 404 when OAuth is off.
 
 use std::net::SocketAddr;
 
@@ -9,7 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::scope::parse_scopes;
 use super::AuthError;
-use crate::app::http::{json, oci_error, query, Body};
+use crate::app::http::{collect_limited, json, oci_error, query, Body};
 use crate::app::AppState;
 use crate::oci::OciError;
 
@@ -72,10 +77,8 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
         },
     };
     let auth = &state.auth;
-    match auth
-        .login(basic, scopes, &peer.ip().to_string(), host)
-        .await
-    {
+    let client = crate::app::http::client_ip(peer, req.headers()).to_string();
+    match auth.login(basic, scopes, &client, host).await {
         Ok(t) => json(StatusCode::OK, &t),
         Err(e) => {
             if !matches!(e, AuthError::TooManyFailures) {
@@ -83,7 +86,18 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             } else {
                 tracing::warn!(%peer, "token request rate-limited");
             }
-            let mut resp = oci_error(&OciError::from(e));
+            let mut resp = match e {
+                // Clients print `message`, not `detail`: put the hint where people see it.
+                AuthError::MainPassword => json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({"errors": [{
+                        "code": "UNAUTHORIZED",
+                        "message": super::APP_PASSWORD_HINT,
+                        "detail": super::APP_PASSWORD_HINT,
+                    }]}),
+                ),
+                e => oci_error(&OciError::from(e)),
+            };
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if let Ok(v) = http::HeaderValue::from_str(&auth.challenge(host, None, false)) {
                     resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
@@ -91,6 +105,215 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             }
             resp
         }
+    }
+}
+
+/// Request bodies of the device endpoints are tiny forms or JSON objects.
+const MAX_DEVICE_BODY: usize = 4096;
+
+/// The fields of a small form or JSON object body.
+async fn small_body(req: Request<hyper::body::Incoming>) -> Option<Vec<(String, String)>> {
+    let ct = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = collect_limited(req.into_body(), MAX_DEVICE_BODY)
+        .await
+        .ok()?;
+    if ct.starts_with("application/json") {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+        Some(
+            v.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                .collect(),
+        )
+    } else {
+        Some(form_urlencoded::parse(&bytes).into_owned().collect())
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], k: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// An OAuth-style error body (`{"error", "error_description"}`).
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
+    let mut r = json(
+        status,
+        &serde_json::json!({"error": error, "error_description": description}),
+    );
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// `POST /auth/device/code` (`device_name`): a new device code pair.
+pub async fn device_code(
+    state: &AppState,
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    if req.method() != Method::POST {
+        return oauth_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "use POST",
+        );
+    }
+    if state.auth.mode() != super::AuthMode::Atproto {
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "unsupported",
+            "logins are off on this server",
+        );
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let client = crate::app::http::client_ip(peer, req.headers()).to_string();
+    let Some(fields) = small_body(req).await else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
+    };
+    let base = state.auth.base_url(host.as_deref());
+    match state
+        .auth
+        .devices
+        .create(field(&fields, "device_name"), &client, &base)
+        .await
+    {
+        Ok(code) => {
+            let mut r = json(StatusCode::OK, &code);
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        Err(super::device::DeviceError::TooMany) => oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            &super::device::DeviceError::TooMany.to_string(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "device code failed");
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            )
+        }
+    }
+}
+
+/// `POST /auth/device/token` (`device_code`): pending, slow down, denied, expired, or the
+/// device secret (once).
+pub async fn device_token(state: &AppState, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    use super::device::Poll;
+    if req.method() != Method::POST {
+        return oauth_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "use POST",
+        );
+    }
+    let Some(fields) = small_body(req).await else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
+    };
+    match state.auth.devices.poll(field(&fields, "device_code")).await {
+        Ok(Poll::Approved {
+            secret,
+            did,
+            handle,
+        }) => {
+            let mut r = json(
+                StatusCode::OK,
+                &serde_json::json!({"device_secret": secret, "did": did, "handle": handle}),
+            );
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        Ok(Poll::Pending) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "authorization_pending",
+            "waiting for approval at /device",
+        ),
+        Ok(Poll::SlowDown) => oauth_error(StatusCode::BAD_REQUEST, "slow_down", "poll less often"),
+        Ok(Poll::Denied) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "access_denied",
+            "the request was denied",
+        ),
+        Ok(Poll::Expired) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "expired_token",
+            "unknown or expired device code; start again",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "device poll failed");
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal error",
+            )
+        }
+    }
+}
+
+fn public_json(value: &serde_json::Value) -> Response<Body> {
+    let mut r = json(StatusCode::OK, value);
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    r.headers_mut().insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::HeaderValue::from_static("*"),
+    );
+    r
+}
+
+/// `GET /oauth-client-metadata.json`.
+pub fn client_metadata(state: &AppState) -> Response<Body> {
+    match &state.auth.oauth {
+        Some(c) => public_json(&c.client_metadata()),
+        None => oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "OAuth is off on this server",
+        ),
+    }
+}
+
+/// `GET /oauth/jwks.json`.
+pub fn jwks(state: &AppState) -> Response<Body> {
+    match &state.auth.oauth {
+        Some(c) => public_json(&c.jwks()),
+        None => oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "OAuth is off on this server",
+        ),
     }
 }
 

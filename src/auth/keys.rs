@@ -18,6 +18,7 @@ use crate::atproto::repo::crypto::{KeyAlgorithm, SigningKey};
 pub const TOKEN_KEY_FILE: &str = "registry-token.key";
 pub const SEAL_KEY_FILE: &str = "session-seal.key";
 pub const REPO_KEY_FILE: &str = "hold-repo.key";
+pub const OAUTH_KEY_FILE: &str = "oauth-client.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -134,6 +135,14 @@ pub fn session_seal_key(keys_dir: &Path) -> Result<[u8; 32], KeyError> {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
         k
     })
+}
+
+/// The OAuth client's ES256 key (`private_key_jwt`; its public half is served as the JWKS).
+pub fn oauth_client_key(keys_dir: &Path) -> Result<crate::atproto::dpop::Es256Key, KeyError> {
+    let path = keys_dir.join(OAUTH_KEY_FILE);
+    let key = p256_key(path.clone(), HEX)?;
+    crate::atproto::dpop::Es256Key::from_bytes(&key.to_bytes())
+        .map_err(|_| KeyError::Corrupt(path, HEX.expected))
 }
 
 /// The hold's repo signing key (P-256).

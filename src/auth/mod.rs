@@ -1,20 +1,30 @@
-//! Docker token authentication (design.md section 3).
+//! Sign-in (design.md section 3): Docker token auth, PDS sessions, ATProto OAuth, devices.
 //!
-//! - `GET /auth/token` ([`handler::token`]): HTTP Basic `handle-or-DID : app password` ->
-//!   identity resolution -> `com.atproto.server.createSession` at the user's PDS -> the PDS
-//!   session is sealed into redb ([`sessions`]) -> an ES256 registry JWT ([`jwt`]) whose
-//!   `access` grants pull on what was asked and push only on names whose identity segment
-//!   resolves to the logged-in DID. Without credentials the token is pull-only (anonymous).
+//! - `GET /auth/token` ([`handler::token`]): HTTP Basic `handle-or-DID : secret`, the secret
+//!   being an **app password** or a **device secret** ([`device`]). An app password is
+//!   checked against the sealed session of an earlier login first ([`password`]: argon2id
+//!   hash kept with it, bounded lifetime, revalidated by a refresh), so repeated token
+//!   requests cost no `createSession`; otherwise the PDS is asked, a main-password session is
+//!   deleted there and refused, and the new app-password session is sealed ([`sessions`]).
+//!   The answer is an ES256 registry JWT ([`jwt`]) whose `access` grants pull on what was
+//!   asked and push only on names whose identity resolves to the signed-in DID. Without
+//!   credentials the token is pull-only (anonymous).
 //! - Every `/v2/` request goes through [`Auth::check`]: `/v2/` itself needs a valid token
-//!   (so `docker login` verifies credentials), pulls are public, pushes (POST/PATCH/PUT/
-//!   DELETE) need a token granting `push` on the name whose owner is the token's subject.
-//! - Failed logins are limited per client address and per identity ([`ratelimit`]).
+//!   (so `docker login` verifies credentials), pulls are public, pushes need a token
+//!   granting `push` on the name whose owner is the token's subject.
+//! - Brute force ([`ratelimit`]): attempts are counted before the PDS call, keyed by the
+//!   resolved DID, per address + identity first; failures never lock out a clean address.
+//! - The web UI signs in with ATProto OAuth ([`oauth`], confidential client, DPoP); record
+//!   writes and service tokens use whichever session a DID has ([`sessions::PdsAgent`]).
 //!
 //! Passwords and tokens never reach a log line; `Debug` of sessions hides them.
 
+pub mod device;
 pub mod handler;
 pub mod jwt;
 pub mod keys;
+pub mod oauth;
+pub mod password;
 pub mod ratelimit;
 pub mod scope;
 pub mod sessions;
@@ -28,8 +38,21 @@ use crate::atproto::xrpc::XrpcError;
 use crate::oci::types::Name;
 use crate::registry::store::now_unix;
 use jwt::{Access, Claims, JwtError};
-use ratelimit::FailureLimiter;
-use sessions::{PdsSession, SessionStore};
+use password::{kind_of_session, PasswordHasher, SessionKind};
+use ratelimit::{LimitSettings, Limited, LoginLimiter};
+use sessions::{LoginProof, PdsSession, SessionStore};
+
+/// Where users create app passwords (shown when a main password is refused).
+pub const APP_PASSWORD_HINT: &str =
+    "atcr accepts only app passwords, never your account's main password. \
+Create one in your Bluesky app under Settings > Privacy and security > App passwords \
+(https://bsky.app/settings/app-passwords), or in your PDS's account settings, and sign in with it.";
+
+/// Constant-time equality of two strings (tokens, hashes).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -49,8 +72,11 @@ pub enum AuthError {
     BadToken(#[from] JwtError),
     #[error("{0}")]
     Denied(String),
-    #[error("too many failed logins; try again in a minute")]
+    #[error("too many failed logins from this address; try again in a few minutes")]
     TooManyFailures,
+    /// The PDS accepted the account's main password; the session was deleted there.
+    #[error("{APP_PASSWORD_HINT}")]
+    MainPassword,
     #[error("cannot resolve {identifier}: {source}")]
     Identity {
         identifier: String,
@@ -85,7 +111,8 @@ pub struct Refusal {
 /// Called after a successful password login (creates the sailor profile).
 #[async_trait::async_trait]
 pub trait LoginHook: Send + Sync {
-    async fn after_login(&self, session: &PdsSession);
+    /// `did` has a stored session (app password or OAuth) by now.
+    async fn after_login(&self, did: &str);
 }
 
 pub struct AuthSettings {
@@ -95,8 +122,11 @@ pub struct AuthSettings {
     /// Public base URL; empty: derived from the request's Host header.
     pub public_url: String,
     pub token_ttl: Duration,
-    pub max_failures: usize,
-    pub failure_window: Duration,
+    pub limits: LimitSettings,
+    /// How long an accepted app password keeps reusing its PDS session (0: never reuse).
+    pub session_reuse: Duration,
+    /// How often a reused session is confirmed alive at the PDS (`refreshSession`).
+    pub session_revalidate: Duration,
 }
 
 pub struct Auth {
@@ -105,9 +135,19 @@ pub struct Auth {
     public: PublicKey,
     resolver: Arc<Resolver>,
     pub sessions: Arc<SessionStore>,
-    by_addr: FailureLimiter,
-    by_identity: FailureLimiter,
+    limiter: Arc<LoginLimiter>,
+    hasher: PasswordHasher,
     login_hook: std::sync::RwLock<Option<Arc<dyn LoginHook>>>,
+    /// The web UI's OAuth client (set when `server.public_url` is https).
+    pub oauth: Option<Arc<oauth::OAuthClient>>,
+    pub devices: device::DeviceFlow,
+}
+
+/// Who a successful login is.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    pub did: String,
+    pub handle: String,
 }
 
 impl std::fmt::Debug for Auth {
@@ -131,15 +171,24 @@ impl Auth {
     ) -> Auth {
         let public = key.public_key();
         Auth {
-            by_addr: FailureLimiter::new(settings.max_failures, settings.failure_window),
-            by_identity: FailureLimiter::new(settings.max_failures, settings.failure_window),
+            limiter: LoginLimiter::new(settings.limits.clone()),
+            hasher: PasswordHasher::default(),
             settings,
             key,
             public,
             resolver,
+            devices: device::DeviceFlow::new(sessions.clone()),
             sessions,
             login_hook: std::sync::RwLock::new(None),
+            oauth: None,
         }
+    }
+
+    /// Turns on the web UI's OAuth sign-in (the composition root does it).
+    pub fn with_oauth(mut self, client: Arc<oauth::OAuthClient>) -> Auth {
+        self.sessions.set_oauth_refresher(client.clone());
+        self.oauth = Some(client);
+        self
     }
 
     pub fn set_login_hook(&self, hook: Arc<dyn LoginHook>) {
@@ -312,8 +361,12 @@ impl Auth {
                 .collect();
             return Ok(self.respond(&service, "", access));
         };
-        let pds_session = self.password_login(&user, &password, client_addr).await?;
-        let did = pds_session.session.did.clone();
+        let who = if password.starts_with(device::SECRET_PREFIX) {
+            self.device_login(&user, &password, client_addr).await?
+        } else {
+            self.password_login(&user, &password, client_addr).await?
+        };
+        let did = who.did.clone();
         tracing::info!(%did, "login");
         let mut access = Vec::new();
         for mut a in scopes {
@@ -327,35 +380,81 @@ impl Auth {
         Ok(self.respond(&service, &did, access))
     }
 
-    /// Handle-or-DID + app password -> a PDS session, sealed into the session store, with
-    /// the failed-login limits and the login hook. Shared by the token endpoint and the web
-    /// UI's login form.
+    fn limited(&self, why: Limited, addr: &str) -> AuthError {
+        tracing::warn!(addr, reason = ?why, "login refused by the brute-force limits");
+        AuthError::TooManyFailures
+    }
+
+    /// `user` + device secret (from `docker-credential-atcr`): no PDS call at all. Device
+    /// secrets carry 256 random bits, so guessing is hopeless and failures are not counted:
+    /// a revoked device keeps getting a clear 401 (Docker asks for several tokens per push),
+    /// never a 429. The address limit still applies.
+    async fn device_login(
+        &self,
+        user: &str,
+        secret: &str,
+        client_addr: &str,
+    ) -> Result<LoggedIn, AuthError> {
+        self.limiter
+            .check_address(client_addr)
+            .map_err(|w| self.limited(w, client_addr))?;
+        let did = match self.resolver.resolve_did_of(user).await {
+            Ok(d) => d,
+            Err(source) => {
+                self.limiter.fail_address(client_addr);
+                return Err(AuthError::Identity {
+                    identifier: user.to_string(),
+                    source,
+                });
+            }
+        };
+        match self.devices.authenticate(secret).await {
+            Ok(Some(d)) if d.did == did => Ok(LoggedIn {
+                did: d.did,
+                handle: d.handle,
+            }),
+            Ok(_) => Err(AuthError::BadCredentials(format!(
+                "unknown or revoked device credential for {user}: run docker-credential-atcr login"
+            ))),
+            Err(e) => Err(AuthError::Internal(e.to_string())),
+        }
+    }
+
+    /// Handle-or-DID + app password -> a PDS session (reused when the same password was
+    /// accepted before, else `createSession`), sealed into the session store, with the
+    /// brute-force limits and the login hook. Shared by the token endpoint and the web UI's
+    /// app-password form.
     pub async fn password_login(
         &self,
         user: &str,
         password: &str,
         client_addr: &str,
-    ) -> Result<PdsSession, AuthError> {
-        let user = user.to_string();
-        let ident_key = format!("id:{}", user.to_ascii_lowercase());
-        let addr_key = format!("ip:{client_addr}");
-        if self.by_addr.blocked(&addr_key) || self.by_identity.blocked(&ident_key) {
-            return Err(AuthError::TooManyFailures);
-        }
-        let fail = |e: AuthError| {
-            self.by_addr.fail(&addr_key);
-            self.by_identity.fail(&ident_key);
-            e
-        };
-        let identity = match self.resolver.resolve(&user).await {
+    ) -> Result<LoggedIn, AuthError> {
+        self.limiter
+            .check_address(client_addr)
+            .map_err(|w| self.limited(w, client_addr))?;
+        let identity = match self.resolver.resolve(user).await {
             Ok(i) => i,
             Err(source) => {
-                return Err(fail(AuthError::Identity {
-                    identifier: user,
+                self.limiter.fail_address(client_addr);
+                return Err(AuthError::Identity {
+                    identifier: user.to_string(),
                     source,
-                }))
+                });
             }
         };
+        // Counted now, before any PDS call: concurrent guesses cannot overtake the count.
+        let attempt = self
+            .limiter
+            .begin(client_addr, &identity.did)
+            .map_err(|w| self.limited(w, client_addr))?;
+        if let Some(who) = self
+            .reuse_session(&identity.did, &identity.pds, password)
+            .await
+        {
+            attempt.succeeded();
+            return Ok(who);
+        }
         let session = match self
             .resolver
             .xrpc()
@@ -364,37 +463,118 @@ impl Auth {
         {
             Ok(s) => s,
             Err(e) if e.is_auth_failure() => {
-                return Err(fail(AuthError::BadCredentials(format!(
+                attempt.failed();
+                return Err(AuthError::BadCredentials(format!(
                     "the PDS refused the password for {user}"
-                ))))
+                )));
             }
+            // Not the user's fault: the attempt is given back when `attempt` drops.
             Err(e) => return Err(AuthError::PdsUnavailable(e)),
         };
         if session.did != identity.did {
-            return Err(fail(AuthError::BadCredentials(
+            attempt.failed();
+            return Err(AuthError::BadCredentials(
                 "the PDS answered for another account".into(),
-            )));
+            ));
         }
+        if kind_of_session(&session.access_jwt) == SessionKind::MainPassword {
+            // Never keep it: end it at the PDS, and count it like a failure (a script that
+            // keeps sending the main password must not burn the account's PDS logins).
+            if let Err(e) = self
+                .resolver
+                .xrpc()
+                .delete_session(&identity.pds, &session.refresh_jwt)
+                .await
+            {
+                tracing::warn!(did = %identity.did, error = %e, "cannot delete a main-password session at the PDS");
+            }
+            attempt.failed();
+            tracing::info!(did = %identity.did, "main password refused (session deleted at the PDS)");
+            return Err(AuthError::MainPassword);
+        }
+        let now = now_unix();
+        let login = if self.settings.session_reuse.is_zero() {
+            None
+        } else {
+            self.hasher.hash(password).await.map(|hash| LoginProof {
+                hash,
+                created_unix: now,
+                verified_unix: now,
+            })
+        };
         let pds_session = PdsSession {
             pds: identity.pds.clone(),
             session,
+            login,
         };
         self.sessions
             .put(&pds_session)
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
+        attempt.succeeded();
+        self.after_login(&pds_session.session.did).await;
+        Ok(LoggedIn {
+            did: pds_session.session.did.clone(),
+            handle: pds_session.session.handle.clone(),
+        })
+    }
+
+    /// The stored session of `did`, when `password` is the one that made it, it is young
+    /// enough, and (every `session_revalidate`) a refresh at the PDS still works. A refresh
+    /// the PDS refuses (revoked app password) drops the session: the caller then asks the
+    /// PDS with the password, which fails too.
+    async fn reuse_session(&self, did: &str, pds: &str, password: &str) -> Option<LoggedIn> {
+        let stored = self.sessions.get(did).await.ok()?;
+        let proof = stored.login.as_ref()?;
+        let now = now_unix();
+        if stored.pds != pds
+            || proof.created_unix + self.settings.session_reuse.as_secs() <= now
+            || !self.hasher.verify(password, &proof.hash).await
+        {
+            return None;
+        }
+        let stored = if proof.verified_unix + self.settings.session_revalidate.as_secs() <= now {
+            match self.sessions.refresh(&stored).await {
+                Ok(fresh) => fresh,
+                Err(sessions::SessionError::Revoked(_)) => return None,
+                // The PDS is down: the password was verified against its hash, so a token
+                // for pulls and the stored session stay usable.
+                Err(e) => {
+                    tracing::warn!(%did, error = %e, "cannot revalidate a reused session");
+                    stored
+                }
+            }
+        } else {
+            stored
+        };
+        tracing::debug!(%did, "app password matched the stored session: no createSession");
+        Some(LoggedIn {
+            did: stored.session.did.clone(),
+            handle: stored.session.handle.clone(),
+        })
+    }
+
+    /// Runs the login hook (the sailor profile) for a DID that just signed in, by password
+    /// or OAuth.
+    pub async fn after_login(&self, did: &str) {
         let hook = self
             .login_hook
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(h) = hook {
-            h.after_login(&pds_session).await;
+            h.after_login(did).await;
         }
-        Ok(pds_session)
     }
 
-    fn respond(&self, service: &str, sub: &str, access: Vec<Access>) -> TokenResponse {
+    /// Forget what lets a password skip the PDS (sign-out, revocation).
+    pub async fn forget_password_session(&self, did: &str) {
+        if let Err(e) = self.sessions.forget(did).await {
+            tracing::warn!(%did, error = %e, "cannot forget the PDS session");
+        }
+    }
+
+    pub fn respond(&self, service: &str, sub: &str, access: Vec<Access>) -> TokenResponse {
         let (token, ttl, now) = self.issue(service, sub, access);
         TokenResponse {
             access_token: token.clone(),

@@ -147,8 +147,27 @@ pub struct AuthConfig {
     pub service: String,
     /// Lifetime of registry tokens, in seconds.
     pub token_ttl_secs: u64,
-    /// Failed logins per minute allowed per client address and per identity.
+    /// Failed logins per address + identity (the resolved DID) in the window, then 429.
     pub max_failed_logins: u64,
+    /// Failed logins per address over all identities in the window.
+    pub max_failed_logins_per_address: u64,
+    /// Failed logins per identity from all addresses after which addresses that failed for
+    /// it are slowed down (one attempt per 10 s, doubling to 15 min); clean addresses never.
+    pub identity_backstop: u64,
+    /// The window of the failed-login limits, in seconds.
+    pub failed_login_window_secs: u64,
+    /// How long an accepted app password reuses its PDS session instead of a new
+    /// `createSession`, in seconds (0: never).
+    pub session_reuse_secs: u64,
+    /// How often a reused session is confirmed alive at the PDS (`refreshSession`), in
+    /// seconds (0: at every reuse).
+    pub session_revalidate_secs: u64,
+    /// ATProto OAuth sign-in for the web UI (needs an https `server.public_url`).
+    pub oauth: bool,
+    /// OAuth scopes asked for.
+    pub oauth_scope: String,
+    /// The name the PDS's consent page shows.
+    pub client_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,6 +322,14 @@ impl Default for AuthConfig {
             service: String::new(),
             token_ttl_secs: 300,
             max_failed_logins: 5,
+            max_failed_logins_per_address: 20,
+            identity_backstop: 30,
+            failed_login_window_secs: 300,
+            session_reuse_secs: 86400,
+            session_revalidate_secs: 900,
+            oauth: true,
+            oauth_scope: "atproto transition:generic".into(),
+            client_name: "atcr".into(),
         }
     }
 }
@@ -462,6 +489,33 @@ impl Config {
         }
         if self.auth.max_failed_logins == 0 {
             return invalid("auth.max_failed_logins", "must be at least 1".into());
+        }
+        if self.auth.max_failed_logins_per_address < self.auth.max_failed_logins {
+            return invalid(
+                "auth.max_failed_logins_per_address",
+                "must be at least auth.max_failed_logins".into(),
+            );
+        }
+        if self.auth.identity_backstop == 0 {
+            return invalid("auth.identity_backstop", "must be at least 1".into());
+        }
+        if !(10..=86400).contains(&self.auth.failed_login_window_secs) {
+            return invalid(
+                "auth.failed_login_window_secs",
+                "must be within 10..86400".into(),
+            );
+        }
+        if self.auth.session_reuse_secs > 30 * 86400 {
+            return invalid("auth.session_reuse_secs", "must be at most 30 days".into());
+        }
+        if self.auth.session_revalidate_secs > 86400 {
+            return invalid(
+                "auth.session_revalidate_secs",
+                "must be at most 86400".into(),
+            );
+        }
+        if !self.auth.oauth_scope.split(' ').any(|s| s == "atproto") {
+            return invalid("auth.oauth_scope", "must include \"atproto\"".into());
         }
         let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         if !url_ok(&self.identity.plc_url) {

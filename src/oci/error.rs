@@ -232,9 +232,11 @@ impl From<crate::auth::AuthError> for OciError {
         use crate::auth::AuthError as A;
         let detail = e.to_string();
         match e {
-            A::Required | A::BadCredentials(_) | A::BadToken(_) | A::Identity { .. } => {
-                OciError::new(ErrorCode::Unauthorized, detail)
-            }
+            A::Required
+            | A::BadCredentials(_)
+            | A::BadToken(_)
+            | A::Identity { .. }
+            | A::MainPassword => OciError::new(ErrorCode::Unauthorized, detail),
             A::Denied(_) => OciError::new(ErrorCode::Denied, detail),
             A::TooManyFailures => OciError::new(ErrorCode::TooManyRequests, detail),
             A::PdsUnavailable(_) => {

@@ -12,7 +12,7 @@ use super::records::{
 };
 use crate::atproto::identity::{Identity, Resolver};
 use crate::atproto::xrpc::XrpcError;
-use crate::auth::sessions::{PdsSession, SessionError, SessionStore};
+use crate::auth::sessions::{SessionError, SessionStore};
 use crate::oci::types::{Digest, Name, Reference};
 
 /// Tag lookups that miss the deterministic rkey scan this many `listRecords` pages.
@@ -30,9 +30,12 @@ fn unavailable(did: &str, e: impl std::fmt::Display) -> RecordsError {
 
 fn session_err(did: &str, e: SessionError) -> RecordsError {
     match e {
-        SessionError::Missing(_) | SessionError::Corrupt(_) => RecordsError::NoSession(format!(
-            "no usable PDS session for {did} on this registry: log in again (docker login)"
-        )),
+        SessionError::Missing(_) | SessionError::Corrupt(_) | SessionError::Revoked(_) => {
+            RecordsError::NoSession(format!(
+                "no usable PDS session for {did} on this registry: log in again (docker login, \
+                 docker-credential-atcr login, or sign in on the web)"
+            ))
+        }
         SessionError::Xrpc(x) => unavailable(did, x),
         SessionError::Store(s) => RecordsError::Unavailable(s.to_string()),
     }
@@ -53,28 +56,29 @@ impl PdsRecords {
         })
     }
 
-    /// Creates `io.atcr.sailor.profile/self` with this registry's hold if it is missing.
-    pub async fn ensure_profile(&self, s: &PdsSession) -> Result<(), XrpcError> {
-        let xrpc = self.resolver.xrpc();
-        let did = &s.session.did;
-        if xrpc
-            .get_record(&s.pds, did, PROFILE_NSID, "self")
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
-        let rec = profile_record(&self.hold_did, &now_datetime());
-        xrpc.put_record(
-            &s.pds,
-            &s.session.access_jwt,
-            did,
-            PROFILE_NSID,
-            "self",
-            &rec,
-        )
-        .await?;
-        Ok(())
+    /// Creates `io.atcr.sailor.profile/self` with this registry's hold if it is missing,
+    /// through the DID's stored session (app password or OAuth).
+    pub async fn ensure_profile(&self, did: &str) -> Result<(), SessionError> {
+        let xrpc = self.resolver.xrpc().clone();
+        let hold = self.hold_did.clone();
+        self.sessions
+            .with_agent(did, |a| {
+                let (xrpc, hold) = (xrpc.clone(), hold.clone());
+                async move {
+                    if xrpc
+                        .get_record(&a.pds, &a.did, PROFILE_NSID, "self")
+                        .await?
+                        .is_some()
+                    {
+                        return Ok(());
+                    }
+                    let rec = profile_record(&hold, &now_datetime());
+                    xrpc.put_record(&a.pds, &a.auth, &a.did, PROFILE_NSID, "self", &rec)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await
     }
 
     async fn find_tag(
@@ -117,9 +121,9 @@ impl PdsRecords {
 
 #[async_trait::async_trait]
 impl crate::auth::LoginHook for PdsRecords {
-    async fn after_login(&self, session: &PdsSession) {
-        if let Err(e) = self.ensure_profile(session).await {
-            tracing::warn!(did = %session.session.did, error = %e, "cannot create the sailor profile");
+    async fn after_login(&self, did: &str) {
+        if let Err(e) = self.ensure_profile(did).await {
+            tracing::warn!(%did, error = %e, "cannot create the sailor profile");
         }
     }
 }
@@ -142,7 +146,7 @@ impl ManifestRecords for PdsRecords {
         let body = bytes.to_vec();
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
-            .with_session(&did, |s| {
+            .with_agent(&did, |s| {
                 let (xrpc, body, repository, rkey, hold) = (
                     xrpc.clone(),
                     body.clone(),
@@ -154,13 +158,7 @@ impl ManifestRecords for PdsRecords {
                 async move {
                     let len = body.len() as u64;
                     let blob = xrpc
-                        .upload_blob(
-                            &s.pds,
-                            &s.session.access_jwt,
-                            media_type,
-                            body.clone(),
-                            Some(len),
-                        )
+                        .upload_blob(&s.pds, &s.auth, media_type, body.clone(), Some(len))
                         .await?;
                     let blob = serde_json::to_value(&blob).unwrap_or(Value::Null);
                     let now = now_datetime();
@@ -173,22 +171,15 @@ impl ManifestRecords for PdsRecords {
                         &hold,
                         &now,
                     );
-                    let did = &s.session.did;
-                    xrpc.put_record(
-                        &s.pds,
-                        &s.session.access_jwt,
-                        did,
-                        MANIFEST_NSID,
-                        &rkey,
-                        &rec,
-                    )
-                    .await?;
+                    let did = &s.did;
+                    xrpc.put_record(&s.pds, &s.auth, did, MANIFEST_NSID, &rkey, &rec)
+                        .await?;
                     if let Some(t) = tag {
                         let uri = at_uri(did, MANIFEST_NSID, &rkey);
                         let rec = tag_record(&repository, t, &uri, &now);
                         xrpc.put_record(
                             &s.pds,
-                            &s.session.access_jwt,
+                            &s.auth,
                             did,
                             TAG_NSID,
                             &tag_rkey(&repository, t),
@@ -209,17 +200,11 @@ impl ManifestRecords for PdsRecords {
         let rkey = tag_rkey(name.repository(), tag);
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
-            .with_session(&did, |s| {
+            .with_agent(&did, |s| {
                 let (xrpc, rkey) = (xrpc.clone(), rkey.clone());
                 async move {
-                    xrpc.delete_record(
-                        &s.pds,
-                        &s.session.access_jwt,
-                        &s.session.did,
-                        TAG_NSID,
-                        &rkey,
-                    )
-                    .await
+                    xrpc.delete_record(&s.pds, &s.auth, &s.did, TAG_NSID, &rkey)
+                        .await
                 }
             })
             .await
@@ -238,27 +223,21 @@ impl ManifestRecords for PdsRecords {
         let rkey = digest.hex().to_string();
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
-            .with_session(&did, |s| {
+            .with_agent(&did, |s| {
                 let (xrpc, rkey, repository) = (xrpc.clone(), rkey.clone(), repository.clone());
                 async move {
                     for t in tags {
                         xrpc.delete_record(
                             &s.pds,
-                            &s.session.access_jwt,
-                            &s.session.did,
+                            &s.auth,
+                            &s.did,
                             TAG_NSID,
                             &tag_rkey(&repository, t),
                         )
                         .await?;
                     }
-                    xrpc.delete_record(
-                        &s.pds,
-                        &s.session.access_jwt,
-                        &s.session.did,
-                        MANIFEST_NSID,
-                        &rkey,
-                    )
-                    .await
+                    xrpc.delete_record(&s.pds, &s.auth, &s.did, MANIFEST_NSID, &rkey)
+                        .await
                 }
             })
             .await

@@ -9,7 +9,8 @@
 //! blob_links (repo, digest)            -> size
 //! repos      repo                      -> ()
 //! uploads    upload id                 -> session JSON (repo, created)
-//! secrets    key                       -> sealed bytes (PDS sessions; encrypted by the
+//! secrets    key                       -> sealed bytes (PDS sessions, OAuth sessions and
+//!                                         requests, device credentials; encrypted by the
 //!                                         caller, never copied into any index)
 //! ui_sessions sha256(cookie id) hex    -> web session JSON (DID, CSRF token, expiry, start, UA); the
 //!                                         cookie value itself is never stored
@@ -150,6 +151,33 @@ impl MetaStore {
         txn.open_table(SECRETS)?.remove(key)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Takes (reads and deletes) a secret in one transaction: single-use values (OAuth
+    /// states, device codes) cannot be redeemed twice by concurrent requests.
+    pub fn take_secret(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let v = txn
+            .open_table(SECRETS)?
+            .remove(key)?
+            .map(|v| v.value().to_vec());
+        txn.commit()?;
+        Ok(v)
+    }
+
+    /// Every secret whose key starts with `prefix`, in key order.
+    pub fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SECRETS)?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..)? {
+            let (k, v) = row?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     // ---- web UI sessions (opaque JSON owned by `web::session`) --------------------------------

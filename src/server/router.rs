@@ -22,6 +22,12 @@ enum RouteId {
     OciCatalog,
     Oci,
     AuthToken,
+    /// `/auth/device/code` and `/auth/device/token` (the credential helper's device flow).
+    DeviceCode,
+    DeviceToken,
+    /// OAuth client metadata (the `client_id` document) and its public keys.
+    OAuthClientMetadata,
+    OAuthJwks,
     Health,
     Xrpc,
     DidJson,
@@ -40,6 +46,13 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/v2/_catalog", RouteId::OciCatalog),
             ("/v2/{*oci_path}", RouteId::Oci), // <name>/{manifests,blobs,tags,referrers}/...
             ("/auth/token", RouteId::AuthToken),
+            ("/auth/device/code", RouteId::DeviceCode),
+            ("/auth/device/token", RouteId::DeviceToken),
+            ("/auth/oauth/login", RouteId::Web(WebPage::OAuthLogin)),
+            ("/auth/oauth/callback", RouteId::Web(WebPage::OAuthCallback)),
+            ("/oauth-client-metadata.json", RouteId::OAuthClientMetadata),
+            ("/oauth/jwks.json", RouteId::OAuthJwks),
+            ("/device", RouteId::Web(WebPage::Device)),
             ("/_health", RouteId::Health),
             ("/xrpc/{nsid}", RouteId::Xrpc), // hold PDS: NSID table in pds/xrpc/mod.rs
             ("/.well-known/did.json", RouteId::DidJson),
@@ -59,6 +72,8 @@ fn table() -> &'static matchit::Router<RouteId> {
                 "/settings/sessions",
                 RouteId::Web(WebPage::SettingsSessions),
             ),
+            ("/settings/devices", RouteId::Web(WebPage::SettingsDevices)),
+            ("/settings/access", RouteId::Web(WebPage::SettingsAccess)),
             ("/install", RouteId::Web(WebPage::Install)),
             ("/admin", RouteId::Web(WebPage::Admin)),
             ("/admin/login", RouteId::Web(WebPage::AdminLogin)),
@@ -110,6 +125,10 @@ pub async fn dispatch(
                 }
             }
             RouteId::AuthToken => crate::auth::handler::token(&state, req, peer).await,
+            RouteId::DeviceCode => crate::auth::handler::device_code(&state, req, peer).await,
+            RouteId::DeviceToken => crate::auth::handler::device_token(&state, req).await,
+            RouteId::OAuthClientMetadata => crate::auth::handler::client_metadata(&state),
+            RouteId::OAuthJwks => crate::auth::handler::jwks(&state),
             RouteId::Health => json(StatusCode::OK, &crate::app::health(&state)),
             RouteId::Xrpc => {
                 let nsid = m.params.get("nsid").unwrap_or("").to_string();

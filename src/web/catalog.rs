@@ -701,6 +701,7 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
     let did = user.did.clone();
     let pds_err = |e: crate::auth::sessions::SessionError| match e {
         crate::auth::sessions::SessionError::Missing(_)
+        | crate::auth::sessions::SessionError::Revoked(_)
         | crate::auth::sessions::SessionError::Corrupt(_) => WebError::Forbidden(
             "Your PDS session on this registry is gone; log out and log in again.".into(),
         ),
@@ -717,19 +718,12 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
             state
                 .auth
                 .sessions
-                .with_session(&did, |s| {
+                .with_agent(&did, |s| {
                     let (xrpc, did, rkey, record) =
                         (xrpc.clone(), did.clone(), rkey.clone(), record.clone());
                     async move {
-                        xrpc.put_record(
-                            &s.pds,
-                            &s.session.access_jwt,
-                            &did,
-                            STAR_NSID,
-                            &rkey,
-                            &record,
-                        )
-                        .await
+                        xrpc.put_record(&s.pds, &s.auth, &did, STAR_NSID, &rkey, &record)
+                            .await
                     }
                 })
                 .await
@@ -743,10 +737,10 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
             state
                 .auth
                 .sessions
-                .with_session(&did, |s| {
+                .with_agent(&did, |s| {
                     let (xrpc, did, rkey) = (xrpc.clone(), did.clone(), rkey.clone());
                     async move {
-                        xrpc.delete_record(&s.pds, &s.session.access_jwt, &did, STAR_NSID, &rkey)
+                        xrpc.delete_record(&s.pds, &s.auth, &did, STAR_NSID, &rkey)
                             .await
                     }
                 })

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod markdown;
 pub mod pages;
 pub mod session;
+pub mod signin;
 pub mod state;
 pub mod views;
 
@@ -49,6 +50,16 @@ pub enum WebPage {
     Settings,
     SettingsExport,
     SettingsSessions,
+    /// `/settings/devices`: revoke credential-helper devices.
+    SettingsDevices,
+    /// `/settings/access`: end every session, device and grant of the user.
+    SettingsAccess,
+    /// `/auth/oauth/login`: start an OAuth sign-in (POST).
+    OAuthLogin,
+    /// `/auth/oauth/callback`: the authorization server's redirect back.
+    OAuthCallback,
+    /// `/device`: approve a credential helper's device code.
+    Device,
     Avatar,
     Install,
     Admin,
@@ -173,7 +184,10 @@ impl Ctx {
             theme,
             secure,
             host,
-            peer,
+            peer: std::net::SocketAddr::new(
+                crate::app::http::client_ip(peer, req.headers()),
+                peer.port(),
+            ),
             htmx: h("hx-request") == Some("true"),
         })
     }
@@ -420,15 +434,21 @@ pub async fn handle(
         }
         (WebPage::Star, Method::POST) => catalog::star(state, &ctx, req).await,
         (WebPage::User, Method::GET) => catalog::user(state, &ctx, &param("handle")).await,
-        (WebPage::Login, Method::GET) => pages::login_form(&ctx, &req, false, "", ""),
+        (WebPage::Login, Method::GET) => pages::login_form(state, &ctx, &req, false, "", ""),
         (WebPage::Login, Method::POST) => pages::login(state, &ctx, req, false).await,
         (WebPage::Logout, Method::POST) => pages::logout(state, &ctx, req).await,
         (WebPage::Settings, Method::GET) => pages::settings(state, &ctx, req.uri()).await,
         (WebPage::SettingsSessions, Method::POST) => pages::revoke_sessions(state, &ctx, req).await,
         (WebPage::SettingsExport, Method::POST) => pages::export(state, &ctx, req).await,
-        (WebPage::Install, Method::GET) => pages::install(&ctx),
+        (WebPage::SettingsDevices, Method::POST) => signin::revoke_devices(state, &ctx, req).await,
+        (WebPage::SettingsAccess, Method::POST) => signin::revoke_access(state, &ctx, req).await,
+        (WebPage::OAuthLogin, Method::POST) => signin::oauth_login(state, &ctx, req).await,
+        (WebPage::OAuthCallback, Method::GET) => signin::oauth_callback(state, &ctx, &req).await,
+        (WebPage::Device, Method::GET) => signin::device_page(state, &ctx, &req).await,
+        (WebPage::Device, Method::POST) => signin::device_decide(state, &ctx, req).await,
+        (WebPage::Install, Method::GET) => pages::install(state, &ctx),
         (WebPage::Admin, Method::GET) => admin::dashboard(state, &ctx, &req).await,
-        (WebPage::AdminLogin, Method::GET) => pages::login_form(&ctx, &req, true, "", ""),
+        (WebPage::AdminLogin, Method::GET) => pages::login_form(state, &ctx, &req, true, "", ""),
         (WebPage::AdminLogin, Method::POST) => pages::login(state, &ctx, req, true).await,
         (WebPage::AdminCrewAdd, Method::POST) => admin::crew_add(state, &ctx, req).await,
         (WebPage::AdminCrewEdit, Method::POST) => admin::crew_edit(state, &ctx, req).await,

@@ -28,6 +28,7 @@ const EXPORT_COLLECTIONS: [&str; 6] = [
 const EXPORT_MAX_PAGES: usize = 100;
 
 pub fn login_form<B>(
+    state: &AppState,
     ctx: &Ctx,
     req: &Request<B>,
     admin: bool,
@@ -39,6 +40,7 @@ pub fn login_form<B>(
     render(&LoginPage {
         chrome: ctx.chrome(if admin { "Hold admin login" } else { "Log in" }),
         admin,
+        oauth: state.auth.oauth.is_some(),
         next: next.to_string(),
         identifier: identifier.to_string(),
         error: error.to_string(),
@@ -46,6 +48,7 @@ pub fn login_form<B>(
 }
 
 fn login_again(
+    state: &AppState,
     ctx: &Ctx,
     admin: bool,
     next: &str,
@@ -56,6 +59,7 @@ fn login_again(
     let mut resp = render(&LoginPage {
         chrome: ctx.chrome("Log in"),
         admin,
+        oauth: state.auth.oauth.is_some(),
         next: next.to_string(),
         identifier: identifier.to_string(),
         error: error.to_string(),
@@ -86,6 +90,7 @@ pub async fn login(
     let next = safe_next(form.get("next")).to_string();
     if state.auth.mode() == crate::auth::AuthMode::None {
         return login_again(
+            state,
             ctx,
             admin,
             &next,
@@ -96,6 +101,7 @@ pub async fn login(
     }
     if identifier.is_empty() || form.get("password").is_empty() {
         return login_again(
+            state,
             ctx,
             admin,
             &next,
@@ -110,6 +116,7 @@ pub async fn login(
             Ok(d) => d,
             Err(e) => {
                 return login_again(
+                    state,
                     ctx,
                     admin,
                     &next,
@@ -121,6 +128,7 @@ pub async fn login(
         };
         if !super::admin::is_captain(state, &did).await? {
             return login_again(
+                state,
                 ctx,
                 admin,
                 &next,
@@ -144,6 +152,7 @@ pub async fn login(
                     "Wrong handle or app password.".to_string(),
                 ),
                 AuthError::TooManyFailures => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+                AuthError::MainPassword => (StatusCode::UNAUTHORIZED, e.to_string()),
                 AuthError::Identity { .. } => (StatusCode::BAD_REQUEST, e.to_string()),
                 AuthError::PdsUnavailable(_) => (
                     StatusCode::BAD_GATEWAY,
@@ -151,7 +160,7 @@ pub async fn login(
                 ),
                 _ => return Err(WebError::Internal(e.to_string())),
             };
-            return login_again(ctx, admin, &next, &identifier, status, &msg);
+            return login_again(state, ctx, admin, &next, &identifier, status, &msg);
         }
     };
     // A new session id at every login (no fixation); the old one, if any, goes away.
@@ -161,9 +170,9 @@ pub async fn login(
     let (id, _) = state
         .web
         .sessions
-        .create(&session.session.did, &session.session.handle, &user_agent)
+        .create(&session.did, &session.handle, &user_agent)
         .await?;
-    tracing::info!(did = %session.session.did, admin, "web login");
+    tracing::info!(did = %session.did, admin, "web login");
     let cookie = set_cookie(SESSION_COOKIE, &id, SESSION_TTL_SECS, ctx.secure, "Lax");
     Ok(redirect(&next, &[cookie]))
 }
@@ -174,17 +183,19 @@ pub async fn logout(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) ->
         return Ok(redirect("/", &[]));
     }
     ctx.check_csrf(&form)?;
-    if let Some((id, _)) = &ctx.session {
+    if let Some((id, s)) = &ctx.session {
         state.web.sessions.delete(id).await?;
+        super::signin::release_pds_access_if_unused(state, &s.did).await;
     }
     let cookie = set_cookie(SESSION_COOKIE, "", 0, ctx.secure, "Lax");
     Ok(redirect("/", &[cookie]))
 }
 
-pub fn install(ctx: &Ctx) -> WebResult {
+pub fn install(state: &AppState, ctx: &Ctx) -> WebResult {
     render(&InstallPage {
         chrome: ctx.chrome("Install"),
         host: ctx.host.clone(),
+        base: state.auth.base_url(Some(&ctx.host)),
         example_handle: ctx
             .user()
             .map(|u| u.handle.clone())
@@ -238,7 +249,35 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req_uri: &http::Uri) -> 
         })
         .collect();
     let q = query(req_uri);
+    let devices = state
+        .auth
+        .devices
+        .list(&user.did)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .into_iter()
+        .map(|d| super::views::DeviceRow {
+            id: d.id,
+            name: d.name,
+            created: age(d.created_unix, now),
+            last_used: age(d.last_used_unix, now),
+            addr: d.addr,
+        })
+        .collect();
     render(&SettingsPage {
+        devices,
+        devices_flash: match query_get(&q, "devices_revoked").and_then(|n| n.parse::<usize>().ok())
+        {
+            None => String::new(),
+            Some(0) => "No device was revoked.".into(),
+            Some(1) => "Revoked 1 device.".into(),
+            Some(n) => format!("Revoked {n} devices."),
+        },
+        signed_in_with: if user.oauth {
+            "ATProto OAuth".into()
+        } else {
+            "an app password".into()
+        },
         chrome: ctx.chrome("Settings"),
         did: user.did.clone(),
         handle: user.handle.clone(),

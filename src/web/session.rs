@@ -33,6 +33,9 @@ pub struct WebSession {
     /// The browser's User-Agent at login (capped), so the owner can tell sessions apart.
     #[serde(default)]
     pub user_agent: String,
+    /// Signed in with ATProto OAuth (else with an app password).
+    #[serde(default)]
+    pub oauth: bool,
 }
 
 /// One live session of a user, as the settings page lists it.
@@ -81,6 +84,17 @@ impl Sessions {
         handle: &str,
         user_agent: &str,
     ) -> Result<(String, WebSession), StoreError> {
+        self.create_with(did, handle, user_agent, false).await
+    }
+
+    /// Like [`Sessions::create`]; `oauth` records how the user signed in.
+    pub async fn create_with(
+        &self,
+        did: &str,
+        handle: &str,
+        user_agent: &str,
+        oauth: bool,
+    ) -> Result<(String, WebSession), StoreError> {
         let id = random_token();
         let now = now_unix();
         let s = WebSession {
@@ -90,6 +104,7 @@ impl Sessions {
             expires_unix: now + SESSION_TTL_SECS,
             created_unix: now,
             user_agent: cap_chars(user_agent, USER_AGENT_MAX),
+            oauth,
         };
         let (k, v) = (key_of(&id), serde_json::to_vec(&s)?);
         self.store.run(move |st| st.put_ui_session(&k, &v)).await?;

@@ -52,9 +52,48 @@ pub struct ErrorPage {
 pub struct LoginPage {
     pub chrome: Chrome,
     pub admin: bool,
+    /// Offer "sign in with your handle" (ATProto OAuth) above the app-password form.
+    pub oauth: bool,
     pub next: String,
     pub identifier: String,
     pub error: String,
+}
+
+/// The hop to the PDS's sign-in page (a page, not a redirect: see `web::signin`).
+#[derive(Template)]
+#[template(path = "oauth_redirect.html")]
+pub struct OAuthRedirectPage {
+    pub chrome: Chrome,
+    pub url: String,
+}
+
+/// `/device`: approve or deny a credential helper.
+#[derive(Template)]
+#[template(path = "device.html")]
+pub struct DevicePage {
+    pub chrome: Chrome,
+    pub handle: String,
+    /// The code as typed or linked (`BCDF-GHJK`), empty for the blank form.
+    pub code: String,
+    /// A waiting request matches the code.
+    pub found: bool,
+    /// A code was given but nothing waits under it.
+    pub unknown: bool,
+    pub name: String,
+    pub addr: String,
+    pub asked: String,
+    /// After a decision: what happened.
+    pub done: String,
+}
+
+/// One credential-helper device on the settings page.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub last_used: String,
+    pub addr: String,
 }
 
 #[derive(Template)]
@@ -62,6 +101,8 @@ pub struct LoginPage {
 pub struct InstallPage {
     pub chrome: Chrome,
     pub host: String,
+    /// The registry's base URL (where `/device` is).
+    pub base: String,
     pub example_handle: String,
 }
 
@@ -217,6 +258,10 @@ pub struct SettingsPage {
     pub profile_error: String,
     pub sessions: Vec<SessionRow>,
     pub flash: String,
+    pub devices: Vec<DeviceRow>,
+    pub devices_flash: String,
+    /// How this browser signed in ("ATProto OAuth" / "an app password").
+    pub signed_in_with: String,
 }
 
 /// One browser session on the settings page.

@@ -65,6 +65,62 @@ impl XrpcError {
 
 type Result<T> = std::result::Result<T, XrpcError>;
 
+/// How an authenticated call proves who it is: an app-password session's access JWT, or an
+/// OAuth access token bound to a DPoP key (a fresh proof per request, the server's nonce,
+/// one retry when the server asks for a new nonce).
+#[derive(Clone)]
+pub enum Credential {
+    Bearer(String),
+    Dpop {
+        token: String,
+        key: std::sync::Arc<crate::atproto::dpop::Es256Key>,
+        nonces: std::sync::Arc<crate::atproto::dpop::NonceCache>,
+    },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.write_str(match self {
+            Credential::Bearer(_) => "Credential::Bearer",
+            Credential::Dpop { .. } => "Credential::Dpop",
+        })
+    }
+}
+
+impl Credential {
+    /// Sets the `Authorization` (and `DPoP`) headers of a request for `method` `url`.
+    fn set_headers(&self, headers: &mut reqwest::header::HeaderMap, method: &str, url: &str) {
+        use reqwest::header::{HeaderValue, AUTHORIZATION};
+        let (scheme, token) = match self {
+            Credential::Bearer(t) => ("Bearer", t),
+            Credential::Dpop { token, key, nonces } => {
+                let nonce = nonces.get(url);
+                let proof = key.dpop_proof(method, url, nonce.as_deref(), Some(token));
+                if let Ok(v) = HeaderValue::from_str(&proof) {
+                    headers.insert("DPoP", v);
+                }
+                ("DPoP", token)
+            }
+        };
+        if let Ok(mut v) = HeaderValue::from_str(&format!("{scheme} {token}")) {
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+    }
+}
+
+/// A resource server asking for a (new) DPoP nonce: 401 + `WWW-Authenticate: DPoP
+/// error="use_dpop_nonce"` (RFC 9449 section 9).
+fn wants_dpop_nonce(resp: &reqwest::Response) -> bool {
+    resp.status() == reqwest::StatusCode::UNAUTHORIZED
+        && resp
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains("use_dpop_nonce")))
+}
+
 /// `com.atproto.server.createSession` / `refreshSession` output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -251,13 +307,42 @@ impl XrpcClient {
         &self,
         method: &str,
         req: reqwest::RequestBuilder,
-        token: Option<&str>,
+        auth: Option<&Credential>,
     ) -> Result<reqwest::Response> {
-        let req = match token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
+        let resp = match auth {
+            None => req.send().await.map_err(|e| transport(method, e))?,
+            Some(c) => {
+                let (client, built) = req.build_split();
+                let mut request = built.map_err(|e| transport(method, e))?;
+                let verb = request.method().as_str().to_string();
+                let url = request.url().to_string();
+                // A body that cannot be sent twice (a stream) gets no nonce retry.
+                let retry = request.try_clone();
+                c.set_headers(request.headers_mut(), &verb, &url);
+                let resp = client
+                    .execute(request)
+                    .await
+                    .map_err(|e| transport(method, e))?;
+                match c {
+                    Credential::Bearer(_) => resp,
+                    Credential::Dpop { nonces, .. } => {
+                        nonces.remember(&url, resp.headers());
+                        match retry {
+                            Some(mut again) if wants_dpop_nonce(&resp) => {
+                                c.set_headers(again.headers_mut(), &verb, &url);
+                                let resp = client
+                                    .execute(again)
+                                    .await
+                                    .map_err(|e| transport(method, e))?;
+                                nonces.remember(&url, resp.headers());
+                                resp
+                            }
+                            _ => resp,
+                        }
+                    }
+                }
+            }
         };
-        let resp = req.send().await.map_err(|e| transport(method, e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -303,7 +388,7 @@ impl XrpcClient {
         service: &str,
         method: &str,
         params: &[(&str, &str)],
-        token: Option<&str>,
+        token: Option<&Credential>,
     ) -> Result<T> {
         let url = Self::url(service, method)?;
         let req = self.http.get(url).query(params).timeout(self.cfg.timeout);
@@ -317,7 +402,7 @@ impl XrpcClient {
         service: &str,
         method: &str,
         body: &impl Serialize,
-        token: Option<&str>,
+        token: Option<&Credential>,
     ) -> Result<T> {
         let url = Self::url(service, method)?;
         let req = self.http.post(url).json(body).timeout(self.cfg.timeout);
@@ -350,17 +435,29 @@ impl XrpcClient {
     pub async fn refresh_session(&self, pds: &str, refresh_jwt: &str) -> Result<Session> {
         let url = Self::url(pds, "com.atproto.server.refreshSession")?;
         let req = self.http.post(url).timeout(self.cfg.timeout);
+        let auth = Credential::Bearer(refresh_jwt.to_string());
         let resp = self
-            .send("com.atproto.server.refreshSession", req, Some(refresh_jwt))
+            .send("com.atproto.server.refreshSession", req, Some(&auth))
             .await?;
         Self::json("com.atproto.server.refreshSession", resp).await
+    }
+
+    /// Ends a session at the PDS (`deleteSession` with its refresh JWT): used to throw away a
+    /// session made with a main password, which this registry refuses to keep.
+    pub async fn delete_session(&self, pds: &str, refresh_jwt: &str) -> Result<()> {
+        const M: &str = "com.atproto.server.deleteSession";
+        let url = Self::url(pds, M)?;
+        let req = self.http.post(url).timeout(self.cfg.timeout);
+        let auth = Credential::Bearer(refresh_jwt.to_string());
+        self.send(M, req, Some(&auth)).await?;
+        Ok(())
     }
 
     /// An inter-service JWT for `aud` (a DID), optionally bound to one method (`lxm`).
     pub async fn get_service_auth(
         &self,
         pds: &str,
-        access_jwt: &str,
+        auth: &Credential,
         aud: &str,
         lxm: Option<&str>,
         exp: Option<u64>,
@@ -382,7 +479,7 @@ impl XrpcClient {
                 pds,
                 "com.atproto.server.getServiceAuth",
                 &params,
-                Some(access_jwt),
+                Some(auth),
             )
             .await?;
         Ok(out.token)
@@ -394,7 +491,7 @@ impl XrpcClient {
     pub async fn upload_blob(
         &self,
         pds: &str,
-        access_jwt: &str,
+        auth: &Credential,
         mime_type: &str,
         body: impl Into<reqwest::Body>,
         len: Option<u64>,
@@ -410,7 +507,7 @@ impl XrpcClient {
         if let Some(n) = len {
             req = req.header(reqwest::header::CONTENT_LENGTH, n);
         }
-        let resp = self.send(M, req, Some(access_jwt)).await?;
+        let resp = self.send(M, req, Some(auth)).await?;
         #[derive(Deserialize)]
         struct Out {
             blob: BlobRef,
@@ -423,7 +520,7 @@ impl XrpcClient {
     pub async fn put_record(
         &self,
         pds: &str,
-        access_jwt: &str,
+        auth: &Credential,
         repo: &str,
         collection: &str,
         rkey: &str,
@@ -433,7 +530,7 @@ impl XrpcClient {
             pds,
             "com.atproto.repo.putRecord",
             &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey, "record": record}),
-            Some(access_jwt),
+            Some(auth),
         )
         .await
     }
@@ -441,7 +538,7 @@ impl XrpcClient {
     pub async fn delete_record(
         &self,
         pds: &str,
-        access_jwt: &str,
+        auth: &Credential,
         repo: &str,
         collection: &str,
         rkey: &str,
@@ -451,7 +548,7 @@ impl XrpcClient {
                 pds,
                 "com.atproto.repo.deleteRecord",
                 &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey}),
-                Some(access_jwt),
+                Some(auth),
             )
             .await?;
         Ok(())
@@ -505,7 +602,7 @@ impl XrpcClient {
     pub async fn apply_writes(
         &self,
         pds: &str,
-        access_jwt: &str,
+        auth: &Credential,
         repo: &str,
         writes: &[Write],
     ) -> Result<()> {
@@ -514,7 +611,7 @@ impl XrpcClient {
                 pds,
                 "com.atproto.repo.applyWrites",
                 &serde_json::json!({"repo": repo, "writes": writes}),
-                Some(access_jwt),
+                Some(auth),
             )
             .await?;
         Ok(())

@@ -213,9 +213,26 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(addr = %bound, "atcr listening");
     systemd::notify_ready(&format!("listening on {bound}"));
     systemd::spawn_watchdog();
+    spawn_reload_on_sighup(state.clone());
     atcr::server::run(listener, state, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP re-reads the secrets that can change while running (the index token file).
+fn spawn_reload_on_sighup(state: std::sync::Arc<atcr::app::AppState>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if !state.index.reload_credentials() {
+                tracing::info!(
+                    "SIGHUP: nothing to reload (index token unchanged or not from a file)"
+                );
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -267,7 +284,7 @@ async fn index_backfill(config: Config, hosts: Vec<String>) -> ExitCode {
         eprintln!("atcr: no hosts: set index.backfill_hosts or pass --host");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
-    let index = match atcr::index::Index::open(&config).await {
+    let index = match atcr::index::Index::open_beside_server(&config).await {
         Ok(i) => i,
         Err(e) => {
             eprintln!("atcr: {e}");

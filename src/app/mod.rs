@@ -178,6 +178,18 @@ impl AppState {
     }
 }
 
+/// The `/_health` body: `ok`, or `degraded` while the index serves reads but queues
+/// writes (pushes and pulls work either way, so the status code stays 200).
+pub fn health(state: &AppState) -> serde_json::Value {
+    let index = state.index.status();
+    let status = if index.state == "ok" {
+        "ok"
+    } else {
+        "degraded"
+    };
+    serde_json::json!({"status": status, "index": index})
+}
+
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else
 /// `auth.service`, else `localhost:<listen port>`).
 fn hold_did(config: &Config) -> String {

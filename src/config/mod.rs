@@ -285,6 +285,9 @@ pub struct IndexConfig {
     pub primary_url: String,
     /// Token for `primary_url`.
     pub auth_token: Secret,
+    /// A file holding the token instead (re-read when the primary refuses it and on
+    /// SIGHUP, so a rotated token needs no restart).
+    pub auth_token_file: PathBuf,
     /// Seconds between embedded-replica syncs (one sync always runs at start).
     pub sync_interval_secs: u64,
     /// `com.atproto.sync.subscribeRepos` endpoints to ingest (`ws://` / `wss://` base URLs of
@@ -304,6 +307,7 @@ impl Default for IndexConfig {
             path: PathBuf::new(),
             primary_url: String::new(),
             auth_token: Secret::default(),
+            auth_token_file: PathBuf::new(),
             sync_interval_secs: 60,
             firehose: Vec::new(),
             backfill_hosts: Vec::new(),
@@ -695,6 +699,12 @@ impl Config {
             }
             if ix.sync_interval_secs == 0 {
                 return invalid("index.sync_interval_secs", "must be at least 1".into());
+            }
+            if !ix.auth_token.0.is_empty() && !ix.auth_token_file.as_os_str().is_empty() {
+                return invalid(
+                    "index.auth_token_file",
+                    "set either index.auth_token or index.auth_token_file, not both".into(),
+                );
             }
         }
         for f in &ix.firehose {

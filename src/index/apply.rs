@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use libsql::Connection;
+// Writes go through the index's write plumbing (one request per transaction to a primary).
+use super::write::Conn as Connection;
 use serde_json::Value;
 
 use super::{Index, IndexError, Result};
@@ -938,14 +939,13 @@ impl Index {
 
     // ---- direct writes ------------------------------------------------------------------
 
-    /// After a manifest PUT reached the PDS and the local store: index it now, in the
-    /// background (never fails or slows the push; errors are logged).
     /// Name the hold this appliance's pushes store their blobs on (set once at start).
     pub fn set_local_hold(&self, hold_did: String) {
         let _ = self.inner.local_hold.set(hold_did);
     }
 
-    /// `rkey`: the key of the owner's `io.atcr.manifest` record (`None` without a PDS:
+    /// After a manifest PUT reached the PDS and the local store: index it now, in the
+    /// background (never fails or slows the push; errors are logged). `rkey`: the key of the owner's `io.atcr.manifest` record (`None` without a PDS:
     /// the digest hex stands in, as records had before TID keys).
     pub fn note_manifest_put(
         &self,
@@ -1041,8 +1041,8 @@ impl Index {
                 collection: MANIFEST_NSID.into(),
                 rkey,
             });
-            if let Err(e) = me.apply_records(&did, &changes, None).await {
-                tracing::warn!(name = %name, error = %e, "index: direct write failed");
+            if let Err(e) = me.enqueue_records(&did, &changes).await {
+                tracing::warn!(name = %name, error = %e, "index: direct write not queued");
             }
         });
     }
@@ -1055,8 +1055,8 @@ impl Index {
                 tracing::debug!(name = %name, "index: no DID for this name; not indexed");
                 return;
             };
-            if let Err(e) = me.apply_records(&did, &changes, None).await {
-                tracing::warn!(name = %name, error = %e, "index: direct write failed");
+            if let Err(e) = me.enqueue_records(&did, &changes).await {
+                tracing::warn!(name = %name, error = %e, "index: direct write not queued");
             }
         });
     }
@@ -1074,27 +1074,25 @@ impl Index {
             "subject": records::at_uri(owner_did, PAGE_NSID, repository),
             "createdAt": crate::pds::now_rfc3339(),
         });
-        self.apply_records(
+        self.apply_direct(
             starrer_did,
             &[RecordChange::Upsert {
                 collection: STAR_NSID.into(),
                 rkey: rkey.into(),
                 value,
             }],
-            None,
         )
         .await
     }
 
     /// A star the UI just deleted from the starrer's PDS.
     pub async fn delete_star(&self, starrer_did: &str, rkey: &str) -> Result<()> {
-        self.apply_records(
+        self.apply_direct(
             starrer_did,
             &[RecordChange::Delete {
                 collection: STAR_NSID.into(),
                 rkey: rkey.into(),
             }],
-            None,
         )
         .await
     }

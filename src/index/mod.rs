@@ -6,26 +6,38 @@
 //! - [`read`]: the typed read API the UI uses ([`Index::repository`], [`Index::tags`],
 //!   [`Index::search`], ...).
 //! - [`apply`]: turns `io.atcr.*` records into rows. Every source goes through it: direct
-//!   writes after a push ([`Index::note_manifest_put`] and friends, spawned so they never
+//!   writes after a push ([`Index::note_manifest_put`] and friends, queued so they never
 //!   fail or slow a push), the firehose consumer ([`firehose`]) and the backfill
 //!   ([`backfill`]), so a record echoed back by the network is an idempotent upsert.
-//! - Pull counting: [`Index::note_pull`] only bumps an in-memory counter; a background task
-//!   flushes the counters every few seconds in one transaction.
+//! - Write plumbing: [`outbox`] (a durable redb queue of this appliance's own writes: direct
+//!   writes and pull-count deltas), [`drain`] (applies it in order, exactly once),
+//!   [`write`] (one transaction = one request to a primary), [`replica`] (start without the
+//!   primary, background sync with backoff, token reload, state changes logged once),
+//!   [`status`] (what `/_health` shows; error causes naming the key) and [`libsql_log`].
+//! - Pull counting: [`Index::note_pull`] only bumps an in-memory counter; every few seconds
+//!   the counters become one outbox entry.
 //!
 //! Storage: `<data_dir>/index.db` (local libSQL), or with `index.primary_url` an embedded
-//! replica of a Turso / libsql-server primary (synced at start and every
-//! `sync_interval_secs`; reads are local, writes go to the primary). Everything here can be
-//! rebuilt from the network; PDS sessions and other secrets never enter this database.
+//! replica of a Turso / libsql-server primary (reads are local, writes go to the primary;
+//! the start never waits for the primary). The outbox is `<index>.outbox.redb` beside it.
+//! Everything here can be rebuilt from the network except pull counts; PDS sessions and
+//! other secrets never enter this database.
 
 pub mod apply;
 pub mod backfill;
+mod drain;
 pub mod firehose;
+pub mod libsql_log;
+pub mod outbox;
 pub mod read;
+mod replica;
 mod schema;
+pub mod status;
+mod write;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +46,8 @@ use crate::atproto::xrpc::XrpcClient;
 use crate::config::Config;
 
 pub use read::*;
+use replica::PRIMARY_TIMEOUT;
+pub use status::{Cause, IndexStatus, OutboxStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -47,14 +61,21 @@ pub enum IndexError {
     InvalidRecord(String),
     #[error("{0}")]
     Network(String),
+    /// The index does not take writes now (the message names the key and the cause).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 
 /// Connections used for reads; each has its own lock, so reads run side by side (WAL).
 const READERS: usize = 4;
-/// How often pull counters reach the database.
+/// How often pull counters move from memory to the outbox.
 const PULL_FLUSH: Duration = Duration::from_secs(2);
+/// How long a start waits for the primary when there is no local copy to serve yet.
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// A handle to the index; cheap to clone.
 #[derive(Clone)]
@@ -64,14 +85,34 @@ pub struct Index {
 
 struct Inner {
     db: libsql::Database,
-    /// One writer: statements of different transactions never interleave.
-    writer: tokio::sync::Mutex<libsql::Connection>,
+    path: PathBuf,
+    /// `index.primary_url` (empty for a local index).
+    primary_url: String,
+    /// One writer: statements of different transactions never interleave, and a replica
+    /// never syncs in the middle of a planned transaction.
+    writer: tokio::sync::Mutex<write::Writers>,
     readers: Vec<tokio::sync::Mutex<libsql::Connection>>,
     next_reader: AtomicUsize,
     resolver: Arc<Resolver>,
-    /// (identity as pushed/pulled, repository) -> pulls not yet flushed.
+    /// (identity as pushed/pulled, repository) -> pulls not yet in the outbox.
     pulls: std::sync::Mutex<HashMap<(String, String), u64>>,
     replica: bool,
+    outbox: outbox::Outbox,
+    /// Wakes the drainer: an entry was queued, the primary is back, or the index closes.
+    drain_wake: Arc<tokio::sync::Notify>,
+    /// Cuts a failing drainer's backoff short: a new token, or the primary is back.
+    retry_now: Arc<tokio::sync::Notify>,
+    /// Every outbox entry up to this sequence number has been applied (or dropped).
+    applied: tokio::sync::watch::Sender<u64>,
+    health: Arc<status::Health>,
+    /// Replica: the token sent to the primary.
+    creds: Option<Arc<replica::Credentials>>,
+    /// Replica: a write reached the primary but the local copy has not synced it yet.
+    unsynced: AtomicBool,
+    /// The migrations of this build have run.
+    migrated: AtomicBool,
+    /// [`Index::close`] ran: background tasks end.
+    closed: AtomicBool,
     /// Firehose consumers and the start-up backfill ([`Index::start_ingest`]).
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Firehose endpoints with an open websocket right now.
@@ -79,6 +120,13 @@ struct Inner {
     /// The hold this appliance's pushes name (`holdDid` of the manifest records it writes),
     /// so direct writes carry it before the firehose echo arrives.
     local_hold: std::sync::OnceLock<String>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the drainer see that the index is gone.
+        self.drain_wake.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Index {
@@ -89,9 +137,47 @@ impl std::fmt::Debug for Index {
     }
 }
 
+/// How to open the index (tests).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Plan transactions on a second connection and ship them as one batch, as a replica
+    /// does, even for a local file (tests the statements sent to a primary).
+    pub plan_writes: bool,
+    /// Leave the outbox alone (a command such as `atcr index backfill` that runs beside
+    /// the server, which holds the outbox file; it makes no direct writes).
+    pub without_outbox: bool,
+}
+
+/// A plain connection to the local file (a replica's planner).
+async fn plain_connection(path: &Path) -> Result<(libsql::Database, libsql::Connection)> {
+    let db = libsql::Builder::new_local(path).build().await?;
+    let c = db.connect()?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    // A planned transaction is always rolled back: its pages must never reach the WAL.
+    let _ = c.query("PRAGMA cache_spill = OFF", ()).await;
+    Ok((db, c))
+}
+
+/// Whether the file holds the index schema (a replica may have no local copy yet).
+async fn has_schema(conn: &libsql::Connection) -> bool {
+    let Ok(mut rows) = conn
+        .query(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'repositories'",
+            (),
+        )
+        .await
+    else {
+        return false;
+    };
+    matches!(rows.next().await, Ok(Some(r)) if r.get::<i64>(0).unwrap_or(0) > 0)
+}
+
 impl Index {
-    /// Open (and migrate) the index named by the configuration. Starts the pull-counter
-    /// flusher and, for a replica, the periodic sync; both end when the last handle drops.
+    /// Open (and migrate) the index named by the configuration. Starts the drainer, the
+    /// pull-counter flusher and, for a replica, the background sync; they end when the last
+    /// handle drops. A replica whose primary does not answer still opens (reads come from
+    /// the local copy, writes are queued); so does a local file that cannot be written.
     pub async fn open(config: &Config) -> Result<Index> {
         let resolver = Resolver::new(
             IdentityConfig {
@@ -106,65 +192,144 @@ impl Index {
         Self::open_with(config, resolver).await
     }
 
+    /// [`Index::open`] for a command run beside the server (`atcr index backfill`): no
+    /// outbox (the server holds it).
+    pub async fn open_beside_server(config: &Config) -> Result<Index> {
+        let resolver = Resolver::new(
+            IdentityConfig {
+                plc_url: config.identity.plc_url.clone(),
+                handle_resolver: (!config.identity.handle_resolver.is_empty())
+                    .then(|| config.identity.handle_resolver.clone()),
+                cache_ttl: Duration::from_secs(config.identity.cache_ttl_secs),
+                dns: true,
+            },
+            XrpcClient::default(),
+        );
+        let options = OpenOptions {
+            without_outbox: true,
+            ..OpenOptions::default()
+        };
+        Self::open_with_options(config, resolver, options).await
+    }
+
     /// [`Index::open`] with an existing identity resolver (shares its cache).
     pub async fn open_with(config: &Config, resolver: Arc<Resolver>) -> Result<Index> {
+        Self::open_with_options(config, resolver, OpenOptions::default()).await
+    }
+
+    #[doc(hidden)]
+    pub async fn open_with_options(
+        config: &Config,
+        resolver: Arc<Resolver>,
+        options: OpenOptions,
+    ) -> Result<Index> {
         let path = config.index_path();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| IndexError::Dir(dir.to_path_buf(), e))?;
         }
+        let outbox = if options.without_outbox {
+            outbox::Outbox::detached()
+        } else {
+            let outbox_path = outbox_path(&path);
+            tokio::task::spawn_blocking(move || outbox::Outbox::open(&outbox_path))
+                .await
+                .map_err(|e| IndexError::Network(format!("outbox task: {e}")))??
+        };
         let ix = &config.index;
         let replica = !ix.primary_url.is_empty();
-        let db = if replica {
-            let db = libsql::Builder::new_remote_replica(
-                &path,
-                ix.primary_url.clone(),
-                ix.auth_token.0.clone(),
-            )
-            .read_your_writes(true)
-            .build()
-            .await?;
-            // One sync at start, so a fresh replica has the primary's rows before it serves.
-            db.sync().await?;
-            db
+        let health = Arc::new(status::Health::default());
+        let creds = if replica {
+            Some(Arc::new(replica::Credentials::from_config(ix)?))
         } else {
-            libsql::Builder::new_local(&path).build().await?
+            None
         };
-        let writer = db.connect()?;
+        if replica {
+            set_aside_local_index(&path);
+        }
+        let db = match &creds {
+            Some(c) => {
+                replica::open_replica(&path, &ix.primary_url, c.clone(), health.clone()).await?
+            }
+            None => libsql::Builder::new_local(&path).build().await?,
+        };
+        let ship = db.connect()?;
         if !replica {
             // WAL: readers never wait for the writer. The pragma returns a row: query it.
-            let _ = writer.query("PRAGMA journal_mode=WAL", ()).await?;
-            writer.execute("PRAGMA synchronous=NORMAL", ()).await?;
+            // (A file that cannot be written keeps its mode; writes are queued.)
+            let _ = ship.query("PRAGMA journal_mode=WAL", ()).await;
+            let _ = ship.execute("PRAGMA synchronous=NORMAL", ()).await;
         }
-        writer.busy_timeout(Duration::from_secs(5))?;
-        migrate(&writer).await?;
-        if replica {
-            // Migrations ran on the primary; pull them before the first read.
-            db.sync().await?;
-        }
+        ship.busy_timeout(Duration::from_secs(5))?;
+        let (planner_db, planner) = if replica || options.plan_writes {
+            let (d, c) = plain_connection(&path).await?;
+            (Some(d), Some(c))
+        } else {
+            (None, None)
+        };
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let c = db.connect()?;
             c.busy_timeout(Duration::from_secs(5))?;
             readers.push(tokio::sync::Mutex::new(c));
         }
+        let local_copy = has_schema(&readers[0].lock().await.clone()).await;
+        health.update(|s| {
+            s.local_copy = local_copy;
+            s.primary_reachable = !replica;
+            s.writable = true;
+            s.since = crate::pds::now_rfc3339();
+        });
         let index = Index {
             inner: Arc::new(Inner {
                 db,
-                writer: tokio::sync::Mutex::new(writer),
+                path: path.clone(),
+                primary_url: ix.primary_url.clone(),
+                writer: tokio::sync::Mutex::new(write::Writers {
+                    ship,
+                    planner,
+                    planner_db,
+                }),
                 readers,
                 next_reader: AtomicUsize::new(0),
                 resolver,
                 pulls: std::sync::Mutex::new(HashMap::new()),
                 replica,
+                outbox,
+                drain_wake: Arc::new(tokio::sync::Notify::new()),
+                retry_now: Arc::new(tokio::sync::Notify::new()),
+                applied: tokio::sync::watch::Sender::new(0),
+                health,
+                creds,
+                unsynced: AtomicBool::new(false),
+                migrated: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 tasks: std::sync::Mutex::new(Vec::new()),
                 connected: std::sync::Mutex::new(Default::default()),
                 local_hold: std::sync::OnceLock::new(),
             }),
         };
-        index.spawn_pull_flusher();
         if replica {
-            index.spawn_replica_sync(Duration::from_secs(ix.sync_interval_secs.max(1)));
+            if !local_copy {
+                // Nothing to serve yet: give the primary a moment to deliver the schema.
+                match tokio::time::timeout(FIRST_SYNC_WAIT, index.ensure_ready()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "index replica not ready at start"),
+                    Err(_) => tracing::debug!("index replica not ready at start: timed out"),
+                }
+            }
+            index.spawn_lifecycle(Duration::from_secs(ix.sync_interval_secs.max(1)));
+        } else if let Err(e) = index.ensure_ready().await {
+            // Logged once by the state change; reads of what exists still work.
+            tracing::debug!(error = %e, "index not writable at start");
         }
+        if !index.inner.outbox.is_empty() {
+            tracing::info!(
+                entries = index.inner.outbox.len(),
+                "index outbox holds writes from the last run; applying them"
+            );
+        }
+        index.spawn_drainer();
+        index.spawn_pull_flusher();
         Ok(index)
     }
 
@@ -173,12 +338,46 @@ impl Index {
         self.inner.replica
     }
 
-    /// Pull the primary's latest frames now (no-op for a local index).
-    pub async fn sync(&self) -> Result<()> {
-        if self.inner.replica {
-            self.inner.db.sync().await?;
+    /// What the index can do right now (for `/_health` and metrics).
+    pub fn status(&self) -> IndexStatus {
+        let s = self.inner.health.state();
+        let c = &self.inner.health.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let state = if !s.local_copy {
+            "unavailable"
+        } else if s.writable && (!self.is_replica() || s.primary_reachable) {
+            "ok"
+        } else {
+            "degraded"
+        };
+        IndexStatus {
+            mode: if self.is_replica() {
+                "replica"
+            } else {
+                "local"
+            },
+            state,
+            writable: s.writable && (!self.is_replica() || s.primary_reachable),
+            primary_reachable: self.is_replica().then_some(s.primary_reachable),
+            error: s.cause.as_ref().map(|c| self.explain(c)),
+            cause: s.cause.clone(),
+            since: s.since.clone(),
+            last_sync: s.last_sync.clone(),
+            outbox: OutboxStatus {
+                entries: self.inner.outbox.len(),
+                bytes: self.inner.outbox.bytes(),
+                max_entries: self.inner.outbox.max_entries(),
+                max_bytes: self.inner.outbox.max_bytes(),
+                applied: get(&c.outbox_applied),
+                dropped: get(&c.outbox_dropped),
+                rejected: get(&c.outbox_rejected),
+            },
+            pending_pulls: self.pending_pulls(),
+            write_transactions: get(&c.write_transactions),
+            syncs: get(&c.syncs),
+            sync_failures: get(&c.sync_failures),
+            primary_requests: get(&c.primary_requests),
         }
-        Ok(())
     }
 
     /// Whether the consumer of this `index.firehose` endpoint is connected now.
@@ -212,75 +411,6 @@ impl Index {
         self.inner.readers[i].lock().await
     }
 
-    pub(crate) async fn writer(&self) -> tokio::sync::MutexGuard<'_, libsql::Connection> {
-        self.inner.writer.lock().await
-    }
-
-    fn spawn_pull_flusher(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PULL_FLUSH);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let index = Index { inner };
-                if let Err(e) = index.flush_pulls().await {
-                    tracing::warn!(error = %e, "flushing pull counts to the index failed");
-                }
-            }
-        });
-    }
-
-    fn spawn_replica_sync(&self, every: Duration) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                if let Err(e) = inner.db.sync().await {
-                    tracing::warn!(error = %e, "index replica sync failed");
-                }
-            }
-        });
-    }
-
-    /// Count one pull (the registry decides what a pull is: `registry::pulls`). Only an
-    /// in-memory counter is touched; the flusher writes it within [`PULL_FLUSH`].
-    pub fn note_pull(&self, identity: &str, repository: &str) {
-        let mut p = self.inner.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        *p.entry((identity.to_string(), repository.to_string()))
-            .or_insert(0) += 1;
-    }
-
-    /// Write the pending pull counters now (also done every [`PULL_FLUSH`]).
-    pub async fn flush_pulls(&self) -> Result<()> {
-        let pending: Vec<((String, String), u64)> = {
-            let mut p = self.inner.pulls.lock().unwrap_or_else(|e| e.into_inner());
-            p.drain().collect()
-        };
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut resolved = Vec::with_capacity(pending.len());
-        for ((identity, repo), n) in pending {
-            match self.did_of(&identity).await {
-                Some(did) => resolved.push((did, repo, n)),
-                None => tracing::debug!(%identity, "pull not counted: identity does not resolve"),
-            }
-        }
-        let now = crate::pds::now_rfc3339();
-        let conn = self.writer().await;
-        let tx = conn.transaction().await?;
-        for (did, repo, n) in resolved {
-            apply::add_pulls(&tx, &did, &repo, n as i64, &now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The DID behind a name's identity segment (a DID is taken as is; a handle is resolved
     /// through the index first, then the network).
     pub(crate) async fn did_of(&self, identity: &str) -> Option<String> {
@@ -297,24 +427,64 @@ impl Index {
     }
 }
 
+/// libSQL keeps a replica's replication position in `<index>-client_wal_index`; a file
+/// without it is a local index, which libSQL refuses to turn into a replica. Such a file is
+/// moved aside (`<index>.local-<unix time>`, with its `-wal`/`-shm`) so the replica starts
+/// fresh from the primary (writes still queued in the outbox go to the primary).
+fn set_aside_local_index(path: &Path) {
+    let meta = PathBuf::from(format!("{}-client_wal_index", path.display()));
+    if !path.exists() || meta.exists() {
+        return;
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.local-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+        if from.exists() {
+            if let Err(e) = std::fs::rename(&from, &to) {
+                tracing::warn!(from = %from.display(), error = %e, "cannot move the local index aside");
+            }
+        }
+    }
+    tracing::warn!(
+        kept = %aside.display(),
+        "index.primary_url is set but index.path held a local index (not a replica): moved it aside; the replica is rebuilt from the primary"
+    );
+}
+
+/// The outbox file beside the index file: `index.db` -> `index.outbox.redb`.
+pub fn outbox_path(index_path: &Path) -> PathBuf {
+    index_path.with_extension("outbox.redb")
+}
+
 async fn migrate(conn: &libsql::Connection) -> Result<()> {
+    // Read first: a current schema needs no write (a read-only file, or a replica whose
+    // primary is away, still counts as migrated).
+    let current: i64 = match conn
+        .query(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            (),
+        )
+        .await
+    {
+        Ok(mut rows) => match rows.next().await? {
+            Some(r) => r.get(0)?,
+            None => 0,
+        },
+        Err(_) => 0,
+    };
+    if current >= schema::MIGRATIONS.last().map_or(0, |m| m.0) {
+        return Ok(());
+    }
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
         (),
     )
     .await?;
-    let mut rows = conn
-        .query(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            (),
-        )
-        .await?;
-    let current: i64 = match rows.next().await? {
-        Some(r) => r.get(0)?,
-        None => 0,
-    };
-    drop(rows);
     for (version, sql) in schema::MIGRATIONS {
         if *version <= current {
             continue;
@@ -340,3 +510,6 @@ async fn migrate(conn: &libsql::Connection) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod resilience_tests;

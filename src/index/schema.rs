@@ -3,7 +3,7 @@
 //! version is appended instead.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
 /// backfill) except `repository_stats` pull counts, which only this AppView sees, and
@@ -169,4 +169,15 @@ ALTER TABLE tags ADD COLUMN manifest_rkey TEXT;
 ALTER TABLE tags ADD COLUMN media_type TEXT;
 CREATE INDEX tags_manifest_rkey ON tags(did, manifest_rkey);
 ALTER TABLE repo_pages ADD COLUMN user_edited INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// The outbox's exactly-once marker: the highest outbox entry applied, per outbox (each
+/// appliance sharing a primary has its own). Written in the transaction that applies the
+/// entry (`index/drain.rs`).
+const V3: &str = r#"
+CREATE TABLE outbox_applied (
+    outbox TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    applied_at TEXT NOT NULL
+);
 "#;

@@ -69,9 +69,10 @@ async fn migrations_are_idempotent_and_recorded() {
     let c = config(dir.path());
     let ix = Index::open(&c).await.unwrap();
     assert!(dir.path().join("index.db").exists());
+    let migrations = schema::MIGRATIONS.len() as i64;
     assert_eq!(
         count(&ix, "SELECT COUNT(*) FROM schema_migrations").await,
-        schema::MIGRATIONS.len() as i64
+        migrations
     );
     ix.apply_records(
         ALICE,
@@ -84,7 +85,7 @@ async fn migrations_are_idempotent_and_recorded() {
     let ix = Index::open(&c).await.unwrap();
     assert_eq!(
         count(&ix, "SELECT COUNT(*) FROM schema_migrations").await,
-        schema::MIGRATIONS.len() as i64
+        migrations
     );
     assert_eq!(
         count(&ix, "SELECT MAX(version) FROM schema_migrations").await,
@@ -734,20 +735,47 @@ async fn embedded_replica_against_a_primary() {
     };
     let a = Index::open(&open(d1.path())).await.unwrap();
     assert!(a.is_replica());
+    a.sync().await.unwrap();
     let repo = format!("replica-{}", std::process::id());
-    // Writes go to the primary; the writer's replica reads its own writes.
+    // Writes go to the primary as one request per transaction; one sync brings them back.
+    let (tx0, req0) = (a.status().write_transactions, a.status().primary_requests);
     a.apply_records(
         ALICE,
-        &[image(&repo, 7, "2026-03-01T00:00:00Z", json!({}))],
+        &[
+            image(&repo, 7, "2026-03-01T00:00:00Z", json!({})),
+            tag(&repo, "v1", 7, "2026-03-01T00:00:01Z"),
+        ],
         None,
     )
     .await
     .unwrap();
-    a.sync().await.unwrap();
+    let (tx, req) = (
+        a.status().write_transactions - tx0,
+        a.status().primary_requests - req0,
+    );
+    eprintln!("one push: {tx} write transaction(s), {req} request(s) to the primary");
+    assert_eq!(tx, 1);
+    assert!(req <= 4, "{req} requests for one push");
     assert!(a.repository(ALICE, &repo).await.unwrap().is_some());
-    // A second replica (another machine) sees it after its start-up sync.
+    // A second replica (another machine) sees it after its first sync.
     let b = Index::open(&open(d2.path())).await.unwrap();
+    b.sync().await.unwrap();
     assert!(b.repository(ALICE, &repo).await.unwrap().is_some());
+    // Direct writes (the outbox) and pull counts reach the primary too.
+    a.put_star(BOB, "3kreplica", ALICE, &repo).await.unwrap();
+    a.note_pull(ALICE, &repo);
+    a.flush_pulls().await.unwrap();
+    b.sync().await.unwrap();
+    assert!(b.is_starred(BOB, ALICE, &repo).await.unwrap());
+    assert_eq!(
+        b.repository(ALICE, &repo)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .pull_count,
+        1
+    );
     a.forget_account(ALICE).await.unwrap();
     a.sync().await.unwrap();
     b.sync().await.unwrap();

@@ -48,7 +48,14 @@ pub fn init(config: &LogConfig) -> LogOutput {
     } else {
         None
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    // libSQL's own events reach the output only through its filter (re-emitted under target
+    // `libsql` by `index::libsql_log`), unless RUST_LOG names libsql (debugging the replica:
+    // then they pass as they are).
+    let raw_libsql = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("libsql"));
+    let not_libsql = tracing_subscriber::filter::filter_fn(move |m| {
+        raw_libsql || !crate::index::libsql_log::is_libsql_target(m.target())
+    });
+    let registry = tracing_subscriber::registry().with(crate::index::libsql_log::layer());
     let stderr_text = || {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -56,7 +63,13 @@ pub fn init(config: &LogConfig) -> LogOutput {
     };
     match (journal, config.format.as_str()) {
         (Some(journal), _) => {
-            registry.with(JournaldLayer { journal }).init();
+            registry
+                .with(
+                    JournaldLayer { journal }
+                        .with_filter(not_libsql)
+                        .with_filter(filter),
+                )
+                .init();
             LogOutput::Journald
         }
         (None, "json") => {
@@ -65,18 +78,24 @@ pub fn init(config: &LogConfig) -> LogOutput {
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_writer(std::io::stderr);
-            registry.with(json).init();
+            registry
+                .with(json.with_filter(not_libsql).with_filter(filter))
+                .init();
             LogOutput::Json
         }
         (None, _) if wants_journal || under_systemd => {
             let lines = tracing_subscriber::fmt::layer()
                 .event_format(systemd::JournalFormat::default())
                 .with_writer(std::io::stderr);
-            registry.with(lines).init();
+            registry
+                .with(lines.with_filter(not_libsql).with_filter(filter))
+                .init();
             LogOutput::JournalStderr
         }
         (None, _) => {
-            registry.with(stderr_text()).init();
+            registry
+                .with(stderr_text().with_filter(not_libsql).with_filter(filter))
+                .init();
             LogOutput::Text
         }
     }

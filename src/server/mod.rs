@@ -158,6 +158,7 @@ pub async fn run(
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }
     state.index.stop_ingest();
+    state.index.close().await;
 }
 
 fn http_builder(c: &crate::config::ServerConfig) -> Builder<TokioExecutor> {

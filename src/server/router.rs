@@ -328,7 +328,7 @@ async fn route(
             RouteId::DeviceToken => crate::auth::handler::device_token(&state, req).await,
             RouteId::OAuthClientMetadata => crate::auth::handler::client_metadata(&state),
             RouteId::OAuthJwks => crate::auth::handler::jwks(&state),
-            RouteId::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            RouteId::Health => json(StatusCode::OK, &crate::app::health(&state)),
             RouteId::Xrpc => {
                 let nsid = m.params.get("nsid").unwrap_or("").to_string();
                 let mut req = req;

@@ -29,6 +29,7 @@ pub mod blob;
 pub mod config;
 pub mod gc;
 pub mod hold;
+pub mod hold_client;
 pub mod index;
 pub mod oci;
 pub mod pds;

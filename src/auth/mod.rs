@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod keys;
 pub mod ratelimit;
 pub mod scope;
+pub mod service_token;
 pub mod sessions;
 
 use std::sync::Arc;

@@ -40,7 +40,8 @@ pub const MAX_PART_BYTES: u64 = 5 << 30;
 
 struct Session {
     owner: String,
-    digest: Digest,
+    /// `None`: started under a temporary name; `completeUpload` names the digest.
+    digest: Option<Digest>,
     len: u64,
     /// `None` after a failed part: the stream state is unknown, the upload must be aborted.
     hasher: Option<Hasher>,
@@ -64,7 +65,11 @@ impl Session {
     fn save(&self) -> Vec<u8> {
         serde_json::to_vec(&SavedSession {
             owner: self.owner.clone(),
-            digest: self.digest.to_string(),
+            digest: self
+                .digest
+                .as_ref()
+                .map(Digest::to_string)
+                .unwrap_or_default(),
             len: self.len,
             hasher: self
                 .hasher
@@ -81,7 +86,11 @@ impl Session {
         let s: SavedSession = serde_json::from_slice(bytes).ok()?;
         Some(Session {
             owner: s.owner,
-            digest: s.digest.parse().ok()?,
+            digest: if s.digest.is_empty() {
+                None
+            } else {
+                Some(s.digest.parse().ok()?)
+            },
             len: s.len,
             hasher: hex::decode(&s.hasher)
                 .ok()
@@ -137,6 +146,26 @@ fn parse_digest(s: &str) -> Result<Digest> {
         .map_err(|e| HoldApiError::InvalidDigest(format!("{s:?}: {e}")))
 }
 
+/// Prefix of the temporary name an AppView gives `initiateUpload` when the digest is not
+/// known yet (an OCI chunked upload learns it at the end, as atcr.io's AppView does).
+pub const TEMP_UPLOAD_PREFIX: &str = "uploads/temp-";
+
+/// `initiateUpload`'s digest: a digest, or a temporary name (`None`; hashed as sha256).
+fn parse_initial_digest(s: &str) -> Result<Option<Digest>> {
+    match s.strip_prefix(TEMP_UPLOAD_PREFIX) {
+        Some(rest)
+            if !rest.is_empty()
+                && s.len() <= 128
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(None)
+        }
+        _ => parse_digest(s).map(Some),
+    }
+}
+
 impl HoldService {
     async fn session(&self, caller: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
         let cell = self.uploads.get(id).ok_or(HoldApiError::InvalidUploadId)?;
@@ -153,7 +182,7 @@ impl HoldService {
     pub async fn initiate_upload(&self, caller: Option<&str>, digest: &str) -> Result<String> {
         self.require(caller, Action::WriteBlob).await?;
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
-        let digest = parse_digest(digest)?;
+        let digest = parse_initial_digest(digest)?;
         self.expire_sessions().await;
         let id = format!("{UPLOAD_ID_PREFIX}{}", uuid::Uuid::new_v4());
         {
@@ -175,7 +204,12 @@ impl HoldService {
                 id.clone(),
                 Arc::new(tokio::sync::Mutex::new(Session {
                     owner: caller.to_string(),
-                    hasher: Some(digest.algorithm().hasher()),
+                    hasher: Some(
+                        digest
+                            .as_ref()
+                            .map_or(crate::oci::types::Algorithm::Sha256, Digest::algorithm)
+                            .hasher(),
+                    ),
                     digest,
                     len: 0,
                     parts: Vec::new(),
@@ -270,11 +304,24 @@ impl HoldService {
         let claimed = parse_digest(digest)?;
         let cell = self.session(caller, id).await?;
         let mut s = cell.lock().await;
-        if claimed != s.digest {
-            return Err(HoldApiError::InvalidDigest(format!(
-                "upload was started for {}, completed as {claimed}",
-                s.digest
-            )));
+        match &s.digest {
+            Some(started) if *started != claimed => {
+                return Err(HoldApiError::InvalidDigest(format!(
+                    "upload was started for {started}, completed as {claimed}"
+                )));
+            }
+            Some(_) => {}
+            None if s
+                .hasher
+                .as_ref()
+                .is_some_and(|h| h.algorithm() != claimed.algorithm()) =>
+            {
+                return Err(HoldApiError::InvalidDigest(format!(
+                    "an upload started under a temporary name is hashed as sha256, not {}",
+                    claimed.algorithm().as_str()
+                )));
+            }
+            None => {}
         }
         let written: Vec<PartRef> = s
             .parts
@@ -296,16 +343,15 @@ impl HoldService {
             HoldApiError::CompletionFailed("an earlier part failed; abort this upload".into())
         })?;
         let actual = hasher.finish();
-        if actual != s.digest {
+        if actual != claimed {
             let _ = self.blobs.upload_abort(id).await;
             self.uploads.remove(id);
             self.persist(id, None).await?;
             return Err(HoldApiError::InvalidDigest(format!(
-                "content digest is {actual}, not {}; the upload was discarded",
-                s.digest
+                "content digest is {actual}, not {claimed}; the upload was discarded"
             )));
         }
-        let digest = s.digest.clone();
+        let digest = claimed;
         // Noted before the commit, so a GC gathering its keep-list after this cannot miss it.
         self.note_completed(&digest).await?;
         self.blobs

@@ -133,12 +133,17 @@ impl ManifestRecords for PdsRecords {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
+        hold_did: &str,
     ) -> Result<(), RecordsError> {
         let owner = self.owner(name).await?;
         let did = owner.did.clone();
         let repository = name.repository().to_string();
         let rkey = digest.hex().to_string();
-        let hold = self.hold_did.clone();
+        let hold = if hold_did.is_empty() {
+            self.hold_did.clone()
+        } else {
+            hold_did.to_string()
+        };
         let body = bytes.to_vec();
         let xrpc = self.resolver.xrpc().clone();
         self.sessions
@@ -342,10 +347,20 @@ impl ManifestRecords for PdsRecords {
         if actual != digest {
             return Err(invalid(&format!("manifestBlob hashes to {actual}")));
         }
+        let hold_did = v["holdDid"]
+            .as_str()
+            .filter(|d| crate::atproto::repo::syntax::validate_did(d).is_ok())
+            .map(str::to_string)
+            .or_else(|| {
+                v["holdEndpoint"]
+                    .as_str()
+                    .and_then(super::federation::hold_ref_to_did)
+            });
         Ok(Some(Fetched {
             digest,
             media_type,
             bytes,
+            hold_did,
         }))
     }
 }

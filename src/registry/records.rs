@@ -37,12 +37,16 @@ pub struct Fetched {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Vec<u8>,
+    /// The record's `holdDid` (or the did:web of a legacy `holdEndpoint`): where the
+    /// manifest's blobs are.
+    pub hold_did: Option<String>,
 }
 
 /// Where the registry's manifests and tags live besides the local copy.
 #[async_trait::async_trait]
 pub trait ManifestRecords: Send + Sync {
-    /// Upload the bytes, write the manifest record, then the tag record (if `tag`).
+    /// Upload the bytes, write the manifest record (naming `hold_did`, the hold that keeps
+    /// its blobs), then the tag record (if `tag`).
     async fn put_manifest(
         &self,
         name: &Name,
@@ -50,6 +54,7 @@ pub trait ManifestRecords: Send + Sync {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
+        hold_did: &str,
     ) -> Result<(), RecordsError>;
     async fn delete_tag(&self, name: &Name, tag: &str) -> Result<(), RecordsError>;
     /// Delete the manifest record and the given tag records that point at it.

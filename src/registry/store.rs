@@ -14,6 +14,7 @@
 //! ui_sessions sha256(cookie id) hex    -> web session JSON (DID, CSRF token, expiry, start, UA); the
 //!                                         cookie value itself is never stored
 //! ```
+//! and the federation tables `blob_holds`, `remote_uploads` ([`holds`]).
 //! Each logical change is one write transaction. Every method is blocking: callers run them
 //! through [`MetaStore::run`], which moves them off the async runtime.
 
@@ -25,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::types::manifest::{Descriptor, ParsedManifest};
 use crate::oci::types::{Digest, Name};
+
+mod holds;
 
 type Pair<'a> = (&'a str, &'a str);
 type Triple<'a> = (&'a str, &'a str, &'a str);
@@ -114,6 +117,8 @@ impl MetaStore {
             txn.open_table(UPLOADS)?;
             txn.open_table(SECRETS)?;
             txn.open_table(UI_SESSIONS)?;
+            txn.open_table(holds::BLOB_HOLDS)?;
+            txn.open_table(holds::REMOTE_UPLOADS)?;
         }
         txn.commit()?;
         Ok(Arc::new(MetaStore { db }))

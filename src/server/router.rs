@@ -86,11 +86,11 @@ pub async fn dispatch(
     let mut resp = match table().at(&path) {
         Ok(m) => match *m.value {
             RouteId::OciBase => match guard(&state, &req, Need::Base).await {
-                Ok(()) => oci::base(&method),
+                Ok(_) => oci::base(&method),
                 Err(resp) => resp,
             },
             RouteId::OciCatalog => match guard(&state, &req, Need::Catalog).await {
-                Ok(()) => oci::catalog(&state, req).await,
+                Ok(_) => oci::catalog(&state, req).await,
                 Err(resp) => resp,
             },
             RouteId::Oci => {
@@ -102,7 +102,7 @@ pub async fn dispatch(
                             _ => Need::Push(&name),
                         };
                         match guard(&state, &req, need).await {
-                            Ok(()) => oci_dispatch(&state, route, req).await,
+                            Ok(caller) => oci_dispatch(&state, route, req, caller).await,
                             Err(resp) => resp,
                         }
                     }
@@ -167,12 +167,13 @@ fn route_name(route: &OciRoute) -> &crate::oci::types::Name {
 }
 
 /// Token check for `/v2/` (a no-op with `auth.mode = "none"`); a refusal is the OCI error
-/// response, with the `WWW-Authenticate` challenge on 401.
+/// response, with the `WWW-Authenticate` challenge on 401. `Ok` carries the authenticated
+/// caller's DID (`None`: anonymous, or auth off).
 async fn guard<B>(
     state: &AppState,
     req: &Request<B>,
     need: Need<'_>,
-) -> Result<(), Response<Body>> {
+) -> Result<Option<String>, Response<Body>> {
     let header = |n| {
         req.headers()
             .get(n)
@@ -187,7 +188,7 @@ async fn guard<B>(
         )
         .await
     {
-        Ok(_) => return Ok(()),
+        Ok(claims) => return Ok(claims.map(|c| c.sub).filter(|s| !s.is_empty())),
         Err(r) => r,
     };
     let mut resp = oci_error(&OciError::from(refusal.error));
@@ -199,7 +200,12 @@ async fn guard<B>(
     Err(resp)
 }
 
-async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>) -> Response<Body> {
+async fn oci_dispatch(
+    state: &AppState,
+    route: OciRoute,
+    req: Request<Incoming>,
+    caller: Option<String>,
+) -> Response<Body> {
     use OciRoute as R;
     let m = req.method().clone();
     let result = match (route, &m) {
@@ -223,7 +229,7 @@ async fn oci_dispatch(state: &AppState, route: OciRoute, req: Request<Incoming>)
             ))
         }
         (R::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
-            oci::blob_get(state, req, name, digest).await
+            oci::blob_get(state, req, name, digest, caller.as_deref()).await
         }
         (R::Blob { name, digest }, &Method::DELETE) => oci::blob_delete(state, name, digest).await,
         (R::UploadStart { name }, &Method::POST) => oci::upload_start(state, req, name).await,

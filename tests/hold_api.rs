@@ -887,6 +887,22 @@ async fn multipart_upload_round_trip_s3() {
     let data = oci::bytes(5 * 1024 * 1024 + 123_457, 3);
     let r = h.get_blob(Some(READER), &sha256(&data)).await;
     assert_eq!(r.status().as_u16(), 307);
+    // HEAD answers the size from metadata, never a redirect (AppViews ask before pulls).
+    let nsid = "com.atproto.sync.getBlob";
+    let digest = sha256(&data);
+    let head =
+        h.s.client
+            .head(h.url(nsid))
+            .query(&[("did", HOLD), ("cid", digest.as_str())])
+            .bearer_auth(h.dir.token(READER, nsid))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        oci::header(&head, "content-length").unwrap(),
+        data.len().to_string()
+    );
     let loc = oci::header(&r, "location").unwrap();
     assert!(loc.starts_with(&s3.endpoint), "{loc}");
     let got = reqwest::get(&loc).await.unwrap();
@@ -1430,4 +1446,84 @@ async fn gc_keeps_blobs_of_hold_layer_records() {
         400,
         "BlobNotFound",
     );
+}
+
+/// An AppView that learns the digest only at the end of an OCI upload starts the hold's
+/// upload under a temporary name (`uploads/temp-<id>`) and names the digest at completion.
+#[tokio::test]
+async fn uploads_started_under_a_temporary_name() {
+    let h = start(false, |_| {}).await;
+    let data = oci::bytes(70_000, 9);
+    let digest = sha256(&data);
+    let start_temp = |name: &'static str| {
+        h.post(
+            Some(WRITER),
+            "io.atcr.hold.initiateUpload",
+            json!({ "digest": name }),
+        )
+    };
+    let (st, v) = start_temp("uploads/temp-0b9f2c1e-aaaa").await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["uploadId"].as_str().unwrap().to_string();
+    let (st, e) = h.put_part(WRITER, &id, 1, data.clone()).await;
+    assert_eq!(st, 200, "{e}");
+    let parts = json!([{"partNumber": 1, "etag": e["etag"]}]);
+    // Not visible before completion.
+    assert_eq!(
+        h.get_blob(Some(READER), &digest).await.status().as_u16(),
+        400
+    );
+    // A sha512 completion of a sha256-hashed upload is refused, the upload stays usable.
+    let (st, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": oci::sha512(&data), "parts": parts}),
+        )
+        .await;
+    assert_err(&(st, v), 400, "InvalidDigest");
+    let (st, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": digest, "parts": parts}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["digest"], digest);
+    let r = h.get_blob(Some(READER), &digest).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+    // A wrong digest at completion discards the bytes.
+    let (_, v) = start_temp("uploads/temp-second").await;
+    let id = v["uploadId"].as_str().unwrap().to_string();
+    let (_, e) = h.put_part(WRITER, &id, 1, b"other bytes".to_vec()).await;
+    let wrong = sha256(b"not these");
+    let (st, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": wrong, "parts": [{"partNumber": 1, "etag": e["etag"]}]}),
+        )
+        .await;
+    assert_err(&(st, v), 400, "InvalidDigest");
+    assert_eq!(
+        h.get_blob(Some(READER), &wrong).await.status().as_u16(),
+        400
+    );
+    // Only that shape of name is a temporary name.
+    for bad in [
+        "uploads/temp-",
+        "uploads/temp-../../x",
+        "uploads/other",
+        "temp-1",
+    ] {
+        let (st, v) = h
+            .post(
+                Some(WRITER),
+                "io.atcr.hold.initiateUpload",
+                json!({ "digest": bad }),
+            )
+            .await;
+        assert_err(&(st, v), 400, "InvalidDigest");
+    }
 }

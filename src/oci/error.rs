@@ -153,7 +153,16 @@ impl OciError {
         struct Envelope<'a> {
             errors: [Entry<'a>; 1],
         }
-        let (code, message, _) = self.code.describe();
+        let (code, generic, _) = self.code.describe();
+        // Clients print `message` (docker, podman and skopeo show "code: message"), so a
+        // refusal whose reason the user must read (a hold's crew rule, a hold that is down)
+        // carries that reason there too, not just in `detail`.
+        let message = match self.code {
+            ErrorCode::Denied | ErrorCode::Unavailable if !self.detail.is_empty() => {
+                self.detail.as_str()
+            }
+            _ => generic,
+        };
         serde_json::to_vec(&Envelope {
             errors: [Entry {
                 code,

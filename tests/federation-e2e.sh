@@ -50,7 +50,13 @@ fi
 T="$(mktemp -d /tmp/atcr-federation.XXXXXX)"
 PID_A="" PID_B=""
 PODMAN_OPTS=(--root "$T/storage" --runroot "$T/runroot" --storage-driver vfs --cgroup-manager cgroupfs --events-backend file)
-stop_pid() { [[ -n "$1" ]] && { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }; }
+# The servers are started from $(...) subshells, so `wait` cannot reap them: poll instead.
+stop_pid() {
+    [[ -n "$1" ]] || return 0
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+}
 cleanup() {
     local rc=$?
     stop_pid "$PID_A"
@@ -297,6 +303,24 @@ start_b
 check "after B restarts: skopeo pull through A" pull alice.test "$A/alice.test/app:v1" "$T/p5a:v1"
 check "  blobs byte-identical to the pushed image (nothing lost)" same_blobs "$T/img1" "$T/p5a"
 check "  the image pushed through B too" pull_same alice.test "$A/alice.test/other:v1" "$T/p5b" "$T/img2"
+# --- private hold ---------------------------------------------------------------------
+section "hold B private: its crew pulls through A with a service token, others are refused"
+stop_pid "$PID_B"; PID_B=""
+PID_B="$(serve b "$PORT_B" "$CAROL" false "${STORAGE_B[@]}" ATCR_HOLD_PUBLIC=false)"
+wait_up "$B"
+check "alice (crew, blob:read) pulls through A" pull_same alice.test "$A/alice.test/app:v1" "$T/p6a" "$T/img1"
+check "alice pulls through B" pull_same alice.test "$B/alice.test/other:v1" "$T/p6b" "$T/img2"
+check "an anonymous pull through A is refused (log in)" fails_with "unauthorized|log in" \
+    "${SK[@]}" copy --retry-times 0 --src-tls-verify=false "docker://$A/alice.test/app:v1" "oci:$T/p6anon:v1"
+check "an anonymous pull through B is refused (log in)" fails_with "unauthorized|log in" \
+    "${SK[@]}" copy --retry-times 0 --src-tls-verify=false "docker://$B/alice.test/other:v1" "oci:$T/p6anonb:v1"
+check "erin (not crew of B) cannot pull through A (403)" fails_with "403|denied" \
+    "${SK[@]}" copy --retry-times 0 --src-tls-verify=false --src-creds "$(creds erin.test)" "docker://$A/alice.test/app:v1" "oci:$T/p6erin:v1"
+TOKEN_ERIN="$(curl -fsS -u "$(creds erin.test)" "http://$A/auth/token?service=$A&scope=repository:alice.test/app:pull" | jq -r .token)"
+check "  the answer is DENIED with B's reason and the way in" bash -c "
+    curl -sS -H 'Authorization: Bearer $TOKEN_ERIN' http://$A/v2/alice.test/app/blobs/$LAYER1 |
+    jq -e --arg h '$HOLD_B' '.errors[0].code==\"DENIED\" and (.errors[0].message|contains(\$h) and contains(\"blob:read\"))' >/dev/null"
+
 check "no password or token in either log" bash -c "
     for pw in $(for h in alice.test bob.test carol.test erin.test; do printf '%q ' "$(pw_of $h)"; done); do
       ! grep -qF \"\$pw\" '$T/a.log' '$T/b.log' || exit 1; done; ! grep -q 'eyJ' '$T/a.log' '$T/b.log'"

@@ -876,17 +876,21 @@ impl Index {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
+        hold_did: Option<&str>,
     ) {
         let now = crate::pds::now_rfc3339();
         let blob =
             serde_json::json!({"$type": "blob", "mimeType": media_type, "size": bytes.len()});
+        // The hold the push stored its blobs on (federation), else this appliance's.
+        let hold =
+            hold_did.unwrap_or_else(|| self.inner.local_hold.get().map_or("", String::as_str));
         let value = records::manifest_record(
             name.repository(),
             digest,
             media_type,
             bytes,
             &blob,
-            self.inner.local_hold.get().map_or("", String::as_str),
+            hold,
             &now,
         );
         let mut changes = vec![RecordChange::Upsert {

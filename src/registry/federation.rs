@@ -91,6 +91,9 @@ pub struct Federation {
     profiles: TtlMap<Option<String>>,
     /// Holds that refused an anonymous blob read lately (ask with a token right away).
     private_holds: TtlMap<()>,
+    /// Public holds that serve blob bytes themselves (no storage redirect): a HEAD is
+    /// enough before sending the client there.
+    streaming_holds: TtlMap<()>,
 }
 
 impl Federation {
@@ -118,6 +121,7 @@ impl Federation {
             default_hold: settings.default_hold,
             profiles: TtlMap::new(settings.profile_ttl, MAX_CACHED_PROFILES),
             private_holds: TtlMap::new(Duration::from_secs(300), 1000),
+            streaming_holds: TtlMap::new(Duration::from_secs(300), 1000),
         }
     }
 
@@ -213,6 +217,14 @@ impl Federation {
 
     pub(super) fn note_private(&self, hold: &str) {
         self.private_holds.put(hold, ());
+    }
+
+    pub(super) fn known_streaming(&self, hold: &str) -> bool {
+        self.streaming_holds.get(hold).is_some()
+    }
+
+    pub(super) fn note_streaming(&self, hold: &str) {
+        self.streaming_holds.put(hold, ());
     }
 }
 

@@ -766,7 +766,15 @@ impl Registry {
             })
             .await?;
         if let Some(ix) = self.index.get() {
-            ix.note_manifest_put(name, &digest, &mt, &bytes, tag.as_deref());
+            let hold_did = self.fed().map(|f| f.did_of(&hold).to_string());
+            ix.note_manifest_put(
+                name,
+                &digest,
+                &mt,
+                &bytes,
+                tag.as_deref(),
+                hold_did.as_deref(),
+            );
         }
         if let Some(h) = hook {
             h.after_push(name, &digest, &parsed, tag.as_deref()).await;

@@ -607,6 +607,19 @@ impl Registry {
                 _ => Ok(RemoteBlob::Present { size }),
             };
         }
+        if token.is_none() && fed.known_streaming(hold) {
+            // A public hold that serves bytes itself: a HEAD tells presence, and the client
+            // is sent there (no GET started here only to be dropped).
+            match client.blob_at(&ep, None, &d).await {
+                Ok(BlobAt::Here { .. }) => {
+                    return Ok(RemoteBlob::Redirect(client.blob_url(&ep, &d)?))
+                }
+                Ok(BlobAt::Redirect(u)) => return Ok(RemoteBlob::Redirect(u)),
+                Ok(BlobAt::Missing) => return Err(missing()),
+                Err(e) if needs_token(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let fetched = match client.get_blob(&ep, token.as_deref(), &d).await {
             Err(e) if needs_token(&e) && token.is_none() => {
                 fed.note_private(hold);
@@ -621,6 +634,7 @@ impl Registry {
             // A public hold serving bytes itself: the client fetches them there (this
             // answer's body is dropped unread, which closes that connection).
             BlobFetch::Stream { .. } if token.is_none() => {
+                fed.note_streaming(hold);
                 Ok(RemoteBlob::Redirect(client.blob_url(&ep, &d)?))
             }
             BlobFetch::Stream { len, stream } => Ok(RemoteBlob::Stream {

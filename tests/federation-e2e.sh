@@ -185,6 +185,7 @@ python3 "$HERE/e2e/mkimage.py" "$T/img1" v1 --layers 4096,6000000 >/dev/null
 python3 "$HERE/e2e/mkimage.py" "$T/img2" v1 --layers 5000,300000 >/dev/null
 python3 "$HERE/e2e/mkimage.py" "$T/img3" v1 --layers 7000 >/dev/null
 python3 "$HERE/e2e/mkimage.py" "$T/img4" v1 --layers 8000 >/dev/null
+python3 "$HERE/e2e/mkimage.py" "$T/multi" v1 --layers 5000,90000 --platforms amd64,arm64 >/dev/null
 head -c 9000000 /dev/urandom >"$T/chunked.bin"
 WANT1="$(top_digest "$T/img1")" WANT2="$(top_digest "$T/img2")" WANT3="$(top_digest "$T/img3")"
 
@@ -218,6 +219,11 @@ check "B's repo has io.atcr.hold.layer records for alice's layers" bash -c "
 check "the manifest record's holdDid is B" bash -c "
     curl -fsS '$PDS/xrpc/com.atproto.repo.listRecords?repo=$ALICE&collection=io.atcr.manifest&limit=100' |
     jq -e --arg d '$WANT1' --arg h '$HOLD_B' '[.records[].value | select(.digest==\$d)][0].holdDid == \$h' >/dev/null"
+check "a 2-platform index pushed through A (skopeo --all)" \
+    "${SK[@]}" copy --all --dest-tls-verify=false --dest-creds "$(creds alice.test)" "oci:$T/multi:v1" "docker://$A/alice.test/multi:v1"
+check "  pulls back byte-identically through B (--all)" bash -c "
+    $(printf '%q ' "${SK[@]}") copy --all --src-tls-verify=false 'docker://$B/alice.test/multi:v1' 'oci:$T/pmulti:v1' >/dev/null &&
+    cmp <(cd '$T/multi/blobs/sha256' && sha256sum -- * | sort -k2) <(cd '$T/pmulti/blobs/sha256' && sha256sum -- * | sort -k2)"
 TOKEN_A="$(curl -fsS -u "$(creds alice.test)" "http://$A/auth/token?service=$A&scope=repository:alice.test/chunked:pull,push" | jq -r .token)"
 check "a chunked push (9 MB in 3 PATCHes) through A streams part by part to B" \
     env REGISTRY_TOKEN="$TOKEN_A" python3 "$HERE/e2e/chunked_push.py" "$A" alice.test/chunked "$T/chunked.bin" 3500000

@@ -49,6 +49,8 @@ pub mod gc;
 #[cfg(feature = "server")]
 pub mod hold;
 #[cfg(feature = "server")]
+pub mod hold_client;
+#[cfg(feature = "server")]
 pub mod index;
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -103,7 +103,7 @@ export REGISTRY_AUTH_FILE="$T/containers/auth.json" XDG_RUNTIME_DIR="$T/xdg-run"
 # successor, so the lexicon check below sees every field we can write.
 env -u ATCR_BIN ATCR_AUTH_MODE=atproto ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" \
 ATCR_HOLD_OWNER_DID="$ALICE_DID" ATCR_HOLD_ENABLE_BLUESKY_POSTS=true ATCR_HOLD_REGION=test-1 ATCR_HOLD_SUCCESSOR=did:web:next.example.com \
-ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" RUST_LOG="${RUST_LOG:-atcr=debug}" \
+ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" ATCR_HOLD_ALLOW_ALL_CREW=true ATCR_HOLD_PUBLIC_HOST=localhost RUST_LOG="${RUST_LOG:-atcr=debug}" \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do

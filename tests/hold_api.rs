@@ -887,6 +887,22 @@ async fn multipart_upload_round_trip_s3() {
     let data = oci::bytes(5 * 1024 * 1024 + 123_457, 3);
     let r = h.get_blob(Some(READER), &sha256(&data)).await;
     assert_eq!(r.status().as_u16(), 307);
+    // HEAD answers the size from metadata, never a redirect (AppViews ask before pulls).
+    let nsid = "com.atproto.sync.getBlob";
+    let digest = sha256(&data);
+    let head =
+        h.s.client
+            .head(h.url(nsid))
+            .query(&[("did", HOLD), ("cid", digest.as_str())])
+            .bearer_auth(h.dir.token(READER, nsid))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        oci::header(&head, "content-length").unwrap(),
+        data.len().to_string()
+    );
     let loc = oci::header(&r, "location").unwrap();
     assert!(loc.starts_with(&s3.endpoint), "{loc}");
     let got = reqwest::get(&loc).await.unwrap();
@@ -1631,4 +1647,239 @@ async fn stats_follow_the_counting_rule_in_batches() {
         .value;
     assert_eq!(rec["pullCount"], 3, "{rec}");
     drop(dir);
+}
+
+/// An AppView that learns the digest only at the end of an OCI upload starts the hold's
+/// upload under a temporary name (`uploads/temp-<id>`) and names the digest at completion.
+#[tokio::test]
+async fn uploads_started_under_a_temporary_name() {
+    let h = start(false, |_| {}).await;
+    let data = oci::bytes(70_000, 9);
+    let digest = sha256(&data);
+    let start_temp = |name: &'static str| {
+        h.post(
+            Some(WRITER),
+            "io.atcr.hold.initiateUpload",
+            json!({ "digest": name }),
+        )
+    };
+    let (st, v) = start_temp("uploads/temp-0b9f2c1e-aaaa").await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["uploadId"].as_str().unwrap().to_string();
+    let (st, e) = h.put_part(WRITER, &id, 1, data.clone()).await;
+    assert_eq!(st, 200, "{e}");
+    let parts = json!([{"partNumber": 1, "etag": e["etag"]}]);
+    // Not visible before completion.
+    assert_eq!(
+        h.get_blob(Some(READER), &digest).await.status().as_u16(),
+        400
+    );
+    // A sha512 completion of a sha256-hashed upload is refused, the upload stays usable.
+    let (st, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": oci::sha512(&data), "parts": parts}),
+        )
+        .await;
+    assert_err(&(st, v), 400, "InvalidDigest");
+    let (st, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": digest, "parts": parts}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["digest"], digest);
+    let r = h.get_blob(Some(READER), &digest).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+    // A wrong digest at completion discards the bytes.
+    let (_, v) = start_temp("uploads/temp-second").await;
+    let id = v["uploadId"].as_str().unwrap().to_string();
+    let (_, e) = h.put_part(WRITER, &id, 1, b"other bytes".to_vec()).await;
+    let wrong = sha256(b"not these");
+    let (st, v) = h
+        .post(
+            Some(WRITER),
+            "io.atcr.hold.completeUpload",
+            json!({"uploadId": id, "digest": wrong, "parts": [{"partNumber": 1, "etag": e["etag"]}]}),
+        )
+        .await;
+    assert_err(&(st, v), 400, "InvalidDigest");
+    assert_eq!(
+        h.get_blob(Some(READER), &wrong).await.status().as_u16(),
+        400
+    );
+    // Only that shape of name is a temporary name.
+    for bad in [
+        "uploads/temp-",
+        "uploads/temp-../../x",
+        "uploads/other",
+        "temp-1",
+    ] {
+        let (st, v) = h
+            .post(
+                Some(WRITER),
+                "io.atcr.hold.initiateUpload",
+                json!({ "digest": bad }),
+            )
+            .await;
+        assert_err(&(st, v), 400, "InvalidDigest");
+    }
+}
+
+/// The AppView's hold client (`atcr::hold_client`) against the real hold API: the same calls
+/// a remote AppView makes (temporary-name upload in streamed parts, completion, HEAD/GET
+/// getBlob with and without a token, refusals keeping the hold's error names, notify,
+/// quota), and an unreachable hold reported as unavailable.
+#[tokio::test]
+async fn the_hold_client_speaks_the_hold_api() {
+    use atcr::hold_client::{
+        self as hc, BlobAt, BlobFetch, HoldClient, HoldClientConfig, HoldEndpoint, UploadedPart,
+    };
+    let h = start(false, |_| {}).await;
+    let client = HoldClient::new(HoldClientConfig {
+        allow_private: true,
+        backoff: std::time::Duration::from_millis(10),
+        ..Default::default()
+    });
+    let ep = HoldEndpoint {
+        did: HOLD.into(),
+        url: h.s.url(""),
+    };
+    let tok = |who: &str, nsid: &str| h.dir.token(who, nsid);
+    let data = oci::bytes(3 * 1024 * 1024 + 17, 21);
+    let digest = sha256(&data);
+    let id = client
+        .initiate_upload(
+            &ep,
+            &tok(WRITER, hc::INITIATE_UPLOAD),
+            "uploads/temp-client-1",
+        )
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for (i, chunk) in data.chunks(1024 * 1024 + 3).enumerate() {
+        let n = i as u32 + 1;
+        // A stream of small pieces, like an OCI client's body.
+        let pieces: Vec<std::io::Result<bytes::Bytes>> = chunk
+            .chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let body: atcr::blob::ChunkStream = Box::pin(futures_util::stream::iter(pieces));
+        let etag = client
+            .upload_part(
+                &ep,
+                &tok(WRITER, hc::UPLOAD_PART),
+                &id,
+                n,
+                body,
+                Some(chunk.len() as u64),
+            )
+            .await
+            .unwrap();
+        parts.push(UploadedPart {
+            part_number: n,
+            etag,
+        });
+    }
+    assert_eq!(
+        client
+            .blob_at(&ep, Some(&tok(READER, hc::GET_BLOB)), &digest)
+            .await
+            .unwrap(),
+        BlobAt::Missing,
+        "nothing visible before completion"
+    );
+    client
+        .complete_upload(&ep, &tok(WRITER, hc::COMPLETE_UPLOAD), &id, &digest, &parts)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .blob_at(&ep, Some(&tok(READER, hc::GET_BLOB)), &digest)
+            .await
+            .unwrap(),
+        BlobAt::Here {
+            size: Some(data.len() as u64)
+        }
+    );
+    match client
+        .get_blob(&ep, Some(&tok(READER, hc::GET_BLOB)), &digest)
+        .await
+        .unwrap()
+    {
+        BlobFetch::Stream { len, stream } => {
+            use futures_util::TryStreamExt;
+            assert_eq!(len, Some(data.len() as u64));
+            let got: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+            assert_eq!(got.concat(), data);
+        }
+        _ => panic!("the filesystem hold streams the bytes"),
+    }
+    // This hold is private: anonymous reads need a login.
+    let e = client.blob_at(&ep, None, &digest).await.unwrap_err();
+    assert!(e.is_auth_required(), "{e}");
+    // A stranger is refused with the hold's own error name and reason.
+    let e = client
+        .initiate_upload(&ep, &tok(STRANGER, hc::INITIATE_UPLOAD), &digest)
+        .await
+        .unwrap_err();
+    assert!(e.is_forbidden(), "{e}");
+    assert!(e.reason().contains("blob:write"), "{e}");
+    let e = client
+        .request_crew(&ep, &tok(STRANGER, hc::REQUEST_CREW))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_name(), Some("RegistrationDisabled"), "{e}");
+    // A token for another method is refused (lxm).
+    let e = client
+        .initiate_upload(&ep, &tok(WRITER, hc::UPLOAD_PART), &digest)
+        .await
+        .unwrap_err();
+    assert!(e.is_auth_required(), "{e}");
+    // Abort, quota, notify.
+    let id = client
+        .initiate_upload(&ep, &tok(WRITER, hc::INITIATE_UPLOAD), &digest)
+        .await
+        .unwrap();
+    client
+        .abort_upload(&ep, &tok(WRITER, hc::ABORT_UPLOAD), &id)
+        .await
+        .unwrap();
+    let q = client
+        .get_quota(&ep, &tok(WRITER, hc::GET_QUOTA), WRITER)
+        .await
+        .unwrap();
+    assert_eq!(q.total_size, 0);
+    assert_eq!(q.tier.as_deref(), Some("deckhand"));
+    let out = client
+        .notify_manifest(
+            &ep,
+            &tok(WRITER, hc::NOTIFY_MANIFEST),
+            &json!({
+                "repository": "app", "userDid": WRITER, "manifestDigest": sha256(b"m"),
+                "manifest": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "layers": [{"digest": digest, "size": data.len(), "mediaType": "application/vnd.oci.image.layer.v1.tar"}]},
+                "operation": "push"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["layersCreated"], 1, "{out}");
+    let q = client
+        .get_quota(&ep, &tok(WRITER, hc::GET_QUOTA), WRITER)
+        .await
+        .unwrap();
+    assert_eq!(q.total_size, data.len() as u64);
+    // Nobody listening: unavailable, naming the hold, after the retries.
+    let gone = HoldEndpoint {
+        did: "did:web:gone.example".into(),
+        url: "http://127.0.0.1:9".into(),
+    };
+    let e = client.blob_at(&gone, None, &digest).await.unwrap_err();
+    assert!(
+        e.is_unavailable() && e.to_string().contains("did:web:gone.example"),
+        "{e}"
+    );
 }

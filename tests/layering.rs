@@ -31,7 +31,7 @@ fn no_import_cycles_between_folders() {
     let mut bad = Vec::new();
     for cycle in &cycles {
         let names: Vec<String> = cycle.iter().map(|m| graph.display(m)).collect();
-        let folders: BTreeSet<&Path> = names.iter().map(|n| folder_of(Path::new(n))).collect();
+        let folders: BTreeSet<PathBuf> = names.iter().map(|n| folder_of(Path::new(n))).collect();
         if folders.len() == 1 {
             println!("allowed (one folder): {}", names.join(" <-> "));
         } else {
@@ -50,9 +50,15 @@ fn no_import_cycles_between_folders() {
     );
 }
 
-/// `src/a/mod.rs` belongs to folder `src/a` like its children; `src/a/b.rs` too.
-fn folder_of(file: &Path) -> &Path {
-    file.parent().unwrap_or(file)
+/// `src/a/mod.rs` belongs to folder `src/a` like its children; `src/a/b.rs` too. A module
+/// file with its own child folder (`src/a/b.rs` + `src/a/b/c.rs`, the non-`mod.rs` layout)
+/// belongs to that child folder: parent and children are one module.
+fn folder_of(file: &Path) -> PathBuf {
+    let own_children = file.with_extension("");
+    if file.extension().is_some() && own_children.is_dir() {
+        return own_children;
+    }
+    file.parent().unwrap_or(file).to_path_buf()
 }
 
 #[test]

@@ -100,12 +100,17 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let web = crate::web::state::Web::new(store.clone());
     let auth = Arc::new(build_auth(&config, store.clone())?);
     let records = if auth.mode() == crate::auth::AuthMode::Atproto {
-        // Manifests and tags go to the owner's PDS first; logins create the sailor profile.
+        // Pushes go to the hold the pusher's profile names (else the configured default,
+        // else ours); remote holds are called with service tokens from the user's PDS.
+        let federation = Arc::new(build_federation(&config, &auth, &local_hold_did));
+        registry.set_federation(federation.clone());
+        // Manifests and tags go to the owner's PDS first; logins create the sailor profile
+        // (naming the default hold).
         let pds = Arc::new(crate::registry::pds::PdsRecords::new(
             auth.resolver().clone(),
             auth.sessions.clone(),
             store,
-            local_hold_did.clone(),
+            federation.default_hold_did().to_string(),
             registry_domain(&config),
         ));
         registry.set_records(pds.clone());
@@ -188,6 +193,29 @@ pub fn health(state: &AppState) -> serde_json::Value {
         "degraded"
     };
     serde_json::json!({"status": status, "index": index})
+}
+
+/// Hold selection and the remote-hold client (`[federation]`).
+fn build_federation(
+    config: &Config,
+    auth: &crate::auth::Auth,
+    local_hold_did: &str,
+) -> crate::registry::federation::Federation {
+    use crate::auth::service_token::PdsServiceTokens;
+    use crate::registry::federation::{Federation, FederationSettings};
+    let f = &config.federation;
+    let tokens = Arc::new(PdsServiceTokens::new(auth.sessions.clone()));
+    Federation::new(
+        FederationSettings {
+            local_did: local_hold_did.to_string(),
+            default_hold: (!f.default_hold_did.is_empty()).then(|| f.default_hold_did.clone()),
+            profile_ttl: Duration::from_secs(f.profile_cache_secs),
+            hold_ttl: Duration::from_secs(f.hold_cache_secs),
+            allow_private: f.allow_private_addresses,
+        },
+        auth.resolver().clone(),
+        tokens,
+    )
 }
 
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else

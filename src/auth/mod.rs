@@ -27,6 +27,7 @@ pub mod oauth;
 pub mod password;
 pub mod ratelimit;
 pub mod scope;
+pub mod service_token;
 pub mod sessions;
 
 use std::sync::Arc;

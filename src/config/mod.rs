@@ -43,6 +43,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub hold: HoldConfig,
     pub index: IndexConfig,
+    pub federation: FederationConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +272,32 @@ pub struct HoldConfig {
     /// DID of the hold that replaces this one (captain record `successor`); empty: none
     /// from the config.
     pub successor: String,
+}
+
+/// The AppView's side of federation: which hold a push goes to when the pusher's sailor
+/// profile names none, and the limits of calls to remote holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// DID of the default hold (`did:web:` or `did:plc:`); empty: the hold in this process.
+    pub default_hold_did: String,
+    /// Seconds a user's `io.atcr.sailor.profile` (its `defaultHold`) stays cached.
+    pub profile_cache_secs: u64,
+    /// Seconds a hold's endpoint (from its DID document) stays cached.
+    pub hold_cache_secs: u64,
+    /// Let hold endpoints be plain http on loopback or private addresses (tests, a LAN).
+    pub allow_private_addresses: bool,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            default_hold_did: String::new(),
+            profile_cache_secs: 60,
+            hold_cache_secs: 300,
+            allow_private_addresses: false,
+        }
+    }
 }
 
 /// The index (users, repositories, tags, stars, search): a libSQL file, optionally an
@@ -662,6 +689,7 @@ impl Config {
             );
         }
         self.validate_hold()?;
+        self.validate_federation()?;
         self.validate_index()?;
         self.validate_observability()?;
         Ok(())
@@ -736,6 +764,20 @@ impl Config {
         } else {
             self.index.path.clone()
         }
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let d = &self.federation.default_hold_did;
+        if !d.is_empty()
+            && (crate::atproto::repo::syntax::validate_did(d).is_err()
+                || !(d.starts_with("did:web:") || d.starts_with("did:plc:")))
+        {
+            return Err(ConfigError::Invalid {
+                key: "federation.default_hold_did",
+                message: format!("{d:?} is not a did:web or did:plc DID"),
+            });
+        }
+        Ok(())
     }
 
     fn validate_hold(&self) -> Result<(), ConfigError> {

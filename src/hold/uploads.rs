@@ -67,7 +67,8 @@ pub const MAX_PART_BYTES: u64 = 5 << 30;
 struct Session {
     owner: String,
     address: Option<String>,
-    digest: Digest,
+    /// `None`: started under a temporary name; `completeUpload` names the digest.
+    digest: Option<Digest>,
     len: u64,
     /// `None` after a failed part: the stream state is unknown, the upload must be aborted.
     hasher: Option<Hasher>,
@@ -94,7 +95,11 @@ impl Session {
         serde_json::to_vec(&SavedSession {
             owner: self.owner.clone(),
             address: self.address.clone(),
-            digest: self.digest.to_string(),
+            digest: self
+                .digest
+                .as_ref()
+                .map(Digest::to_string)
+                .unwrap_or_default(),
             len: self.len,
             hasher: self
                 .hasher
@@ -112,7 +117,11 @@ impl Session {
         Some(Session {
             owner: s.owner,
             address: s.address,
-            digest: s.digest.parse().ok()?,
+            digest: if s.digest.is_empty() {
+                None
+            } else {
+                Some(s.digest.parse().ok()?)
+            },
             len: s.len,
             hasher: hex::decode(&s.hasher)
                 .ok()
@@ -194,6 +203,26 @@ fn parse_digest(s: &str) -> Result<Digest> {
         .map_err(|e| HoldApiError::InvalidDigest(format!("{s:?}: {e}")))
 }
 
+/// Prefix of the temporary name an AppView gives `initiateUpload` when the digest is not
+/// known yet (an OCI chunked upload learns it at the end, as atcr.io's AppView does).
+pub const TEMP_UPLOAD_PREFIX: &str = "uploads/temp-";
+
+/// `initiateUpload`'s digest: a digest, or a temporary name (`None`; hashed as sha256).
+fn parse_initial_digest(s: &str) -> Result<Option<Digest>> {
+    match s.strip_prefix(TEMP_UPLOAD_PREFIX) {
+        Some(rest)
+            if !rest.is_empty()
+                && s.len() <= 128
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(None)
+        }
+        _ => parse_digest(s).map(Some),
+    }
+}
+
 impl HoldService {
     async fn session(&self, caller: &str, id: &str) -> Result<Arc<Open>> {
         let cell = self.uploads.get(id).ok_or(HoldApiError::InvalidUploadId)?;
@@ -216,7 +245,7 @@ impl HoldService {
     ) -> Result<String> {
         self.require(caller, Action::WriteBlob).await?;
         let caller = caller.ok_or(HoldApiError::AuthRequired)?;
-        let digest = parse_digest(digest)?;
+        let digest = parse_initial_digest(digest)?;
         self.expire_uploads().await;
         let id = format!("{UPLOAD_ID_PREFIX}{}", uuid::Uuid::new_v4());
         let limits = &self.upload_limits;
@@ -254,7 +283,12 @@ impl HoldService {
                 Open::new(Session {
                     owner: caller.to_string(),
                     address: address.map(str::to_string),
-                    hasher: Some(digest.algorithm().hasher()),
+                    hasher: Some(
+                        digest
+                            .as_ref()
+                            .map_or(crate::oci::types::Algorithm::Sha256, Digest::algorithm)
+                            .hasher(),
+                    ),
                     digest,
                     len: 0,
                     parts: Vec::new(),
@@ -356,11 +390,24 @@ impl HoldService {
         let claimed = parse_digest(digest)?;
         let cell = self.session(caller, id).await?;
         let mut s = cell.state.lock().await;
-        if claimed != s.digest {
-            return Err(HoldApiError::InvalidDigest(format!(
-                "upload was started for {}, completed as {claimed}",
-                s.digest
-            )));
+        match &s.digest {
+            Some(started) if *started != claimed => {
+                return Err(HoldApiError::InvalidDigest(format!(
+                    "upload was started for {started}, completed as {claimed}"
+                )));
+            }
+            Some(_) => {}
+            None if s
+                .hasher
+                .as_ref()
+                .is_some_and(|h| h.algorithm() != claimed.algorithm()) =>
+            {
+                return Err(HoldApiError::InvalidDigest(format!(
+                    "an upload started under a temporary name is hashed as sha256, not {}",
+                    claimed.algorithm().as_str()
+                )));
+            }
+            None => {}
         }
         let written: Vec<PartRef> = s
             .parts
@@ -382,16 +429,15 @@ impl HoldService {
             HoldApiError::CompletionFailed("an earlier part failed; abort this upload".into())
         })?;
         let actual = hasher.finish();
-        if actual != s.digest {
+        if actual != claimed {
             let _ = self.blobs.upload_abort(id).await;
             self.uploads.remove(id);
             self.persist(id, None).await?;
             return Err(HoldApiError::InvalidDigest(format!(
-                "content digest is {actual}, not {}; the upload was discarded",
-                s.digest
+                "content digest is {actual}, not {claimed}; the upload was discarded"
             )));
         }
-        let digest = s.digest.clone();
+        let digest = claimed;
         // Noted before the commit, so a GC gathering its keep-list after this cannot miss it.
         self.note_completed(&digest).await?;
         if let Err(e) = self.blobs.upload_commit(id, &digest).await {

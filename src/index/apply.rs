@@ -946,7 +946,9 @@ impl Index {
 
     /// After a manifest PUT reached the PDS and the local store: index it now, in the
     /// background (never fails or slows the push; errors are logged). `rkey`: the key of the owner's `io.atcr.manifest` record (`None` without a PDS:
-    /// the digest hex stands in, as records had before TID keys).
+    /// the digest hex stands in, as records had before TID keys); `hold_did`: the hold the
+    /// push stored its blobs on (`None`: this appliance's).
+    #[allow(clippy::too_many_arguments)]
     pub fn note_manifest_put(
         &self,
         name: &Name,
@@ -955,17 +957,21 @@ impl Index {
         bytes: &[u8],
         tag: Option<&str>,
         rkey: Option<&str>,
+        hold_did: Option<&str>,
     ) {
         let now = crate::pds::now_rfc3339();
         let blob =
             serde_json::json!({"$type": "blob", "mimeType": media_type, "size": bytes.len()});
+        // The hold the push stored its blobs on (federation), else this appliance's.
+        let hold =
+            hold_did.unwrap_or_else(|| self.inner.local_hold.get().map_or("", String::as_str));
         let value = records::manifest_record(
             name.repository(),
             digest,
             media_type,
             bytes,
             &blob,
-            self.inner.local_hold.get().map_or("", String::as_str),
+            hold,
             &now,
         );
         let rkey = rkey.unwrap_or(digest.hex()).to_string();

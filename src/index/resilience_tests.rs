@@ -134,7 +134,7 @@ async fn replica_with_the_primary_at_a_closed_port_starts_serves_queues_then_dra
     // Writes are queued durably: a push, and pull counts.
     let (name, digest, bytes) = pushed("during", 2);
     let mt = "application/vnd.oci.image.manifest.v1+json";
-    ix.note_manifest_put(&name, &digest, mt, &bytes, Some("v1"), None);
+    ix.note_manifest_put(&name, &digest, mt, &bytes, Some("v1"), None, None);
     ix.note_pull(ALICE, "before");
     ix.note_pull(ALICE, "before");
     let e = ix.flush_pulls().await.unwrap_err();
@@ -280,6 +280,7 @@ async fn an_unwritable_local_file_queues_writes_until_it_is_writable_again() {
         "application/vnd.oci.image.manifest.v1+json",
         &bytes,
         Some("v1"),
+        None,
         None,
     );
     ix.note_pull(ALICE, "before");
@@ -505,7 +506,15 @@ async fn a_push_is_one_write_transaction() {
     for n in 1..=3u8 {
         let before = ix.status().write_transactions;
         let (name, digest, bytes) = pushed("app", n);
-        ix.note_manifest_put(&name, &digest, mt, &bytes, Some(&format!("v{n}")), None);
+        ix.note_manifest_put(
+            &name,
+            &digest,
+            mt,
+            &bytes,
+            Some(&format!("v{n}")),
+            None,
+            None,
+        );
         eventually("the push to be indexed", 10, || {
             ix.status().outbox.applied == u64::from(n)
         })

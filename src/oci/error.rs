@@ -177,7 +177,16 @@ impl OciError {
         struct Envelope<'a> {
             errors: [Entry<'a>; 1],
         }
-        let (code, message, _) = self.code.describe();
+        let (code, generic, _) = self.code.describe();
+        // Clients print `message` (docker, podman and skopeo show "code: message"), so a
+        // refusal whose reason the user must read (a hold's crew rule, a hold that is down)
+        // carries that reason there too, not just in `detail`.
+        let message = match self.code {
+            ErrorCode::Denied | ErrorCode::Unavailable if !self.detail.is_empty() => {
+                self.detail.as_str()
+            }
+            _ => generic,
+        };
         serde_json::to_vec(&Envelope {
             errors: [Entry {
                 code,
@@ -255,6 +264,16 @@ impl From<RegistryError> for OciError {
                         .with_status(StatusCode::BAD_GATEWAY),
                 }
             }
+            R::Hold(h) => hold_error(&h),
+            R::ServiceToken(t) => match t {
+                crate::auth::service_token::ServiceTokenError::NoSession(_) => {
+                    OciError::new(ErrorCode::Unauthorized, detail)
+                }
+                crate::auth::service_token::ServiceTokenError::Pds { .. } => {
+                    OciError::new(ErrorCode::Unavailable, detail)
+                }
+            },
+            R::AuthRequired(_) => OciError::new(ErrorCode::Unauthorized, detail),
             // Internal failures: the spec has no code for them; keep the detail vague (it may
             // name paths) and let the log carry the rest.
             R::Storage(_) | R::Database(_) | R::Io(_) => {
@@ -262,6 +281,55 @@ impl From<RegistryError> for OciError {
                 OciError::new(ErrorCode::Unsupported, "internal server error")
                     .with_status(StatusCode::INTERNAL_SERVER_ERROR)
             }
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+/// A remote hold's answer as the OCI client should see it: refusals of access and quota are
+/// `DENIED` with the hold's own reason and what to do; a hold that cannot be reached is
+/// `UNAVAILABLE` naming it; a digest the hold refuses is `DIGEST_INVALID`.
+pub fn hold_error(h: &crate::hold_client::HoldCallError) -> OciError {
+    use crate::hold_client::{HoldCallError as H, GET_BLOB};
+    let hold = h.hold();
+    match h {
+        H::Refused { method, error, .. } if h.is_forbidden() || error == "RegistrationDisabled" => {
+            let how = if method == GET_BLOB {
+                "pulls from this hold need a crew member with blob:read: ask its captain to add you"
+            } else {
+                "pushes need its captain or a crew member with blob:write: ask the captain to add you \
+                 (the hold's admin panel), or set defaultHold in your io.atcr.sailor.profile to a hold you belong to"
+            };
+            OciError::new(
+                ErrorCode::Denied,
+                format!("hold {hold} refused: {}. {how}", h.reason()),
+            )
+        }
+        H::Refused { .. } if h.is_quota_exceeded() => OciError::new(
+            ErrorCode::Denied,
+            format!("hold {hold} refused the push: {}", h.reason()),
+        ),
+        H::Refused { .. } if h.is_auth_required() => OciError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "hold {hold} needs authentication: {} (log in with docker login)",
+                h.reason()
+            ),
+        ),
+        H::Refused { error, .. } if error == "InvalidDigest" => OciError::new(
+            ErrorCode::DigestInvalid,
+            format!("hold {hold}: {}", h.reason()),
+        ),
+        H::Refused { error, .. } if error == "InvalidUploadId" => OciError::new(
+            ErrorCode::BlobUploadUnknown,
+            format!("hold {hold} no longer knows this upload: start it again"),
+        ),
+        H::Refused { .. } | H::BadResponse { .. } => {
+            OciError::new(ErrorCode::Unavailable, h.to_string())
+                .with_status(StatusCode::BAD_GATEWAY)
+        }
+        H::Unavailable { .. } | H::Discovery { .. } => {
+            OciError::new(ErrorCode::Unavailable, h.to_string())
         }
     }
 }
@@ -288,5 +356,102 @@ impl From<crate::auth::AuthError> for OciError {
                     .with_status(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hold_client::HoldCallError;
+
+    fn refused(method: &str, status: u16, error: &str, message: &str) -> RegistryError {
+        RegistryError::Hold(HoldCallError::Refused {
+            hold: "did:web:hold-b.example.com".into(),
+            method: method.into(),
+            status,
+            error: error.into(),
+            message: Some(message.into()),
+        })
+    }
+
+    fn code(e: RegistryError) -> (&'static str, u16, String) {
+        let o = OciError::from(e);
+        (o.code.describe().0, o.status().as_u16(), o.detail)
+    }
+
+    #[test]
+    fn hold_refusals_become_oci_errors() {
+        use crate::hold_client::{GET_BLOB, INITIATE_UPLOAD, NOTIFY_MANIFEST};
+        // Not crew: DENIED with the hold's reason and the way in.
+        let (c, s, d) = code(refused(
+            INITIATE_UPLOAD,
+            403,
+            "Forbidden",
+            "this needs the blob:write permission on this hold",
+        ));
+        assert_eq!((c, s), ("DENIED", 403));
+        assert!(d.contains("did:web:hold-b.example.com"), "{d}");
+        assert!(d.contains("this needs the blob:write permission"), "{d}");
+        assert!(d.contains("captain") && d.contains("defaultHold"), "{d}");
+        let (c, _, d) = code(refused(GET_BLOB, 403, "Forbidden", "needs blob:read"));
+        assert_eq!(c, "DENIED");
+        assert!(d.contains("blob:read"), "{d}");
+        let (c, _, _) = code(refused(
+            INITIATE_UPLOAD,
+            403,
+            "RegistrationDisabled",
+            "this hold does not accept new crew members",
+        ));
+        assert_eq!(c, "DENIED");
+        // Over quota: DENIED with the hold's numbers.
+        let (c, s, d) = code(refused(
+            NOTIFY_MANIFEST,
+            400,
+            "QuotaExceeded",
+            "storage quota exceeded for did:plc:a: tier deckhand allows 5 bytes",
+        ));
+        assert_eq!((c, s), ("DENIED", 403));
+        assert!(d.contains("tier deckhand"), "{d}");
+        // Hold down: UNAVAILABLE naming the hold.
+        let (c, s, d) = code(RegistryError::Hold(HoldCallError::Unavailable {
+            hold: "did:web:hold-b.example.com".into(),
+            method: GET_BLOB.into(),
+            detail: "connection refused".into(),
+        }));
+        assert_eq!((c, s), ("UNAVAILABLE", 503));
+        assert!(d.contains("did:web:hold-b.example.com") && d.contains("connection refused"));
+        let (c, s, _) = code(RegistryError::Hold(HoldCallError::Discovery {
+            hold: "did:web:gone.example.com".into(),
+            detail: "its did.json answered HTTP 404".into(),
+        }));
+        assert_eq!((c, s), ("UNAVAILABLE", 503));
+        // The hold's own answers that mean something to the client.
+        assert_eq!(
+            code(refused(
+                "x",
+                400,
+                "InvalidDigest",
+                "content digest is sha256:1"
+            ))
+            .0,
+            "DIGEST_INVALID"
+        );
+        assert_eq!(
+            code(refused("x", 400, "InvalidUploadId", "unknown upload id")).0,
+            "BLOB_UPLOAD_UNKNOWN"
+        );
+        assert_eq!(
+            code(refused(GET_BLOB, 401, "AuthRequired", "log in")).0,
+            "UNAUTHORIZED"
+        );
+        // Anything else the hold refuses is its fault, not the client's: 502.
+        assert_eq!(code(refused("x", 400, "UploadFailed", "disk full")).1, 502);
+        // A missing PDS session for the service token: log in again.
+        let (c, s, _) = code(RegistryError::ServiceToken(
+            crate::auth::service_token::ServiceTokenError::NoSession("did:plc:a".into()),
+        ));
+        assert_eq!((c, s), ("UNAUTHORIZED", 401));
+        let (c, s, _) = code(RegistryError::AuthRequired("hold is private".into()));
+        assert_eq!((c, s), ("UNAUTHORIZED", 401));
     }
 }

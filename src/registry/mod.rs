@@ -4,11 +4,13 @@
 //! Handlers in [`crate::oci::handlers`] call these methods; storage goes through
 //! [`crate::blob::BlobStore`] for bytes and [`store::MetaStore`] for metadata.
 
+pub mod federation;
 pub mod misses;
 pub mod pds;
 pub mod pulls;
 pub mod push_hook;
 pub mod records;
+pub mod remote;
 pub mod store;
 
 use std::collections::HashMap;
@@ -56,7 +58,7 @@ pub enum RegistryError {
     /// The owner's PDS could not store or serve the records; nothing was stored locally.
     #[error("{0}")]
     Records(#[from] records::RecordsError),
-    /// Refused by the hold before anything was stored (quota).
+    /// Refused by the hold before anything was stored (quota, crew rules).
     #[error("{0}")]
     Denied(String),
     /// The disk is full or under the free-space watermark; the upload was removed.
@@ -68,6 +70,15 @@ pub enum RegistryError {
     /// The request body came slower than the minimum rate; the upload was removed.
     #[error("{0}; the upload was removed")]
     BodyTimeout(String),
+    /// A remote hold refused the call, failed, or could not be reached.
+    #[error("{0}")]
+    Hold(#[from] crate::hold_client::HoldCallError),
+    /// No service token for a hold call (the user's PDS session on this host).
+    #[error("{0}")]
+    ServiceToken(#[from] crate::auth::service_token::ServiceTokenError),
+    /// Reading needs a login (a blob on a private hold).
+    #[error("{0}")]
+    AuthRequired(String),
 }
 
 impl From<BlobError> for RegistryError {
@@ -301,6 +312,10 @@ pub struct Registry {
     misses: misses::Misses,
     /// Which manifest reads are pulls (one per `GET` by tag).
     pulls: pulls::PullCounter,
+    /// Hold selection and remote holds (`auth.mode = "atproto"`); unset: everything local.
+    federation: std::sync::OnceLock<Arc<federation::Federation>>,
+    /// Upload sessions streaming to remote holds.
+    remote: remote::RemoteSessions,
 }
 
 /// Where an upload stands, for the `Range` and `Location` headers.
@@ -330,7 +345,14 @@ impl Registry {
             index: std::sync::OnceLock::new(),
             misses: misses::Misses::new(misses::MISS_TTL),
             pulls: pulls::PullCounter::default(),
+            federation: std::sync::OnceLock::new(),
+            remote: remote::RemoteSessions::default(),
         })
+    }
+
+    /// Install hold selection and the remote-hold client; done once at start.
+    pub fn set_federation(&self, f: Arc<federation::Federation>) {
+        let _ = self.federation.set(f);
     }
 
     /// Install the index (direct writes after pushes and deletes); done once at start.
@@ -352,6 +374,14 @@ impl Registry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The in-process hold's crew rules for a push into `name` (without a hold: none).
+    async fn check_local_writer(&self, name: &Name) -> Result<()> {
+        if let Some(h) = self.push_hook() {
+            h.before_upload(name).await.map_err(RegistryError::Denied)?;
+        }
+        Ok(())
     }
 
     fn records(&self) -> Option<Arc<dyn records::ManifestRecords>> {
@@ -395,7 +425,11 @@ impl Registry {
     /// Remove the repository's link; the bytes go when garbage collection finds no link left.
     pub async fn blob_delete(&self, name: &Name, digest: &Digest) -> Result<()> {
         let (repo, d) = (name.to_string(), digest.clone());
-        if self.store.run(move |s| s.unlink_blob(&repo, &d)).await? {
+        let unlinked = self
+            .store
+            .run(move |s| Ok(s.unlink_blob(&repo, &d)? | s.unlink_remote_blob(&repo, &d)?))
+            .await?;
+        if unlinked {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))
@@ -410,6 +444,11 @@ impl Registry {
         digest: &Digest,
         from: Option<&Name>,
     ) -> Result<bool> {
+        let (target, pusher) = self.push_target(name).await?;
+        if let (federation::HoldTarget::Remote(hold), Some(pusher)) = (&target, &pusher) {
+            return self.remote_mount(name, digest, from, pusher, hold).await;
+        }
+        self.check_local_writer(name).await?;
         let size = match from {
             Some(from) => {
                 let (repo, d) = (from.to_string(), digest.clone());
@@ -445,6 +484,13 @@ impl Registry {
         algorithm: Algorithm,
         who: &Uploader,
     ) -> Result<UploadState> {
+        let (target, pusher) = self.push_target(name).await?;
+        if let (federation::HoldTarget::Remote(hold), Some(pusher)) = (&target, &pusher) {
+            return self
+                .remote_upload_start(name, pusher, hold, algorithm)
+                .await;
+        }
+        self.check_local_writer(name).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_unix();
         {
@@ -578,6 +624,9 @@ impl Registry {
     }
 
     pub async fn upload_status(&self, name: &Name, id: &str) -> Result<UploadState> {
+        if remote::is_remote_upload(id) {
+            return self.remote_upload_status(name, id).await;
+        }
         let cell = self.session(name, id).await?;
         let len = cell.lock().await.len;
         Ok(UploadState {
@@ -595,6 +644,11 @@ impl Registry {
         declared_len: Option<u64>,
         body: ChunkStream,
     ) -> Result<UploadState> {
+        if remote::is_remote_upload(id) {
+            return self
+                .remote_upload_append(name, id, start, declared_len, body)
+                .await;
+        }
         let cell = self.session(name, id).await?;
         let mut session = cell.lock().await;
         session.check_start(start)?;
@@ -679,6 +733,11 @@ impl Registry {
         declared_len: Option<u64>,
         body: Option<ChunkStream>,
     ) -> Result<u64> {
+        if remote::is_remote_upload(id) {
+            return self
+                .remote_upload_finish(name, id, digest, start, declared_len, body)
+                .await;
+        }
         let cell = self.session(name, id).await?;
         let mut session = cell.lock().await;
         session.check_start(start)?;
@@ -722,6 +781,9 @@ impl Registry {
     }
 
     pub async fn upload_cancel(&self, name: &Name, id: &str) -> Result<()> {
+        if remote::is_remote_upload(id) {
+            return self.remote_upload_cancel(name, id).await;
+        }
         let cell = self.session(name, id).await?;
         let _guard = cell.lock().await;
         self.drop_session(id).await;
@@ -800,6 +862,7 @@ impl Registry {
             .map(|(id, _)| id)
             .collect();
         removed += self.blobs.cleanup_orphans(&live).await?;
+        removed += self.cleanup_remote_uploads().await?;
         Ok(removed)
     }
 
@@ -888,11 +951,18 @@ impl Registry {
             Reference::Tag(t) => Some(t.to_string()),
             Reference::Digest(_) => None,
         };
-        let (n, d, bytes) = (name.clone(), f.digest.clone(), f.bytes.clone());
+        let (n, d, bytes, p) = (
+            name.clone(),
+            f.digest.clone(),
+            f.bytes.clone(),
+            parsed.clone(),
+        );
         self.store
-            .run(move |s| s.put_manifest(&n, &d, &parsed, &bytes, tag.as_deref()))
+            .run(move |s| s.put_manifest(&n, &d, &p, &bytes, tag.as_deref()))
             .await?;
-        tracing::info!(name = %name, digest = %f.digest, "cached a manifest from the PDS");
+        self.note_manifest_hold(name, &parsed, f.hold_did.as_deref())
+            .await?;
+        tracing::info!(name = %name, digest = %f.digest, hold = ?f.hold_did, "cached a manifest from the PDS");
         let (repo, d) = (name.to_string(), f.digest);
         self.store
             .run(move |s| s.get_manifest(&repo, &d))
@@ -927,8 +997,22 @@ impl Registry {
             }
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t.to_string())),
         };
-        self.check_references(name, &parsed).await?;
-        let hook = self.push_hook();
+        // Where the blobs are decides the record's holdDid and who hears of the push.
+        let (target, pusher) = self.push_target(name).await?;
+        let hold = match self.fed() {
+            Some(_) => {
+                self.check_children(name, &parsed).await?;
+                self.blobs_hold(name, &parsed, &target).await?
+            }
+            None => {
+                self.check_references(name, &parsed).await?;
+                federation::HoldTarget::Local
+            }
+        };
+        let hook = match hold {
+            federation::HoldTarget::Local => self.push_hook(),
+            federation::HoldTarget::Remote(_) => None,
+        };
         // Held to the end of this function, after `after_push` (or the error that ends the push).
         let _permit = match &hook {
             Some(h) => h
@@ -937,15 +1021,40 @@ impl Registry {
                 .map_err(RegistryError::Denied)?,
             None => None,
         };
+        // A remote hold hears of the push after the PDS write, or before it when its quota
+        // could refuse the push (a refusal then leaves nothing anywhere).
+        let remote = match (&hold, &pusher) {
+            (federation::HoldTarget::Remote(h), Some(p)) => {
+                let body = remote::notify_body(name, p, &digest, &parsed, tag.as_deref());
+                let first = self.remote_notify_first(p, h, &parsed).await?;
+                if first {
+                    self.remote_notify(p, h, &body).await?;
+                }
+                Some((p.clone(), h.clone(), body, first))
+            }
+            _ => None,
+        };
         // The PDS is the source of truth: write it first; on failure nothing is stored here
         // (the blobs stay).
+        // The hold that keeps the blobs (the manifest record's `holdDid`).
+        let hold_did = self
+            .fed()
+            .map(|f| f.did_of(&hold).to_string())
+            .unwrap_or_default();
         let written = match self.records() {
             Some(r) => {
                 // sha512 (and over-long media types) cannot be described by a valid record.
                 records::check_describable(&digest, &parsed)
                     .map_err(RegistryError::ManifestInvalid)?;
                 Some(
-                    r.put_manifest(name, &digest, &parsed.media_type, &bytes, tag.as_deref())
+                    r.put_manifest(
+                        name,
+                        &digest,
+                        &parsed.media_type,
+                        &bytes,
+                        tag.as_deref(),
+                        &hold_did,
+                    )
                         .await
                         .map_err(|e| match e {
                             records::RecordsError::Unavailable(m) => {
@@ -959,6 +1068,22 @@ impl Registry {
             }
             None => None,
         };
+        if let Some((p, h, body, false)) = &remote {
+            self.remote_notify(p, h, body).await.map_err(|e| match e {
+                RegistryError::Hold(crate::hold_client::HoldCallError::Unavailable {
+                    hold,
+                    method,
+                    detail,
+                }) => RegistryError::Hold(crate::hold_client::HoldCallError::Unavailable {
+                    hold,
+                    method,
+                    detail: format!(
+                        "{detail}; the manifest record is in the PDS but the hold has not recorded its layers: push again"
+                    ),
+                }),
+                other => other,
+            })?;
+        }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let (n, d, p, mt) = (
             name.clone(),
@@ -974,6 +1099,7 @@ impl Registry {
             })
             .await?;
         if let Some(ix) = self.index.get() {
+            let hold_did = self.fed().map(|f| f.did_of(&hold).to_string());
             ix.note_manifest_put(
                 name,
                 &digest,
@@ -981,6 +1107,7 @@ impl Registry {
                 &bytes,
                 tag.as_deref(),
                 written.as_ref().map(|w| w.rkey.as_str()),
+                hold_did.as_deref(),
             );
         }
         if let Some(h) = hook {
@@ -989,6 +1116,30 @@ impl Registry {
                 .await;
         }
         Ok(PutManifest { digest, subject })
+    }
+
+    /// Every child of an index must be a manifest of the repository.
+    async fn check_children(&self, name: &Name, parsed: &ParsedManifest) -> Result<()> {
+        let repo = name.to_string();
+        let children: Vec<Digest> = match parsed.kind {
+            ManifestKind::Index => parsed.manifests.iter().map(|d| d.digest.clone()).collect(),
+            ManifestKind::Image => return Ok(()),
+        };
+        let missing = self
+            .store
+            .run(move |s| {
+                for d in children {
+                    if !s.has_manifest(&repo, &d)? {
+                        return Ok(Some(d));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        match missing {
+            Some(d) => Err(RegistryError::ManifestBlobUnknown(d)),
+            None => Ok(()),
+        }
     }
 
     /// Every blob an image manifest needs, and every child of an index, must be in the repo.

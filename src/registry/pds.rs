@@ -428,6 +428,7 @@ impl ManifestRecords for PdsRecords {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
+        hold_did: &str,
     ) -> Result<Written, RecordsError> {
         let owner = self.owner(name).await?;
         let did = owner.did.clone();
@@ -454,7 +455,12 @@ impl ManifestRecords for PdsRecords {
         let rkey = rkey
             .filter(|k| Tid::parse(k).is_ok())
             .unwrap_or_else(|| Tid::now().to_string());
-        let hold = self.hold_did.clone();
+        // Empty: this registry's default hold.
+        let hold = if hold_did.is_empty() {
+            self.hold_did.clone()
+        } else {
+            hold_did.to_string()
+        };
         let body = bytes.to_vec();
         let xrpc = self.resolver.xrpc().clone();
         let description = description_annotation(bytes);
@@ -667,10 +673,20 @@ impl ManifestRecords for PdsRecords {
             return Err(invalid(&format!("manifestBlob hashes to {actual}")));
         }
         self.remember(did, repository, &digest, &rkey).await;
+        let hold_did = v["holdDid"]
+            .as_str()
+            .filter(|d| crate::atproto::repo::syntax::validate_did(d).is_ok())
+            .map(str::to_string)
+            .or_else(|| {
+                v["holdEndpoint"]
+                    .as_str()
+                    .and_then(super::federation::hold_ref_to_did)
+            });
         Ok(Some(Fetched {
             digest,
             media_type,
             bytes,
+            hold_did,
         }))
     }
 }

@@ -1,6 +1,7 @@
-//! What the registry tells the hold about a manifest push (design.md section 4, push order:
-//! ... -> tag record -> local index -> hold `notifyManifest`). The registry only knows this
-//! trait; the hold implements it (`hold::registry_hook`).
+//! What the registry asks and tells the hold in this process: may this user upload (crew
+//! rules), may this reader pull (a private hold), and the manifest push itself (design.md
+//! section 4, push order: ... -> tag record -> local index -> hold `notifyManifest`). The
+//! registry only knows this trait; the hold implements it (`hold::registry_hook`).
 
 use crate::oci::types::manifest::ParsedManifest;
 use crate::oci::types::{Digest, Name};
@@ -10,8 +11,29 @@ use crate::oci::types::{Digest, Name};
 /// `before_push` still holds when the push lands.
 pub type PushPermit = Box<dyn std::any::Any + Send>;
 
+/// Why the hold refuses a blob read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRefusal {
+    /// Anonymous reader of a private hold: log in.
+    AuthRequired(String),
+    /// Authenticated, but without `blob:read` on the hold.
+    Denied(String),
+}
+
 #[async_trait::async_trait]
 pub trait PushHook: Send + Sync {
+    /// Before a blob upload or mount into `name` starts (the hold's crew rules).
+    /// `Err(message)`: refused with OCI `DENIED`.
+    async fn before_upload(&self, _name: &Name) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Before a blob of the hold is served to `reader` (the authenticated DID, `None` when
+    /// anonymous): a private hold serves its crew only.
+    async fn may_read(&self, _reader: Option<&str>) -> Result<(), ReadRefusal> {
+        Ok(())
+    }
+
     /// Before anything of the push becomes visible. `Err(message)`: the push is refused
     /// with OCI `DENIED` (e.g. the user's storage quota).
     async fn before_push(

@@ -77,13 +77,17 @@ pub struct Fetched {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Vec<u8>,
+    /// The record's `holdDid` (or the did:web of a legacy `holdEndpoint`): where the
+    /// manifest's blobs are.
+    pub hold_did: Option<String>,
 }
 
 /// Where the registry's manifests and tags live besides the local copy.
 #[async_trait::async_trait]
 pub trait ManifestRecords: Send + Sync {
-    /// Upload the bytes, write the manifest record (reusing the record of an earlier push
-    /// of the same digest into the same repository), then the tag record (if `tag`), and
+    /// Upload the bytes, write the manifest record (naming `hold_did`, the hold that keeps
+    /// its blobs; empty: this registry's default; reusing the record of an earlier push of
+    /// the same digest into the same repository), then the tag record (if `tag`), and
     /// create the repository's page on its first push.
     async fn put_manifest(
         &self,
@@ -92,6 +96,7 @@ pub trait ManifestRecords: Send + Sync {
         media_type: &str,
         bytes: &[u8],
         tag: Option<&str>,
+        hold_did: &str,
     ) -> Result<Written, RecordsError>;
     async fn delete_tag(&self, name: &Name, tag: &str) -> Result<(), RecordsError>;
     /// Delete the manifest record and the given tag records that point at it.

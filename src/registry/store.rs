@@ -20,6 +20,7 @@
 //!                                         `io.atcr.repo.page` (JSON: userEdited, description
 //!                                         hash), so pushes do not re-read it every time
 //! ```
+//! and the federation tables `blob_holds`, `remote_uploads` ([`holds`]).
 //! Each logical change is one write transaction. Every method is blocking: callers run them
 //! through [`MetaStore::run`], which moves them off the async runtime.
 
@@ -31,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::types::manifest::{Descriptor, ParsedManifest};
 use crate::oci::types::{Digest, Name};
+
+mod holds;
 
 type Pair<'a> = (&'a str, &'a str);
 type Triple<'a> = (&'a str, &'a str, &'a str);
@@ -143,6 +146,8 @@ impl MetaStore {
             txn.open_table(UI_SESSIONS)?;
             txn.open_table(MANIFEST_RKEYS)?;
             txn.open_table(REPO_PAGES)?;
+            txn.open_table(holds::BLOB_HOLDS)?;
+            txn.open_table(holds::REMOTE_UPLOADS)?;
         }
         txn.commit()?;
         Ok(Arc::new(MetaStore {

@@ -310,12 +310,18 @@ async fn route(
                         };
                         match guard(&state, &req, need).await {
                             Ok(claims) => {
+                                // The authenticated caller's DID (`None`: anonymous, or auth
+                                // off): pulls from a private remote hold need it.
+                                let caller = claims
+                                    .as_ref()
+                                    .map(|c| c.sub.clone())
+                                    .filter(|s| !s.is_empty());
                                 let mut req = req;
                                 req.extensions_mut().insert(Client {
                                     addr: peer.ip(),
                                     subject: claims.map(|c| c.sub),
                                 });
-                                oci_dispatch(&state, route, req, peer).await
+                                oci_dispatch(&state, route, req, peer, caller).await
                             }
                             Err(resp) => resp,
                         }
@@ -431,6 +437,7 @@ async fn oci_dispatch(
     route: OciRoute,
     req: Request<Incoming>,
     peer: SocketAddr,
+    caller: Option<String>,
 ) -> Response<Body> {
     use OciRoute as R;
     let m = req.method().clone();
@@ -455,7 +462,7 @@ async fn oci_dispatch(
             ))
         }
         (R::Blob { name, digest }, &Method::GET | &Method::HEAD) => {
-            oci::blob_get(state, req, name, digest).await
+            oci::blob_get(state, req, name, digest, caller.as_deref()).await
         }
         (R::Blob { name, digest }, &Method::DELETE) => oci::blob_delete(state, name, digest).await,
         (R::UploadStart { name }, &Method::POST) => oci::upload_start(state, req, name).await,

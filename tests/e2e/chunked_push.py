@@ -8,9 +8,11 @@ out-of-order PATCH in the middle (must be 416 with the true Range), then PUT ?di
 no body. Finally HEAD + GET the blob and compare size and sha256. skopeo and podman always
 stream a blob in one PATCH, so this path is otherwise untested by real clients.
 Prints one "ok <what>" / "FAIL <what>" line per check; exit status 1 if any failed.
+REGISTRY_TOKEN (env) is sent as a Bearer token with every request.
 """
 
 import hashlib
+import os
 import urllib.request
 import http.client
 import sys
@@ -34,9 +36,14 @@ def main():
         data = f.read()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     conn = http.client.HTTPConnection(hostport, timeout=120)
+    # REGISTRY_TOKEN: a registry bearer token (a registry with token auth).
+    token = os.environ.get("REGISTRY_TOKEN", "")
 
     def req(method, url, body=None, headers=None):
-        conn.request(method, url, body=body, headers=headers or {})
+        headers = dict(headers or {})
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        conn.request(method, url, body=body, headers=headers)
         r = conn.getresponse()
         payload = r.read()
         return r, payload

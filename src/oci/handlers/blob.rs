@@ -7,15 +7,61 @@ use crate::app::http::{empty, hv, stream_body};
 use crate::app::AppState;
 use crate::oci::types::range::{parse_range, RangeOutcome};
 use crate::oci::types::{Digest, Name};
+use crate::registry::remote::{BlobSource, RemoteBlob};
 
-/// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single-range support.
+/// A blob on a remote hold: HEAD answers its size (the hold was asked), GET redirects to
+/// where the hold keeps it, or streams a private hold's bytes fetched with the puller's token.
+async fn remote_blob(
+    state: &AppState,
+    req: &Request<Incoming>,
+    digest: &Digest,
+    hold: &str,
+    size: u64,
+    caller: Option<&str>,
+) -> HandlerResult {
+    let head = req.method() == Method::HEAD;
+    let answer = state
+        .registry
+        .remote_blob(digest, hold, size, caller, head)
+        .await?;
+    let base = Response::builder()
+        .header("Docker-Content-Digest", hv(&digest.to_string()))
+        .header(ETAG, hv(&format!("\"{digest}\"")));
+    Ok(match answer {
+        RemoteBlob::Present { size } => base
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(empty()),
+        RemoteBlob::Redirect(url) => base
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(http::header::LOCATION, hv(&url))
+            .header(CONTENT_LENGTH, 0)
+            .body(empty()),
+        RemoteBlob::Stream { len, stream } => base
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len)
+            .body(stream_body(stream)),
+    }
+    .expect("valid"))
+}
+
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single-range support. `caller` is the
+/// authenticated puller (private holds serve their crew only).
 pub async fn blob_get(
     state: &AppState,
     req: Request<Incoming>,
     name: Name,
     digest: Digest,
+    caller: Option<&str>,
 ) -> HandlerResult {
-    let size = state.registry.blob_size(&name, &digest).await?;
+    let size = match state.registry.blob_source(&name, &digest, caller).await? {
+        BlobSource::Local { size } => size,
+        BlobSource::Remote { hold, size } => {
+            return remote_blob(state, &req, &digest, &hold, size, caller).await
+        }
+    };
     let base = || {
         Response::builder()
             .header(CONTENT_TYPE, "application/octet-stream")

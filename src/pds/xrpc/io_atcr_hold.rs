@@ -311,8 +311,9 @@ async fn export_user_data(svc: &HoldService, nsid: &str, req: Request<Incoming>)
 }
 
 /// `com.atproto.sync.getBlob?did=&cid=`: an OCI digest (`sha256:...`) is a blob of the blob
-/// store (307 to a presigned URL on S3, streamed otherwise); a CID is a blob of the hold
-/// repo, which stores none yet (`BlobNotFound`). Both gated by `public` / crew `blob:read`.
+/// store (GET: 307 to a presigned URL on S3, streamed otherwise; HEAD: 200 with its size,
+/// never a redirect); a CID is a blob of the hold repo, which stores none yet
+/// (`BlobNotFound`). Both gated by `public` / crew `blob:read`.
 async fn get_blob(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> XrpcResult {
     let who = caller(svc, nsid, &req).await?;
     let p = Params::of(&req);
@@ -330,6 +331,18 @@ async fn get_blob(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> Xrpc
         let Some(size) = blobs.stat(&digest).await.map_err(|e| api_error(e.into()))? else {
             return Err(not_found());
         };
+        let builder = Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .header(http::header::CONTENT_LENGTH, size)
+            .header("Docker-Content-Digest", digest.to_string());
+        // HEAD answers presence and size from metadata (AppViews ask before pulls and
+        // mounts); only a GET is sent to storage.
+        if req.method() == Method::HEAD {
+            return Ok(builder
+                .body(crate::app::http::empty())
+                .expect("valid headers"));
+        }
         if let Some(url) = blobs
             .redirect_url(&digest)
             .await
@@ -340,16 +353,6 @@ async fn get_blob(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> Xrpc
                 .header(http::header::LOCATION, url)
                 .body(crate::app::http::empty())
                 .expect("valid redirect"));
-        }
-        let builder = Response::builder()
-            .status(StatusCode::OK)
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
-            .header(http::header::CONTENT_LENGTH, size)
-            .header("Docker-Content-Digest", digest.to_string());
-        if req.method() == Method::HEAD {
-            return Ok(builder
-                .body(crate::app::http::empty())
-                .expect("valid headers"));
         }
         let read = blobs
             .read(&digest, None)

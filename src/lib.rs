@@ -33,6 +33,7 @@ pub mod index;
 pub mod oci;
 pub mod pds;
 pub mod registry;
+pub mod scan;
 pub mod server;
 pub mod ttl_map;
 pub mod web;

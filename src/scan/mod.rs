@@ -1,0 +1,2 @@
+//! The vulnerability scanner (in-process, no external service).
+pub mod version;

@@ -1,2 +1,3 @@
 //! The vulnerability scanner (in-process, no external service).
+pub mod inventory;
 pub mod version;

@@ -51,6 +51,36 @@ pub fn parse_installed(bytes: &[u8]) -> Vec<Package> {
     out
 }
 
+/// (path, package) of every file the database lists (`F:` directory, then `R:` files).
+pub fn owned_paths(bytes: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    let mut pkg = String::new();
+    let mut dir = String::new();
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix("P:") {
+            pkg = p.trim().to_string();
+            dir.clear();
+        } else if let Some(d) = line.strip_prefix("F:") {
+            dir = d.trim().trim_matches('/').to_string();
+        } else if let Some(f) = line.strip_prefix("R:") {
+            if out.len() >= 4 * MAX_PACKAGES_PER_FILE {
+                break;
+            }
+            let f = f.trim();
+            out.push((
+                if dir.is_empty() {
+                    f.to_string()
+                } else {
+                    format!("{dir}/{f}")
+                },
+                pkg.clone(),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_installed;
@@ -68,5 +98,10 @@ mod tests {
         assert_eq!(p[0].licenses, ["MIT"]);
         assert_eq!(p[1].source.as_deref(), Some("openssl"));
         assert_eq!(p[1].arch.as_deref(), Some("x86_64"));
+        let owned = super::owned_paths(db);
+        assert_eq!(
+            owned,
+            [("lib/ld-musl-x86_64.so.1".to_string(), "musl".to_string())]
+        );
     }
 }

@@ -2,4 +2,5 @@
 pub mod inventory;
 pub mod tar;
 pub mod version;
+pub mod vulndb;
 pub mod walk;

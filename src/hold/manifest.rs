@@ -107,6 +107,24 @@ impl NotifyManifest {
         Ok(push)
     }
 
+    /// The scan of this push (an index has no layers and no config: not scanned itself).
+    pub fn scan_request(&self) -> crate::scan::service::ScanRequest {
+        crate::scan::service::ScanRequest {
+            user_did: self.user_did.clone(),
+            repository: self.repository.clone(),
+            manifest_digest: self.manifest_digest.clone(),
+            manifest_uri: self.manifest_uri(),
+            config_media_type: self.manifest.config.as_ref().map(|c| c.media_type.clone()),
+            layers: self
+                .manifest
+                .layers
+                .iter()
+                .map(|l| l.digest.clone())
+                .collect(),
+            force: false,
+        }
+    }
+
     /// AT-URI of the user's manifest record.
     pub fn manifest_uri(&self) -> String {
         let hex = self
@@ -254,6 +272,11 @@ impl HoldService {
             return Err(e);
         }
         committed?;
+        if push {
+            if let Some(scanner) = self.scanner() {
+                scanner.enqueue(req.scan_request());
+            }
+        }
         let mut out = NotifyOutcome {
             success: true,
             operation: if push { "push" } else { "pull" }.into(),

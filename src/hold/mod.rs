@@ -98,6 +98,8 @@ pub struct HoldService {
     auth: ServiceAuth,
     tiers: Tiers,
     uploads: uploads::Uploads,
+    /// The vulnerability scanner pushes are handed to (`[scan] enabled`).
+    scanner: std::sync::OnceLock<Arc<crate::scan::service::Scanner>>,
 }
 
 /// How long a blob completed through `completeUpload` is kept from garbage collection
@@ -127,6 +129,7 @@ impl HoldService {
             blobs,
             tiers,
             uploads: uploads::Uploads::default(),
+            scanner: std::sync::OnceLock::new(),
         })
     }
 
@@ -161,6 +164,15 @@ impl HoldService {
 
     pub fn tiers(&self) -> &Tiers {
         &self.tiers
+    }
+
+    /// Hands pushed images to `scanner` from now on.
+    pub fn set_scanner(&self, scanner: Arc<crate::scan::service::Scanner>) {
+        let _ = self.scanner.set(scanner);
+    }
+
+    pub fn scanner(&self) -> Option<&Arc<crate::scan::service::Scanner>> {
+        self.scanner.get()
     }
 
     /// The authenticated caller of `nsid`: `None` without an `Authorization` header, the

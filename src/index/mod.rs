@@ -21,6 +21,7 @@ pub mod apply;
 pub mod backfill;
 pub mod firehose;
 pub mod read;
+pub mod scans;
 mod schema;
 
 use std::collections::HashMap;

@@ -129,10 +129,23 @@ pub fn license_ref(name: &str) -> String {
     let cleaned: String = name
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_matches('-');
-    format!("LicenseRef-{}", if cleaned.is_empty() { "unknown" } else { cleaned })
+    format!(
+        "LicenseRef-{}",
+        if cleaned.is_empty() {
+            "unknown"
+        } else {
+            cleaned
+        }
+    )
 }
 
 /// An SPDX expression for a package's declared licences, and the `LicenseRef`s it uses
@@ -144,26 +157,27 @@ pub fn expression(declared: &[String]) -> (String, Vec<(String, String)>) {
     for d in declared {
         let mut out = Vec::new();
         let mut pending: Vec<&str> = Vec::new();
-        let flush = |pending: &mut Vec<&str>, out: &mut Vec<String>, refs: &mut Vec<(String, String)>| {
-            if pending.is_empty() {
-                return;
-            }
-            let name = pending.join(" ");
-            pending.clear();
-            let (open, name) = split_parens(&name);
-            let (body, close) = split_close(name);
-            let id = match spdx_id(body) {
-                Some(id) => id.to_string(),
-                None => {
-                    let r = license_ref(body);
-                    if !refs.iter().any(|(x, _)| *x == r) {
-                        refs.push((r.clone(), body.to_string()));
-                    }
-                    r
+        let flush =
+            |pending: &mut Vec<&str>, out: &mut Vec<String>, refs: &mut Vec<(String, String)>| {
+                if pending.is_empty() {
+                    return;
                 }
+                let name = pending.join(" ");
+                pending.clear();
+                let (open, name) = split_parens(&name);
+                let (body, close) = split_close(name);
+                let id = match spdx_id(body) {
+                    Some(id) => id.to_string(),
+                    None => {
+                        let r = license_ref(body);
+                        if !refs.iter().any(|(x, _)| *x == r) {
+                            refs.push((r.clone(), body.to_string()));
+                        }
+                        r
+                    }
+                };
+                out.push(format!("{open}{id}{close}"));
             };
-            out.push(format!("{open}{id}{close}"));
-        };
         for w in d.split_whitespace() {
             if matches!(w, "AND" | "OR" | "WITH" | "and" | "or") {
                 flush(&mut pending, &mut out, &mut refs);
@@ -175,7 +189,11 @@ pub fn expression(declared: &[String]) -> (String, Vec<(String, String)>) {
         flush(&mut pending, &mut out, &mut refs);
         if !out.is_empty() {
             let e = out.join(" ");
-            parts.push(if declared.len() > 1 && e.contains(' ') { format!("({e})") } else { e });
+            parts.push(if declared.len() > 1 && e.contains(' ') {
+                format!("({e})")
+            } else {
+                e
+            });
         }
     }
     if parts.is_empty() {
@@ -200,15 +218,30 @@ mod tests {
 
     #[test]
     fn map_is_sorted_and_expressions() {
-        assert!(MAP.windows(2).all(|w| w[0].0 < w[1].0), "MAP must stay sorted");
+        assert!(
+            MAP.windows(2).all(|w| w[0].0 < w[1].0),
+            "MAP must stay sorted"
+        );
         assert_eq!(spdx_id("GPL-2+"), Some("GPL-2.0-or-later"));
         assert_eq!(spdx_id("Expat"), Some("MIT"));
         assert_eq!(expression(&["MIT".into()]).0, "MIT");
-        assert_eq!(expression(&["MIT OR Apache-2.0".into()]).0, "MIT OR Apache-2.0");
+        assert_eq!(
+            expression(&["MIT OR Apache-2.0".into()]).0,
+            "MIT OR Apache-2.0"
+        );
         let (e, refs) = expression(&["GPL-2+".into(), "BSD License".into()]);
         assert_eq!(e, "GPL-2.0-or-later AND LicenseRef-BSD-License");
-        assert_eq!(refs, [("LicenseRef-BSD-License".to_string(), "BSD License".to_string())]);
-        assert_eq!(expression(&["(MIT or Apache-2.0)".into()]).0, "(MIT OR Apache-2.0)");
+        assert_eq!(
+            refs,
+            [(
+                "LicenseRef-BSD-License".to_string(),
+                "BSD License".to_string()
+            )]
+        );
+        assert_eq!(
+            expression(&["(MIT or Apache-2.0)".into()]).0,
+            "(MIT OR Apache-2.0)"
+        );
         assert_eq!(expression(&[]).0, "NOASSERTION");
     }
 }

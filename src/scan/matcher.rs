@@ -40,8 +40,11 @@ pub struct Finding {
 pub fn distro_ecosystem(d: &Distro) -> Option<String> {
     let major_minor = |v: &str| {
         let parts: Vec<&str> = v.split(['.', '_']).take(2).collect();
-        (parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-            .then(|| parts.join("."))
+        (parts.len() == 2
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        .then(|| parts.join("."))
     };
     let major = |v: &str| {
         let m = v.split('.').next().unwrap_or("");
@@ -80,7 +83,10 @@ fn lookup_key(p: &Package, distro: Option<&Distro>) -> Option<(String, Vec<Strin
         PackageType::Deb | PackageType::Apk => {
             let eco = distro_ecosystem(distro?)?;
             let name = p.source.clone().unwrap_or_else(|| p.name.clone());
-            let version = p.source_version.clone().unwrap_or_else(|| p.version.clone());
+            let version = p
+                .source_version
+                .clone()
+                .unwrap_or_else(|| p.version.clone());
             (eco, vec![name], version)
         }
         PackageType::Rpm => {
@@ -138,7 +144,11 @@ pub fn find(reader: &Reader, inv: &Inventory) -> Result<Vec<Finding>, VulnDbErro
                 let info = reader.vuln(&entry.id)?;
                 let (aliases, summary, url) = match info {
                     Some(i) => (i.aliases, i.summary, i.url),
-                    None => (Vec::new(), String::new(), format!("https://osv.dev/vulnerability/{}", entry.id)),
+                    None => (
+                        Vec::new(),
+                        String::new(),
+                        format!("https://osv.dev/vulnerability/{}", entry.id),
+                    ),
                 };
                 found.push(Finding {
                     id: entry.id.clone(),
@@ -172,7 +182,9 @@ fn dedupe(found: Vec<Finding>) -> Vec<Finding> {
     let mut groups: Vec<Vec<Finding>> = Vec::new();
     for f in found {
         let names = |f: &Finding| -> Vec<String> {
-            std::iter::once(f.id.clone()).chain(f.aliases.iter().cloned()).collect()
+            std::iter::once(f.id.clone())
+                .chain(f.aliases.iter().cloned())
+                .collect()
         };
         let mine = names(&f);
         match groups

@@ -13,7 +13,12 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use super::inventory::{Distro, Package, PackageType};
 
 /// Everything but `A-Z a-z 0-9 . - _ ~ :` is encoded.
-const ENC: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'-').remove(b'_').remove(b'~').remove(b':');
+const ENC: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':');
 
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, ENC).to_string()
@@ -32,7 +37,10 @@ pub fn of(p: &Package, distro: Option<&Distro>) -> String {
             Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
             None => (None, p.name.clone()),
         },
-        k if k.is_os() => (distro.map(|d| d.id.clone()).filter(|i| !i.is_empty()), p.name.clone()),
+        k if k.is_os() => (
+            distro.map(|d| d.id.clone()).filter(|i| !i.is_empty()),
+            p.name.clone(),
+        ),
         _ => (p.namespace.clone(), p.name.clone()),
     };
     if p.kind.is_os() {
@@ -159,7 +167,11 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let deb = Distro { id: "debian".into(), version_id: "12".into(), ..Distro::default() };
+        let deb = Distro {
+            id: "debian".into(),
+            version_id: "12".into(),
+            ..Distro::default()
+        };
         let mut ssl = Package::new(PackageType::Deb, "libssl3", "3.0.11-1~deb12u2+b1");
         ssl.arch = Some("amd64".into());
         ssl.source = Some("openssl".into());
@@ -172,7 +184,11 @@ mod tests {
 
         let mut rpm = Package::new(PackageType::Rpm, "openssl-libs", "1:3.0.7-24.el9");
         rpm.source = Some("openssl".into());
-        let alma = Distro { id: "almalinux".into(), version_id: "9.3".into(), ..Distro::default() };
+        let alma = Distro {
+            id: "almalinux".into(),
+            version_id: "9.3".into(),
+            ..Distro::default()
+        };
         let u = of(&rpm, Some(&alma));
         assert_eq!(u, "pkg:rpm/almalinux/openssl-libs@3.0.7-24.el9?distro=almalinux-9.3&epoch=1&upstream=openssl");
         assert_eq!(parse(&u).unwrap().0, rpm);

@@ -197,3 +197,72 @@ pub fn read(bytes: &[u8]) -> Result<ReportView, String> {
     }
     serde_json::from_slice(bytes).map_err(|e| format!("vulnerability report: {e}"))
 }
+
+/// A plain-text table of a report for terminals (`atcr scan`).
+pub fn table(report: &Value) -> String {
+    let mut out = String::new();
+    let s = &report["summary"];
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    let distro = match report["distro"]["id"].as_str() {
+        Some(id) => format!(
+            ", {id} {}",
+            report["distro"]["versionId"].as_str().unwrap_or("")
+        ),
+        None => String::new(),
+    };
+    out.push_str(&format!(
+        "{} packages{distro}\nvulnerabilities: {} critical, {} high, {} medium, {} low, {} unknown ({} total)\n",
+        report["packages"].as_u64().unwrap_or(0),
+        n("critical"),
+        n("high"),
+        n("medium"),
+        n("low"),
+        n("unknown"),
+        n("total")
+    ));
+    if report["database"].is_null() {
+        out.push_str("(no vulnerability database: run `atcr vulndb import`)\n");
+    }
+    let empty = Vec::new();
+    let matches = report["matches"].as_array().unwrap_or(&empty);
+    if !matches.is_empty() {
+        let rows: Vec<[String; 5]> = matches
+            .iter()
+            .map(|m| {
+                [
+                    m["severity"].as_str().unwrap_or("").to_uppercase(),
+                    m["id"].as_str().unwrap_or("").to_string(),
+                    m["package"]["name"].as_str().unwrap_or("").to_string(),
+                    m["package"]["version"].as_str().unwrap_or("").to_string(),
+                    m["fixedVersion"].as_str().unwrap_or("-").to_string(),
+                ]
+            })
+            .collect();
+        let head = ["SEVERITY", "ID", "PACKAGE", "INSTALLED", "FIXED"];
+        let mut w = head.map(str::len);
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: [&str; 5]| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                l.push_str(c);
+                if i < 4 {
+                    l.push_str(&" ".repeat(w[i] - c.chars().count() + 2));
+                }
+            }
+            l.push('\n');
+            l
+        };
+        out.push_str(&line(head));
+        for r in &rows {
+            out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        }
+    }
+    for note in report["notes"].as_array().unwrap_or(&empty) {
+        out.push_str(&format!("note: {}\n", note.as_str().unwrap_or("")));
+    }
+    out
+}

@@ -39,7 +39,13 @@ pub struct ImageRef {
 fn spdx_id(prefix: &str, label: &str, unique: &str) -> String {
     let clean: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(60)
         .collect();
     let h = hex::encode(&Sha256::digest(unique.as_bytes())[..8]);
@@ -57,8 +63,16 @@ fn spdx_time(rfc3339: &str) -> String {
 /// Builds the document.
 pub fn build(image: &ImageRef, inv: &Inventory, created: &str, tool_version: &str) -> Value {
     let image_id = "SPDXRef-Image".to_string();
-    let hex = image.digest.split_once(':').map(|(_, h)| h).unwrap_or(&image.digest);
-    let last = image.repository.rsplit('/').next().unwrap_or(&image.repository);
+    let hex = image
+        .digest
+        .split_once(':')
+        .map(|(_, h)| h)
+        .unwrap_or(&image.digest);
+    let last = image
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or(&image.repository);
     let oci_purl = format!(
         "pkg:oci/{}@{}?repository_url={}",
         percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC),
@@ -88,7 +102,11 @@ pub fn build(image: &ImageRef, inv: &Inventory, created: &str, tool_version: &st
     })];
     let mut extracted: BTreeMap<String, String> = BTreeMap::new();
     if let Some(d) = &inv.distro {
-        let os_id = spdx_id("OperatingSystem", &d.id, &format!("{}-{}", d.id, d.version_id));
+        let os_id = spdx_id(
+            "OperatingSystem",
+            &d.id,
+            &format!("{}-{}", d.id, d.version_id),
+        );
         let mut os = json!({
             "name": d.id,
             "SPDXID": os_id,
@@ -115,7 +133,11 @@ pub fn build(image: &ImageRef, inv: &Inventory, created: &str, tool_version: &st
     for op in &inv.packages {
         let p = &op.package;
         let purl = super::purl::of(p, inv.distro.as_ref());
-        let id = spdx_id("Package", &format!("{}-{}", p.kind.as_str(), p.full_name()), &purl);
+        let id = spdx_id(
+            "Package",
+            &format!("{}-{}", p.kind.as_str(), p.full_name()),
+            &purl,
+        );
         let (license, refs) = super::license::expression(&p.licenses);
         for (r, text) in refs {
             extracted.entry(r).or_insert(text);
@@ -133,7 +155,10 @@ pub fn build(image: &ImageRef, inv: &Inventory, created: &str, tool_version: &st
             "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl}],
         });
         if !p.locations.is_empty() {
-            v["sourceInfo"] = json!(format!("acquired package info from: {}", p.locations.join(", ")));
+            v["sourceInfo"] = json!(format!(
+                "acquired package info from: {}",
+                p.locations.join(", ")
+            ));
         }
         if p.kind.is_os() {
             os_ids.insert(p.name.clone(), id.clone());
@@ -203,19 +228,30 @@ pub fn read(bytes: &[u8]) -> Result<View, String> {
         return Err(format!("the SBOM is over {MAX_SBOM_BYTES} bytes"));
     }
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("SBOM: {e}"))?;
-    if doc["spdxVersion"].as_str().is_none_or(|v| !v.starts_with("SPDX-2")) {
+    if doc["spdxVersion"]
+        .as_str()
+        .is_none_or(|v| !v.starts_with("SPDX-2"))
+    {
         return Err("not an SPDX 2 document".into());
     }
     let refs: HashMap<&str, &str> = doc["hasExtractedLicensingInfos"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|e| Some((e["licenseId"].as_str()?, e["name"].as_str().or(e["extractedText"].as_str())?)))
+                .filter_map(|e| {
+                    Some((
+                        e["licenseId"].as_str()?,
+                        e["name"].as_str().or(e["extractedText"].as_str())?,
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
     let mut view = View {
-        created: doc["creationInfo"]["created"].as_str().unwrap_or("").to_string(),
+        created: doc["creationInfo"]["created"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
         ..View::default()
     };
     let empty = Vec::new();
@@ -225,7 +261,10 @@ pub fn read(bytes: &[u8]) -> Result<View, String> {
     let mut owners: HashMap<&str, &str> = HashMap::new();
     for r in doc["relationships"].as_array().unwrap_or(&empty) {
         if r["relationshipType"] == "CONTAINS" && r["spdxElementId"] != "SPDXRef-Image" {
-            if let (Some(a), Some(b)) = (r["spdxElementId"].as_str(), r["relatedSpdxElement"].as_str()) {
+            if let (Some(a), Some(b)) = (
+                r["spdxElementId"].as_str(),
+                r["relatedSpdxElement"].as_str(),
+            ) {
                 owners.insert(b, a);
             }
         }
@@ -272,7 +311,10 @@ pub fn read(bytes: &[u8]) -> Result<View, String> {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        if let Some(src) = p["sourceInfo"].as_str().and_then(|s| s.strip_prefix("acquired package info from: ")) {
+        if let Some(src) = p["sourceInfo"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("acquired package info from: "))
+        {
             package.locations = src.split(", ").map(str::to_string).collect();
         }
         if !license.is_empty() {
@@ -344,31 +386,62 @@ mod tests {
         deb.licenses = vec!["Expat".into(), "Odd License".into()];
         deb.arch = Some("all".into());
         let inv = Inventory {
-            distro: Some(Distro { id: "debian".into(), version_id: "12".into(), pretty_name: "Debian 12".into(), version_codename: "bookworm".into() }),
+            distro: Some(Distro {
+                id: "debian".into(),
+                version_id: "12".into(),
+                pretty_name: "Debian 12".into(),
+                version_codename: "bookworm".into(),
+            }),
             packages: vec![
-                OwnedPackage { package: deb.clone(), owner: None },
-                OwnedPackage { package: six.clone(), owner: Some("python3-six".into()) },
+                OwnedPackage {
+                    package: deb.clone(),
+                    owner: None,
+                },
+                OwnedPackage {
+                    package: six.clone(),
+                    owner: Some("python3-six".into()),
+                },
             ],
             ..Inventory::default()
         };
-        let img = ImageRef { repository: "team/app".into(), digest: format!("sha256:{}", "ab".repeat(32)), user_did: "did:plc:x".into(), host: "reg.example".into() };
+        let img = ImageRef {
+            repository: "team/app".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            user_did: "did:plc:x".into(),
+            host: "reg.example".into(),
+        };
         let doc = build(&img, &inv, "2024-05-01T10:00:00.123Z", "0.1.0");
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
         assert_eq!(doc["creationInfo"]["created"], "2024-05-01T10:00:00Z");
         assert_eq!(doc["packages"].as_array().unwrap().len(), 4);
         let deb_pkg = &doc["packages"][2];
         assert_eq!(deb_pkg["licenseDeclared"], "MIT AND LicenseRef-Odd-License");
-        assert_eq!(doc["hasExtractedLicensingInfos"][0]["licenseId"], "LicenseRef-Odd-License");
+        assert_eq!(
+            doc["hasExtractedLicensingInfos"][0]["licenseId"],
+            "LicenseRef-Odd-License"
+        );
         for p in doc["packages"].as_array().unwrap() {
             let id = p["SPDXID"].as_str().unwrap();
-            assert!(id.starts_with("SPDXRef-") && id[8..].chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'), "{id}");
+            assert!(
+                id.starts_with("SPDXRef-")
+                    && id[8..]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'),
+                "{id}"
+            );
         }
         let view = read(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(view.distro.as_ref().unwrap().version_codename, "bookworm");
         assert_eq!(view.packages.len(), 2);
         assert_eq!(view.packages[0].license, "MIT AND Odd License");
-        assert_eq!(view.packages[0].package.package.arch.as_deref(), Some("all"));
-        assert_eq!(view.packages[1].package.owner.as_deref(), Some("python3-six"));
+        assert_eq!(
+            view.packages[0].package.package.arch.as_deref(),
+            Some("all")
+        );
+        assert_eq!(
+            view.packages[1].package.owner.as_deref(),
+            Some("python3-six")
+        );
         assert_eq!(view.packages[1].package.package.locations, six.locations);
         assert!(read(b"{}").is_err());
     }

@@ -139,6 +139,9 @@ pub async fn run(
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; dropping open connections"),
     }
+    if let Some(scanner) = &state.scanner {
+        scanner.stop().await; // its worker threads hold the hold's databases
+    }
     if let Some(hold) = &state.hold {
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }

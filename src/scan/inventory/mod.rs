@@ -2,17 +2,17 @@
 //! takes bytes already capped by the layer walker (`super::walk`), never panics on any
 //! input (each has a fuzz target), and returns what it could read.
 //!
-//! - [`os_release`]: `/etc/os-release` -> [`Distro`].
-//! - [`dpkg`]: `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*` (distroless), and the
+//! - [`os_release`] reads `/etc/os-release` -> [`Distro`].
+//! - [`dpkg`] reads `/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*` (distroless), and the
 //!   licences in `/usr/share/doc/<package>/copyright` (DEP-5).
-//! - [`apk`]: `/lib/apk/db/installed`.
-//! - [`rpm`]: `rpmdb.sqlite` read with [`sqlite`], a minimal read-only SQLite file reader,
+//! - [`apk`] reads `/lib/apk/db/installed`.
+//! - [`rpm`] reads `rpmdb.sqlite` with [`sqlite`], a minimal read-only SQLite file reader,
 //!   and the RPM header blobs in it.
-//! - [`python`]: `*.dist-info/METADATA`, `*.egg-info/PKG-INFO` and `*.egg-info` files.
-//! - [`npm`]: `package-lock.json` (v1-v3) and `node_modules/**/package.json`.
-//! - [`binary`]: ELF executables streamed once for Go build info ([`gobin`]) and Rust
+//! - [`python`] reads `*.dist-info/METADATA`, `*.egg-info/PKG-INFO` and `*.egg-info` files.
+//! - [`npm`] reads `package-lock.json` (v1-v3) and `node_modules/**/package.json`.
+//! - [`binary`] reads ELF executables streamed once for Go build info ([`gobin`]) and Rust
 //!   cargo-auditable dependency lists ([`rustbin`]).
-//! - [`java`]: jar/war/ear archives streamed entry by entry (nested jars too) for
+//! - [`java`] reads jar/war/ear archives streamed entry by entry (nested jars too) for
 //!   `META-INF/maven/**/pom.properties` and `META-INF/MANIFEST.MF`.
 
 pub mod apk;

@@ -1,12 +1,12 @@
 //! Version orderings, one per packaging world. OSV ranges are evaluated with the ordering of
 //! the affected package's ecosystem (`ECOSYSTEM` ranges) or SemVer (`SEMVER` ranges).
 //!
-//! - [`dpkg`]: Debian and Ubuntu (`dpkg --compare-versions`).
-//! - [`apk`]: Alpine and Wolfi (`apk version -t`).
-//! - [`rpm`]: RPM distributions (`rpmvercmp` on epoch, version, release).
-//! - [`semver`]: npm, crates.io and Go modules (SemVer 2.0 precedence).
-//! - [`pep440`]: PyPI.
-//! - [`maven`]: Maven (`ComparableVersion`).
+//! - [`dpkg`] orders Debian and Ubuntu (`dpkg --compare-versions`).
+//! - [`apk`] orders Alpine and Wolfi (`apk version -t`).
+//! - [`rpm`] orders RPM distributions (`rpmvercmp` on epoch, version, release).
+//! - [`semver`] orders npm, crates.io and Go modules (SemVer 2.0 precedence).
+//! - [`pep440`] orders PyPI.
+//! - [`maven`] orders Maven (`ComparableVersion`).
 //!
 //! Every comparison is total and never fails: scanners meet versions that break their
 //! scheme's grammar, and an odd version must still be ordered rather than crash a scan.

@@ -137,7 +137,15 @@ fn fsync_dir(dir: &Path) {
 /// into a new generation. With `replace` the new generation holds only these sources;
 /// otherwise they are upserted into a copy of the live one. Blocking.
 pub fn import(dir: &Path, sources: &[PathBuf], replace: bool) -> Result<ImportReport, VulnDbError> {
-    import_named(dir, sources, &sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), replace)
+    import_named(
+        dir,
+        sources,
+        &sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+        replace,
+    )
 }
 
 fn import_named(
@@ -149,7 +157,10 @@ fn import_named(
     std::fs::create_dir_all(dir).map_err(|e| VulnDbError::Io(dir.to_path_buf(), e))?;
     for s in sources {
         if !s.exists() {
-            return Err(VulnDbError::Source(format!("{} does not exist", s.display())));
+            return Err(VulnDbError::Source(format!(
+                "{} does not exist",
+                s.display()
+            )));
         }
     }
     let _lock = ImportLock::take(dir)?;
@@ -187,7 +198,9 @@ fn import_named(
         let mut each = |bytes: &[u8], report: &mut ImportReport| -> Result<(), VulnDbError> {
             report.records += 1;
             if report.records > MAX_RECORDS {
-                return Err(VulnDbError::Source(format!("more than {MAX_RECORDS} records")));
+                return Err(VulnDbError::Source(format!(
+                    "more than {MAX_RECORDS} records"
+                )));
             }
             match serde_json::from_slice::<Osv>(bytes) {
                 Ok(v) if !v.id.is_empty() => batch.push(v),
@@ -205,7 +218,12 @@ fn import_named(
     let mut meta = Meta {
         generation,
         updated_at: crate::pds::now_rfc3339(),
-        sources: names.iter().cloned().chain(prior_sources).take(64).collect(),
+        sources: names
+            .iter()
+            .cloned()
+            .chain(prior_sources)
+            .take(64)
+            .collect(),
         ..Meta::default()
     };
     {
@@ -237,12 +255,14 @@ fn import_named(
     std::fs::rename(&tmp, &target).map_err(|e| VulnDbError::Io(target.clone(), e))?;
     let cur_tmp = dir.join("CURRENT.tmp");
     {
-        let mut f = std::fs::File::create(&cur_tmp).map_err(|e| VulnDbError::Io(cur_tmp.clone(), e))?;
+        let mut f =
+            std::fs::File::create(&cur_tmp).map_err(|e| VulnDbError::Io(cur_tmp.clone(), e))?;
         writeln!(f, "{generation}")
             .and_then(|()| f.sync_all())
             .map_err(|e| VulnDbError::Io(cur_tmp.clone(), e))?;
     }
-    std::fs::rename(&cur_tmp, current_file(dir)).map_err(|e| VulnDbError::Io(cur_tmp.clone(), e))?;
+    std::fs::rename(&cur_tmp, current_file(dir))
+        .map_err(|e| VulnDbError::Io(cur_tmp.clone(), e))?;
     fsync_dir(dir);
     // Older generations go (an open handle in a running server keeps its file alive).
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -286,7 +306,9 @@ fn write_batch(db: &Database, batch: &[Osv], report: &mut ImportReport) -> Resul
                 .and_then(|x| serde_json::from_slice(x.value()).ok());
             if let Some(old) = old {
                 for key in &old.keys {
-                    affected.remove(format!("{key}\0{}", old.id).as_str()).map_err(db_err)?;
+                    affected
+                        .remove(format!("{key}\0{}", old.id).as_str())
+                        .map_err(db_err)?;
                 }
                 vulns.remove(v.id.as_str()).map_err(db_err)?;
             }
@@ -306,18 +328,23 @@ fn write_batch(db: &Database, batch: &[Osv], report: &mut ImportReport) -> Resul
                     .map_err(db_err)?;
             }
             let bytes = serde_json::to_vec(&info).map_err(db_err)?;
-            vulns.insert(info.id.as_str(), bytes.as_slice()).map_err(db_err)?;
+            vulns
+                .insert(info.id.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
             report.imported += 1;
         }
     }
     tx.commit().map_err(db_err)
 }
 
+/// What [`read_source`] hands each record to.
+type EachRecord<'a> = dyn FnMut(&[u8], &mut ImportReport) -> Result<(), VulnDbError> + 'a;
+
 /// Feeds every OSV JSON record of a source to `each`.
 fn read_source(
     s: &Path,
     report: &mut ImportReport,
-    each: &mut dyn FnMut(&[u8], &mut ImportReport) -> Result<(), VulnDbError>,
+    each: &mut EachRecord<'_>,
 ) -> Result<(), VulnDbError> {
     let io_err = |e: io::Error| VulnDbError::Io(s.to_path_buf(), e);
     if s.is_dir() {
@@ -351,7 +378,9 @@ fn read_source(
     let f = std::fs::File::open(s).map_err(io_err)?;
     if s.extension().is_some_and(|e| e == "json") {
         let mut buf = Vec::new();
-        f.take(MAX_RECORD_BYTES + 1).read_to_end(&mut buf).map_err(io_err)?;
+        f.take(MAX_RECORD_BYTES + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
         return each(&buf, report);
     }
     let mut zip = zip::ZipArchive::new(f)
@@ -409,7 +438,11 @@ async fn download(client: &reqwest::Client, url: &str, path: &Path) -> Result<()
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     let err = |e: String| VulnDbError::Download(url.to_string(), e);
-    let resp = client.get(url).send().await.map_err(|e| err(e.to_string()))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }
@@ -428,7 +461,9 @@ async fn download(client: &reqwest::Client, url: &str, path: &Path) -> Result<()
             .await
             .map_err(|e| VulnDbError::Io(path.to_path_buf(), e))?;
     }
-    f.sync_all().await.map_err(|e| VulnDbError::Io(path.to_path_buf(), e))?;
+    f.sync_all()
+        .await
+        .map_err(|e| VulnDbError::Io(path.to_path_buf(), e))?;
     Ok(())
 }
 
@@ -493,7 +528,9 @@ pub struct VulnDb {
 
 impl std::fmt::Debug for VulnDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VulnDb").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("VulnDb")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -566,12 +603,27 @@ mod tests {
         let db_dir = tmp.path().join("vulndb");
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("nested")).unwrap();
-        write(&src, "a.json", r#"{"id":"PYSEC-1","affected":[{"package":{"ecosystem":"PyPI","name":"Requests"},"versions":["2.0.0"]}]}"#);
-        write(&src.join("nested"), "b.json", r#"{"id":"GHSA-2","affected":[{"package":{"ecosystem":"npm","name":"lodash"},"ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"4.17.21"}]}]}]}"#);
-        write(&src, "c.json", r#"{"id":"X-3","affected":[{"package":{"ecosystem":"Nonexistent","name":"y"},"versions":["1"]}]}"#);
+        write(
+            &src,
+            "a.json",
+            r#"{"id":"PYSEC-1","affected":[{"package":{"ecosystem":"PyPI","name":"Requests"},"versions":["2.0.0"]}]}"#,
+        );
+        write(
+            &src.join("nested"),
+            "b.json",
+            r#"{"id":"GHSA-2","affected":[{"package":{"ecosystem":"npm","name":"lodash"},"ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"4.17.21"}]}]}]}"#,
+        );
+        write(
+            &src,
+            "c.json",
+            r#"{"id":"X-3","affected":[{"package":{"ecosystem":"Nonexistent","name":"y"},"versions":["1"]}]}"#,
+        );
         write(&src, "bad.json", "{not json");
         let r = import(&db_dir, std::slice::from_ref(&src), false).unwrap();
-        assert_eq!((r.generation, r.records, r.imported, r.unmatched, r.failed), (1, 4, 2, 1, 1));
+        assert_eq!(
+            (r.generation, r.records, r.imported, r.unmatched, r.failed),
+            (1, 4, 2, 1, 1)
+        );
         let vdb = VulnDb::new(&db_dir);
         let reader = vdb.reader().unwrap();
         assert_eq!(reader.meta.advisories, 2);
@@ -584,15 +636,20 @@ mod tests {
         {
             let f = std::fs::File::create(&zip_path).unwrap();
             let mut z = zip::ZipWriter::new(f);
-            let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
             z.start_file("GHSA-2.json", opts).unwrap();
             z.write_all(br#"{"id":"GHSA-2","affected":[{"package":{"ecosystem":"npm","name":"underscore"},"versions":["1.0.0"]}]}"#).unwrap();
             z.start_file("PYSEC-1.json", opts).unwrap();
-            z.write_all(br#"{"id":"PYSEC-1","withdrawn":"2024-01-01T00:00:00Z","affected":[]}"#).unwrap();
+            z.write_all(br#"{"id":"PYSEC-1","withdrawn":"2024-01-01T00:00:00Z","affected":[]}"#)
+                .unwrap();
             z.finish().unwrap();
         }
         let r = import(&db_dir, std::slice::from_ref(&zip_path), false).unwrap();
-        assert_eq!((r.generation, r.imported, r.withdrawn, r.advisories), (2, 1, 1, 1));
+        assert_eq!(
+            (r.generation, r.imported, r.withdrawn, r.advisories),
+            (2, 1, 1, 1)
+        );
         // The server's handle switches when asked, and the old file is gone from disk.
         assert_eq!(vdb.reload().unwrap(), Some(2));
         let reader = vdb.reader().unwrap();

@@ -201,13 +201,23 @@ fn word_at(v: &Value, keys: &[&str], source: &str) -> Option<Severity> {
 pub fn severity_of(vuln: &Osv, affected: &OsvAffected, distro: bool) -> Severity {
     let own = || {
         rated(&affected.severity)
-            .or_else(|| word_at(&affected.ecosystem_specific, &["severity", "urgency", "priority"], "distribution"))
+            .or_else(|| {
+                word_at(
+                    &affected.ecosystem_specific,
+                    &["severity", "urgency", "priority"],
+                    "distribution",
+                )
+            })
             .or_else(|| rated(&vuln.severity))
     };
     let scored = || cvss(&affected.severity).or_else(|| cvss(&vuln.severity));
     let db = || {
-        word_at(&vuln.database_specific, &["severity", "cvss_severity"], "database")
-            .or_else(|| word_at(&affected.database_specific, &["severity"], "database"))
+        word_at(
+            &vuln.database_specific,
+            &["severity", "cvss_severity"],
+            "database",
+        )
+        .or_else(|| word_at(&affected.database_specific, &["severity"], "database"))
     };
     let found = if distro {
         own().or_else(scored).or_else(db)
@@ -436,11 +446,18 @@ fn fixed_after(entry: &AffectedEntry, scheme: Scheme, version: &str) -> Option<S
             if *kind != EventKind::Fixed {
                 continue;
             }
-            let norm = |x: &str| if r.semver { x.trim_start_matches('v').to_string() } else { x.to_string() };
+            let norm = |x: &str| {
+                if r.semver {
+                    x.trim_start_matches('v').to_string()
+                } else {
+                    x.to_string()
+                }
+            };
             if s.compare(&norm(v), &norm(version)) != std::cmp::Ordering::Greater {
                 continue;
             }
-            if best.is_none_or(|(b, bs)| bs.compare(&norm(v), &norm(b)) == std::cmp::Ordering::Less) {
+            if best.is_none_or(|(b, bs)| bs.compare(&norm(v), &norm(b)) == std::cmp::Ordering::Less)
+            {
                 best = Some((v, s));
             }
         }
@@ -458,12 +475,14 @@ mod tests {
 
     #[test]
     fn ranges_and_versions() {
-        let v = osv(r#"{"id":"GHSA-1","aliases":["CVE-2021-1"],"severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"}],
+        let v = osv(
+            r#"{"id":"GHSA-1","aliases":["CVE-2021-1"],"severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"}],
             "affected":[{"package":{"ecosystem":"PyPI","name":"Jinja2"},
               "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.11.3"}]},
                         {"type":"ECOSYSTEM","events":[{"introduced":"3.0.0"},{"last_affected":"3.0.1"}]},
                         {"type":"GIT","repo":"x","events":[{"introduced":"abc"}]}],
-              "versions":["2.10"]}]}"#);
+              "versions":["2.10"]}]}"#,
+        );
         let (info, entries) = compact(&v);
         assert_eq!(info.keys, ["PyPI\0jinja2"]);
         let e = &entries[0].1;
@@ -480,31 +499,49 @@ mod tests {
 
     #[test]
     fn debian_ranges_and_severity_order() {
-        let v = osv(r#"{"id":"DEBIAN-CVE-2023-5363","severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"}],
+        let v = osv(
+            r#"{"id":"DEBIAN-CVE-2023-5363","severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"}],
             "affected":[{"package":{"ecosystem":"Debian:12","name":"openssl"},"ecosystem_specific":{"urgency":"low"},
                "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.0.11-1~deb12u2"}]}]},
               {"package":{"ecosystem":"Ubuntu:22.04:LTS","name":"openssl"},
                "ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.0.2-0ubuntu1.12"}]}]},
-              {"package":{"ecosystem":"npm","name":"x"},"ranges":[{"type":"SEMVER","events":[{"introduced":"1.0.0"},{"fixed":"1.2.0"}]}]}]}"#);
+              {"package":{"ecosystem":"npm","name":"x"},"ranges":[{"type":"SEMVER","events":[{"introduced":"1.0.0"},{"fixed":"1.2.0"}]}]}]}"#,
+        );
         let (info, entries) = compact(&v);
-        assert_eq!(info.keys, ["Debian:12\0openssl", "Ubuntu:22.04\0openssl", "npm\0x"]);
+        assert_eq!(
+            info.keys,
+            ["Debian:12\0openssl", "Ubuntu:22.04\0openssl", "npm\0x"]
+        );
         assert_eq!(entries[0].1.severity.level, Level::Low); // the distribution's urgency wins
         assert_eq!(entries[1].1.severity.level, Level::High); // CVSS 7.5
         assert_eq!(entries[2].1.severity.level, Level::High); // CVSS first for npm
-        assert_eq!(affects(&entries[0].1, Scheme::Dpkg, "3.0.11-1~deb12u1").0, true);
-        assert_eq!(affects(&entries[0].1, Scheme::Dpkg, "3.0.11-1~deb12u2").0, false);
-        assert_eq!(affects(&entries[2].1, Scheme::Semver, "1.1.9"), (true, Some("1.2.0".into())));
-        assert_eq!(affects(&entries[2].1, Scheme::Semver, "0.9.0").0, false);
-        assert_eq!(info.url, "https://osv.dev/vulnerability/DEBIAN-CVE-2023-5363");
+        assert!(affects(&entries[0].1, Scheme::Dpkg, "3.0.11-1~deb12u1").0);
+        assert!(!affects(&entries[0].1, Scheme::Dpkg, "3.0.11-1~deb12u2").0);
+        assert_eq!(
+            affects(&entries[2].1, Scheme::Semver, "1.1.9"),
+            (true, Some("1.2.0".into()))
+        );
+        assert!(!affects(&entries[2].1, Scheme::Semver, "0.9.0").0);
+        assert_eq!(
+            info.url,
+            "https://osv.dev/vulnerability/DEBIAN-CVE-2023-5363"
+        );
     }
 
     #[test]
     fn unknown_severity_and_database_rating() {
-        let v = osv(r#"{"id":"ALPINE-1","affected":[{"package":{"ecosystem":"Alpine:v3.19","name":"openssl"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.1.4-r6"}]}]}]}"#);
+        let v = osv(
+            r#"{"id":"ALPINE-1","affected":[{"package":{"ecosystem":"Alpine:v3.19","name":"openssl"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.1.4-r6"}]}]}]}"#,
+        );
         assert_eq!(compact(&v).1[0].1.severity.level, Level::Unknown);
-        let v = osv(r#"{"id":"GHSA-2","database_specific":{"severity":"MODERATE"},"affected":[{"package":{"ecosystem":"crates.io","name":"x"},"versions":["1.0.0"]}]}"#);
+        let v = osv(
+            r#"{"id":"GHSA-2","database_specific":{"severity":"MODERATE"},"affected":[{"package":{"ecosystem":"crates.io","name":"x"},"versions":["1.0.0"]}]}"#,
+        );
         assert_eq!(compact(&v).1[0].1.severity.level, Level::Medium);
-        assert_eq!(canonical_ecosystem("Ubuntu:Pro:18.04:LTS").as_deref(), Some("Ubuntu:Pro:18.04"));
+        assert_eq!(
+            canonical_ecosystem("Ubuntu:Pro:18.04:LTS").as_deref(),
+            Some("Ubuntu:Pro:18.04")
+        );
         assert_eq!(canonical_ecosystem("Unknown Eco"), None);
     }
 }

@@ -25,6 +25,9 @@ use super::walk::Inventory;
 pub struct Finding {
     pub id: String,
     pub aliases: Vec<String>,
+    /// Upstream vulnerabilities of the advisory (not reported; used to drop a bundle
+    /// advisory whose CVEs are all reported on their own).
+    pub upstream: Vec<String>,
     pub summary: String,
     pub url: String,
     pub severity: Severity,
@@ -142,9 +145,10 @@ pub fn find(reader: &Reader, inv: &Inventory) -> Result<Vec<Finding>, VulnDbErro
                     continue;
                 }
                 let info = reader.vuln(&entry.id)?;
-                let (aliases, summary, url) = match info {
-                    Some(i) => (i.aliases, i.summary, i.url),
+                let (aliases, upstream, summary, url) = match info {
+                    Some(i) => (i.aliases, i.upstream, i.summary, i.url),
                     None => (
+                        Vec::new(),
                         Vec::new(),
                         String::new(),
                         format!("https://osv.dev/vulnerability/{}", entry.id),
@@ -153,6 +157,7 @@ pub fn find(reader: &Reader, inv: &Inventory) -> Result<Vec<Finding>, VulnDbErro
                 found.push(Finding {
                     id: entry.id.clone(),
                     aliases,
+                    upstream,
                     summary,
                     url,
                     severity: entry.severity.clone(),
@@ -177,15 +182,23 @@ pub fn find(reader: &Reader, inv: &Inventory) -> Result<Vec<Finding>, VulnDbErro
     Ok(out)
 }
 
-/// Merges findings of one package that are the same advisory under different ids.
+/// The names an advisory is known by: its id, aliases, and its upstream id when it has
+/// exactly one (a per-CVE distribution record).
+fn names(f: &Finding) -> Vec<String> {
+    let mut n: Vec<String> = std::iter::once(f.id.clone())
+        .chain(f.aliases.iter().cloned())
+        .collect();
+    if f.upstream.len() == 1 {
+        n.push(f.upstream[0].clone());
+    }
+    n
+}
+
+/// Merges findings of one package that are the same advisory under different ids, and
+/// drops bundle advisories (a DSA naming several CVEs) whose CVEs are all reported.
 fn dedupe(found: Vec<Finding>) -> Vec<Finding> {
     let mut groups: Vec<Vec<Finding>> = Vec::new();
     for f in found {
-        let names = |f: &Finding| -> Vec<String> {
-            std::iter::once(f.id.clone())
-                .chain(f.aliases.iter().cloned())
-                .collect()
-        };
         let mine = names(&f);
         match groups
             .iter_mut()
@@ -195,6 +208,26 @@ fn dedupe(found: Vec<Finding>) -> Vec<Finding> {
             None => groups.push(vec![f]),
         }
     }
+    let covered: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| g.iter().flat_map(names).collect())
+        .collect();
+    let groups: Vec<Vec<Finding>> = groups
+        .into_iter()
+        .enumerate()
+        .filter(|(i, g)| {
+            let up: Vec<&String> = g.iter().flat_map(|f| f.upstream.iter()).collect();
+            let bundle = g.iter().all(|f| f.upstream.len() >= 2);
+            !(bundle
+                && up.iter().all(|u| {
+                    covered
+                        .iter()
+                        .enumerate()
+                        .any(|(j, c)| j != *i && c.contains(u))
+                }))
+        })
+        .map(|(_, g)| g)
+        .collect();
     groups
         .into_iter()
         .map(|mut g| {
@@ -207,10 +240,7 @@ fn dedupe(found: Vec<Finding>) -> Vec<Finding> {
                     .then_with(|| a.id.cmp(&b.id))
             });
             let mut keep = g.remove(0);
-            let cve = std::iter::once(&keep.id)
-                .chain(keep.aliases.iter())
-                .find(|n| n.starts_with("CVE-"))
-                .cloned();
+            let cve = names(&keep).into_iter().find(|n| n.starts_with("CVE-"));
             let mut aliases: Vec<String> = Vec::new();
             for other in std::iter::once(&keep).chain(g.iter()) {
                 for n in std::iter::once(&other.id).chain(other.aliases.iter()) {

@@ -427,6 +427,12 @@ impl Scanner {
         queue_rematch_all(&self.inner).await
     }
 
+    /// Looks for a new database generation now (the watcher does it every [`WATCH_SECS`]);
+    /// returns how many records were queued for a rematch.
+    pub async fn check_database(&self) -> usize {
+        check_database(&self.inner).await
+    }
+
     /// Stops the workers (a running scan is abandoned without a record) and the tasks.
     pub async fn stop(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
@@ -526,47 +532,51 @@ fn worker(inner: Arc<Inner>, rx: Arc<Mutex<Receiver<ScanRequest>>>) {
     }
 }
 
-/// Checks for a new database generation now and then; re-matches everything when one
-/// appears (or when the generation differs from the one last matched, at start).
+/// Checks for a new database generation now and then (see [`check_database`]).
 async fn watch(inner: Arc<Inner>) {
-    let mut first = true;
     loop {
-        if !first {
-            tokio::time::sleep(Duration::from_secs(WATCH_SECS)).await;
-        }
-        first = false;
-        let vdb = inner.clone();
-        let switched = tokio::task::spawn_blocking(move || vdb.vulndb.reload()).await;
-        let live = match switched {
-            Ok(Ok(_)) => super::vulndb::live_generation(inner.vulndb.dir()),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot open the new vulnerability database");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let Some(live) = live else { continue };
-        let matched = inner
-            .pds
-            .store()
-            .get_meta(MATCHED_META)
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok());
-        if matched != Some(live) {
-            let n = queue_rematch_all(&inner).await;
-            tracing::info!(
-                generation = live,
-                records = n,
-                "vulnerability database changed; re-matching stored SBOMs"
-            );
-            let _ = inner
-                .pds
-                .store()
-                .put_meta(MATCHED_META, live.to_string().as_bytes());
-        }
+        check_database(&inner).await;
+        tokio::time::sleep(Duration::from_secs(WATCH_SECS)).await;
     }
+}
+
+/// Switches to the live database generation and, when it is not the one the records were
+/// last matched against, queues a rematch of every stored SBOM. Returns how many.
+async fn check_database(inner: &Arc<Inner>) -> usize {
+    let vdb = inner.clone();
+    match tokio::task::spawn_blocking(move || vdb.vulndb.reload()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot open the new vulnerability database");
+            return 0;
+        }
+        Err(_) => return 0,
+    }
+    let Some(live) = super::vulndb::live_generation(inner.vulndb.dir()) else {
+        return 0;
+    };
+    let matched = inner
+        .pds
+        .store()
+        .get_meta(MATCHED_META)
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if matched == Some(live) {
+        return 0;
+    }
+    let n = queue_rematch_all(inner).await;
+    tracing::info!(
+        generation = live,
+        records = n,
+        "vulnerability database changed; re-matching stored SBOMs"
+    );
+    let _ = inner
+        .pds
+        .store()
+        .put_meta(MATCHED_META, live.to_string().as_bytes());
+    n
 }
 
 /// Downloads the configured OSV archives every `refresh_hours` (the first time at start

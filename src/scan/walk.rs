@@ -132,13 +132,13 @@ impl<R: Read> Read for Capped<R> {
         let total = self.image_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if self.layer_bytes > self.max_layer {
             return Err(io::Error::other(CapHit(format!(
-                "a layer decompresses to more than {} bytes (limit scan.max_layer_bytes)",
+                "a layer decompresses to more than {} bytes (limit scan.max_layer_mib)",
                 self.max_layer
             ))));
         }
         if total > self.max_image {
             return Err(io::Error::other(CapHit(format!(
-                "the image decompresses to more than {} bytes (limit scan.max_image_bytes)",
+                "the image decompresses to more than {} bytes (limit scan.max_image_mib)",
                 self.max_image
             ))));
         }
@@ -486,7 +486,7 @@ impl Walker {
             let data = read_capped(r, cap)?;
             if data.is_none() {
                 me.note(format!(
-                    "{path}: larger than {cap} bytes (limit scan.max_file_bytes), not read"
+                    "{path}: larger than {cap} bytes (limit scan.max_file_mib), not read"
                 ));
             }
             Ok(data)
@@ -555,7 +555,7 @@ impl Walker {
             Want::Jar => {
                 if size > self.limits.max_binary_bytes {
                     self.note(format!(
-                        "{path}: larger than {} bytes (limit scan.max_binary_bytes), not read",
+                        "{path}: larger than {} bytes (limit scan.max_binary_mib), not read",
                         self.limits.max_binary_bytes
                     ));
                     return Ok(None);
@@ -582,7 +582,7 @@ impl Walker {
                     return Ok(None);
                 }
                 if size > self.limits.max_binary_bytes {
-                    self.note(format!("{path}: executable larger than {} bytes (limit scan.max_binary_bytes), not scanned", self.limits.max_binary_bytes));
+                    self.note(format!("{path}: executable larger than {} bytes (limit scan.max_binary_mib), not scanned", self.limits.max_binary_bytes));
                     return Ok(None);
                 }
                 let mut scanner = BinaryScanner::default();
@@ -853,7 +853,7 @@ mod tests {
         let mut w = Walker::new(limits);
         let e = w.add_layer(&bomb[..]).unwrap_err();
         assert!(
-            matches!(e, WalkError::Limit(ref m) if m.contains("max_layer_bytes")),
+            matches!(e, WalkError::Limit(ref m) if m.contains("max_layer_mib")),
             "{e}"
         );
         // Entries.

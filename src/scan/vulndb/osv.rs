@@ -23,6 +23,9 @@ pub struct Osv {
     pub withdrawn: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Upstream vulnerabilities this advisory is about (a DSA names its CVEs here).
+    #[serde(default)]
+    pub upstream: Vec<String>,
     #[serde(default)]
     pub summary: String,
     #[serde(default)]
@@ -268,6 +271,8 @@ pub struct VulnInfo {
     pub id: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -379,6 +384,7 @@ pub fn compact(vuln: &Osv) -> (VulnInfo, Vec<(String, AffectedEntry)>) {
     let info = VulnInfo {
         id: vuln.id.clone(),
         aliases: vuln.aliases.iter().take(50).cloned().collect(),
+        upstream: vuln.upstream.iter().take(200).cloned().collect(),
         summary: crate::scan::inventory::clip(&summary, 300),
         url: crate::scan::inventory::clip(&url, 500),
         published: vuln.published.clone(),

@@ -181,7 +181,8 @@ pub fn digest_of_cid(cid: &str) -> Option<Digest> {
         .ok()
 }
 
-fn cid_of(digest: &Digest) -> Option<String> {
+/// The raw sha2-256 CID of a sha256 digest (how blob references name it).
+pub fn cid_string(digest: &Digest) -> Option<String> {
     if digest.algorithm() != Algorithm::Sha256 {
         return None;
     }
@@ -729,7 +730,7 @@ impl Inner {
             let size = bytes.len();
             match self.rt.block_on(put_blob(self.blobs.as_ref(), bytes)) {
                 Ok(d) => Some(
-                    json!({"$type": "blob", "ref": {"$link": cid_of(&d)?}, "mimeType": mime, "size": size}),
+                    json!({"$type": "blob", "ref": {"$link": cid_string(&d)?}, "mimeType": mime, "size": size}),
                 ),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot store a scan blob");

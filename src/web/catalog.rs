@@ -180,6 +180,12 @@ struct Owner {
     has_avatar: bool,
 }
 
+/// (DID, name shown) of a page's owner (handle or DID in the URL).
+pub async fn owner_of(state: &AppState, who: &str) -> Result<(String, String), WebError> {
+    let o = find_owner(state, &state.index, who).await?;
+    Ok((o.did, o.shown))
+}
+
 async fn find_owner(state: &AppState, ix: &Index, who: &str) -> Result<Owner, WebError> {
     if let Some(u) = ix.user_by_handle_or_did(who).await.map_err(ix_err)? {
         return Ok(Owner {
@@ -237,6 +243,7 @@ fn tag_rows(
             pull: format!("docker pull {host}/{owner}/{repo}:{}", t.tag),
             digest: t.digest,
             tag: t.tag,
+            scan: Default::default(),
         })
         .collect()
 }
@@ -275,7 +282,14 @@ async fn repo_page(
         .first()
         .map(|t| t.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let rows = tag_rows(tags, &owner, repo, &ctx.host, now);
+    let mut rows = tag_rows(tags, &owner, repo, &ctx.host, now);
+    let digests: Vec<String> = rows.iter().map(|r| r.digest.clone()).collect();
+    let badges = super::scans::badges(state, &did, repo, &digests).await;
+    for r in &mut rows {
+        if let Some(b) = badges.get(&r.digest) {
+            r.scan = b.clone();
+        }
+    }
     if ctx.htmx && offset > 0 {
         return render(&TagRows {
             tags: rows,
@@ -481,21 +495,73 @@ async fn manifest(
             href: href(&c.digest),
             digest: c.digest.clone(),
             size: human_size(c.size.max(0) as u64),
+            kind: String::new(),
+            kind_class: "",
         })
         .collect();
-    let referrers = m
+    let mut referrers: Vec<ChildRow> = m
         .referrers
         .iter()
-        .map(|r| ChildRow {
-            platform: r
+        .map(|r| {
+            let t = r
                 .artifact_type
                 .clone()
-                .unwrap_or_else(|| r.media_type.clone()),
-            href: href(&r.digest),
-            digest: r.digest.clone(),
-            size: String::new(),
+                .unwrap_or_else(|| r.media_type.clone());
+            let (kind, kind_class) = super::scans::referrer_kind(&t);
+            ChildRow {
+                platform: t,
+                href: href(&r.digest),
+                digest: r.digest.clone(),
+                size: String::new(),
+                kind: kind.to_string(),
+                kind_class,
+            }
         })
         .collect();
+    // cosign's tag scheme (`sha256-<hex>.sig` / `.att` / `.sbom`) before OCI referrers.
+    for t in ix.tags(&did, repo, 500, 0).await.map_err(ix_err)? {
+        if let Some(kind) = super::scans::cosign_tag_kind(&t.tag, &m.digest) {
+            referrers.push(ChildRow {
+                platform: format!("tag {}", t.tag),
+                href: href(&t.digest),
+                digest: t.digest.clone(),
+                size: String::new(),
+                kind: kind.to_string(),
+                kind_class: if kind.starts_with("SBOM") {
+                    "kind-sbom"
+                } else if kind.starts_with("Signature") {
+                    "kind-sig"
+                } else {
+                    "kind-att"
+                },
+            });
+        }
+    }
+    let platforms: Vec<(String, String, String)> = m
+        .children
+        .iter()
+        .map(|c| {
+            (
+                c.platform
+                    .as_ref()
+                    .map(platform_str)
+                    .unwrap_or_else(|| "unknown".into()),
+                c.digest.clone(),
+                href(&c.digest),
+            )
+        })
+        .collect();
+    let scan = super::scans::section(
+        state,
+        ctx,
+        &did,
+        repo,
+        &m.digest,
+        m.hold_did.as_deref(),
+        &platforms,
+        &href(&m.digest),
+    )
+    .await;
     let pull_ref = match m.tags.first() {
         Some(t) => format!(":{t}"),
         None => format!("@{}", m.digest),
@@ -519,6 +585,7 @@ async fn manifest(
         history_note,
         annotations: m.annotations.into_iter().collect(),
         referrers,
+        scan,
     })
 }
 
@@ -614,6 +681,7 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
         .trim_start_matches('@')
         .to_string();
     let arch = query_get(&q, "arch").unwrap_or("").trim().to_string();
+    let critical = query_get(&q, "critical").is_some_and(|v| !v.is_empty() && v != "0");
     let offset: u32 = query_get(&q, "offset")
         .and_then(|o| o.parse().ok())
         .unwrap_or(0)
@@ -629,6 +697,7 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
     if !arch.is_empty() {
         filters.architecture = Some(arch.clone());
     }
+    filters.critical = critical;
     let found = ix
         .search(&text, &filters, SEARCH_PAGE, offset)
         .await
@@ -641,10 +710,11 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         format!(
-            "/search?q={}&owner={}&arch={}&offset={shown}",
+            "/search?q={}&owner={}&arch={}{}&offset={shown}",
             enc(&text),
             enc(&owner),
-            enc(&arch)
+            enc(&arch),
+            if critical { "&critical=1" } else { "" }
         )
     } else {
         String::new()
@@ -670,6 +740,7 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
         q: text,
         owner,
         arch,
+        critical,
         results_html,
     })
 }

@@ -117,7 +117,12 @@ fn from_modinfo(version: &str, modinfo: &str) -> BuildInfo {
             }
             // A module replacement of the dependency just above: the code really built is
             // the replacement's, when it is a versioned module (a local directory has none).
-            ["=>", path, ver, ..] if !ver.is_empty() => {
+            ["=>", path, ver, ..]
+                if !ver.is_empty()
+                    && *ver != "(devel)"
+                    && !path.starts_with('.')
+                    && !path.starts_with('/') =>
+            {
                 if let Some(last) = packages.last_mut().filter(|p| p.name != "stdlib") {
                     last.name = clip(path, MAX_FIELD);
                     last.version = clip(ver, MAX_FIELD);
@@ -197,7 +202,7 @@ mod tests {
 
     #[test]
     fn buildinfo_with_replacement() {
-        let mi = "path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.7\th1:abc\ndep\texample.com/dep\tv1.2.3\n=>\t./dep\t\t\ndep\tgolang.org/x/net\tv0.1.0\n=>\tgolang.org/x/net\tv0.17.0\th1:x\nbuild\t-compiler=gc\n";
+        let mi = "path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.7\th1:abc\ndep\texample.com/dep\tv1.2.3\n=>\t./dep\t(devel)\t\ndep\tgolang.org/x/net\tv0.1.0\n=>\tgolang.org/x/net\tv0.17.0\th1:x\nbuild\t-compiler=gc\n";
         let b = block("go1.19.8", mi);
         let Parsed::Done(info) = parse(&b) else {
             panic!("not parsed")

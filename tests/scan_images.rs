@@ -510,8 +510,14 @@ fn go_binary(out: &std::path::Path) -> Option<(Vec<u8>, String)> {
         .env("GOPROXY", "off")
         .env("GOTOOLCHAIN", "local")
         // Kept between runs (the standard library is compiled once).
-        .env("GOCACHE", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache"))
-        .env("GOPATH", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("gopath"))
+        .env(
+            "GOCACHE",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache"),
+        )
+        .env(
+            "GOPATH",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("gopath"),
+        )
         .status()
         .expect("go build runs");
     assert!(status.success(), "go build failed");

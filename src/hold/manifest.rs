@@ -121,6 +121,12 @@ impl NotifyManifest {
                 .iter()
                 .map(|l| l.digest.clone())
                 .collect(),
+            layer_types: self
+                .manifest
+                .layers
+                .iter()
+                .map(|l| l.media_type.clone())
+                .collect(),
             force: false,
         }
     }

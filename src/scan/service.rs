@@ -47,6 +47,14 @@ pub const IMAGE_CONFIGS: [&str; 2] = [
     "application/vnd.docker.container.image.v1+json",
 ];
 
+/// Whether a layer media type is a file system (tar, compressed or not); unknown (empty)
+/// types are tried.
+pub fn is_tar_layer(media_type: &str) -> bool {
+    media_type.is_empty()
+        || media_type.starts_with("application/vnd.oci.image.layer.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.")
+}
+
 /// A manifest to scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanRequest {
@@ -58,6 +66,8 @@ pub struct ScanRequest {
     pub config_media_type: Option<String>,
     /// Layer digests, bottom first.
     pub layers: Vec<String>,
+    /// Their media types (same order; may be empty when unknown).
+    pub layer_types: Vec<String>,
     /// Scan even when a record for this digest is already `ok`.
     pub force: bool,
 }
@@ -689,6 +699,11 @@ impl Inner {
         if req.layers.is_empty() {
             return Outcome::skipped("the image has no layers");
         }
+        // Signatures (cosign's simplesigning payloads), attestations and other artifacts
+        // use the image config type with layers that are no file systems.
+        if let Some(t) = req.layer_types.iter().find(|t| !is_tar_layer(t)) {
+            return Outcome::skipped(format!("not a container image (layer {t})"));
+        }
         let db = self.vulndb.reader();
         let layers = req.layers.iter().map(|d| -> engine::LayerSource<'static> {
             let digest: Digest = d.parse().map_err(|e| format!("{d}: {e}"))?;
@@ -826,6 +841,7 @@ impl Inner {
             manifest_uri: old.manifest.clone(),
             config_media_type: None,
             layers: Vec::new(),
+            layer_types: Vec::new(),
             force: true,
         };
         let db = self.vulndb.reader();
@@ -923,6 +939,7 @@ pub async fn requests_for(
             manifest_uri: notify.manifest_uri(),
             config_media_type: parsed.config.as_ref().map(|c| c.media_type.clone()),
             layers: parsed.layers.iter().map(|l| l.digest.to_string()).collect(),
+            layer_types: parsed.layers.iter().map(|l| l.media_type.clone()).collect(),
             force,
         });
     }

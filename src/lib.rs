@@ -16,6 +16,8 @@
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
+//! - [`scan`]: the in-process vulnerability scanner (layers streamed, package inventories,
+//!   SPDX SBOMs, a local OSV database, `io.atcr.hold.scan` records).
 //! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.

@@ -70,7 +70,7 @@ impl Index {
     }
 
     /// Summaries of `digests` (tags of `did`/`repo`): a scanned manifest's own, an index's
-    /// the worst of its platforms (each count the maximum over them).
+    /// the worst of its platforms (each count the maximum over them). Two queries.
     pub async fn scan_summaries(
         &self,
         did: &str,
@@ -81,65 +81,81 @@ impl Index {
         if digests.is_empty() {
             return Ok(out);
         }
+        let digests = &digests[..digests.len().min(500)];
+        let marks = |from: usize| {
+            (from..from + digests.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let conn = self.reader().await;
-        for d in digests {
-            let mut rows = conn
-                .query(
+        let params: Vec<libsql::Value> = digests.iter().map(|d| d.clone().into()).collect();
+        let mut rows = conn
+            .query(
+                &format!(
                     "SELECT digest, user_did, repository, status, critical, high, medium, low, total, scanned_at
-                     FROM scans WHERE digest = ?1",
-                    [d.as_str()],
-                )
-                .await?;
-            if let Some(r) = rows.next().await? {
-                out.insert(
-                    d.clone(),
-                    ScanRow {
-                        digest: r.get(0)?,
-                        user_did: r.get(1)?,
-                        repository: r.get(2)?,
-                        status: r.get(3)?,
-                        critical: r.get(4)?,
-                        high: r.get(5)?,
-                        medium: r.get(6)?,
-                        low: r.get(7)?,
-                        total: r.get(8)?,
-                        scanned_at: r.get(9)?,
-                        platforms: 0,
-                    },
-                );
+                     FROM scans WHERE digest IN ({})",
+                    marks(1)
+                ),
+                params,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            let digest: String = r.get(0)?;
+            out.insert(
+                digest.clone(),
+                ScanRow {
+                    digest,
+                    user_did: r.get(1)?,
+                    repository: r.get(2)?,
+                    status: r.get(3)?,
+                    critical: r.get(4)?,
+                    high: r.get(5)?,
+                    medium: r.get(6)?,
+                    low: r.get(7)?,
+                    total: r.get(8)?,
+                    scanned_at: r.get(9)?,
+                    platforms: 0,
+                },
+            );
+        }
+        let mut params: Vec<libsql::Value> = vec![did.to_string().into(), repo.to_string().into()];
+        params.extend(digests.iter().map(|d| libsql::Value::from(d.clone())));
+        let mut rows = conn
+            .query(
+                &format!(
+                    "SELECT mr.manifest_digest, COUNT(*), MAX(s.critical), MAX(s.high), MAX(s.medium),
+                        MAX(s.low), MAX(s.total), MAX(s.scanned_at), MIN(s.status = 'ok')
+                     FROM manifest_references mr JOIN scans s ON s.digest = mr.digest
+                     WHERE mr.did = ?1 AND mr.repository = ?2 AND mr.manifest_digest IN ({})
+                     GROUP BY mr.manifest_digest",
+                    marks(3)
+                ),
+                params,
+            )
+            .await?;
+        while let Some(r) = rows.next().await? {
+            let d: String = r.get(0)?;
+            if out.contains_key(&d) {
                 continue;
             }
-            let mut rows = conn
-                .query(
-                    "SELECT COUNT(*), MAX(s.critical), MAX(s.high), MAX(s.medium), MAX(s.low), MAX(s.total),
-                        MAX(s.scanned_at), MIN(s.status = 'ok')
-                     FROM manifest_references mr JOIN scans s ON s.digest = mr.digest
-                     WHERE mr.did = ?1 AND mr.repository = ?2 AND mr.manifest_digest = ?3",
-                    [did, repo, d.as_str()],
-                )
-                .await?;
-            if let Some(r) = rows.next().await? {
-                let n: i64 = r.get(0)?;
-                if n > 0 {
-                    let all_ok: i64 = r.get::<Option<i64>>(7)?.unwrap_or(0);
-                    out.insert(
-                        d.clone(),
-                        ScanRow {
-                            digest: d.clone(),
-                            user_did: did.to_string(),
-                            repository: repo.to_string(),
-                            status: if all_ok == 1 { "ok" } else { "partial" }.into(),
-                            critical: r.get::<Option<i64>>(1)?.unwrap_or(0),
-                            high: r.get::<Option<i64>>(2)?.unwrap_or(0),
-                            medium: r.get::<Option<i64>>(3)?.unwrap_or(0),
-                            low: r.get::<Option<i64>>(4)?.unwrap_or(0),
-                            total: r.get::<Option<i64>>(5)?.unwrap_or(0),
-                            scanned_at: r.get::<Option<String>>(6)?.unwrap_or_default(),
-                            platforms: n,
-                        },
-                    );
-                }
-            }
+            let all_ok: i64 = r.get::<Option<i64>>(8)?.unwrap_or(0);
+            out.insert(
+                d.clone(),
+                ScanRow {
+                    digest: d,
+                    user_did: did.to_string(),
+                    repository: repo.to_string(),
+                    status: if all_ok == 1 { "ok" } else { "partial" }.into(),
+                    critical: r.get::<Option<i64>>(2)?.unwrap_or(0),
+                    high: r.get::<Option<i64>>(3)?.unwrap_or(0),
+                    medium: r.get::<Option<i64>>(4)?.unwrap_or(0),
+                    low: r.get::<Option<i64>>(5)?.unwrap_or(0),
+                    total: r.get::<Option<i64>>(6)?.unwrap_or(0),
+                    scanned_at: r.get::<Option<String>>(7)?.unwrap_or_default(),
+                    platforms: r.get(1)?,
+                },
+            );
         }
         Ok(out)
     }

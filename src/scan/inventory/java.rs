@@ -359,4 +359,23 @@ pub(crate) mod tests {
         assert_eq!(p[0].licenses, ["Apache-2.0"]);
         assert!(scan_archive(&mut &b"not a zip"[..], "x.jar").is_empty());
     }
+
+    /// A jar written by another implementation (Python's zipfile to a pipe: data
+    /// descriptors after deflated entries, a stored nested jar).
+    #[test]
+    fn python_written_jar() {
+        let bytes = include_bytes!("../../../fuzz/seeds/scan_java/app.jar");
+        let p = scan_archive(&mut &bytes[..], "app.jar");
+        let got: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}@{}", p.full_name(), p.version))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "org.apache.logging.log4j:log4j-core@2.14.1",
+                "org.yaml:snakeyaml@1.33"
+            ]
+        );
+    }
 }

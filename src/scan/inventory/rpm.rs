@@ -227,4 +227,23 @@ mod tests {
         assert_eq!(p[299].licenses[0].len(), MAX_FIELD.min((299 * 31) % 9000));
         assert!(parse_rpmdb_sqlite(b"SQLite format 3\0junk").is_err());
     }
+
+    /// An rpmdb written by Python's sqlite3 module (1 KiB pages).
+    #[test]
+    fn python_written_rpmdb() {
+        let bytes = include_bytes!("../../../fuzz/seeds/scan_rpm/rpmdb.sqlite");
+        let p = parse_rpmdb_sqlite(bytes).unwrap();
+        let got: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}@{} {:?}", p.name, p.version, p.source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "openssl-libs@3.0.7-24.el9 Some(\"openssl\")",
+                "bash@5.1.8-6.el9_1 None",
+                "zlib@1.2.11-40.el9 None"
+            ]
+        );
+    }
 }

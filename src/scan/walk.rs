@@ -467,10 +467,16 @@ impl Walker {
                 }
             }
         }
-        // Read what follows the archive's end marker, so a truncated or padded layer is
-        // still fully counted and its compression trailer checked.
+        // Read what follows the archive's end marker, so the layer's bytes are counted
+        // against the caps; what is there (padding, a bad trailer) does not change the
+        // inventory, so only a cap makes it an error.
         let mut rest = tar.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| io_to_walk(layer, e))?;
+        if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+            match io_to_walk(layer, e) {
+                cap @ WalkError::Limit(_) => return Err(cap),
+                other => self.note(format!("after the end of layer {layer}'s tar: {other}")),
+            }
+        }
         Ok(())
     }
 

@@ -22,6 +22,33 @@ const MAX_DEPTH: usize = 2;
 const MAX_ENTRIES: usize = 200_000;
 /// Packages taken from one archive (with its nested ones).
 const MAX_PACKAGES: usize = 10_000;
+/// Bytes inflated from one archive with its nested ones (a zip bomb nested in a jar
+/// would otherwise multiply the work): the scan of that archive stops there.
+const MAX_INFLATE: u64 = 1 << 30;
+/// Largest stored entry of unknown size (a data descriptor after it) read to find its end.
+const MAX_STORED_UNKNOWN: usize = 16 << 20;
+
+/// Inflated bytes still allowed for the archive being read.
+type Budget = std::cell::Cell<u64>;
+
+/// Counts what an inflater produces against the archive's [`MAX_INFLATE`].
+struct Budgeted<'a, R> {
+    inner: R,
+    left: &'a Budget,
+}
+
+impl<R: Read> Read for Budgeted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let left = self.left.get();
+        if n as u64 > left {
+            self.left.set(0);
+            return Err(io::Error::other("the archive inflates to more than 1 GiB"));
+        }
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
+}
 
 pub fn is_archive_name(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
@@ -34,7 +61,8 @@ pub fn is_archive_name(path: &str) -> bool {
 pub fn scan_archive(r: &mut dyn Read, name: &str) -> Vec<Package> {
     let mut out = Vec::new();
     let mut buffered = BufReader::with_capacity(64 * 1024, r);
-    let _ = scan(&mut buffered, name, 0, &mut out);
+    let budget = Budget::new(MAX_INFLATE);
+    let _ = scan(&mut buffered, name, 0, &mut out, &budget);
     out
 }
 
@@ -47,7 +75,13 @@ fn le32(b: &[u8]) -> u64 {
 
 /// Reads entries from a buffered reader: the bufread inflater consumes exactly the bytes of
 /// its deflate stream, so the next local header follows right where it stops.
-fn scan(r: &mut dyn BufRead, name: &str, depth: usize, out: &mut Vec<Package>) -> io::Result<()> {
+fn scan(
+    r: &mut dyn BufRead,
+    name: &str,
+    depth: usize,
+    out: &mut Vec<Package>,
+    budget: &Budget,
+) -> io::Result<()> {
     let mut manifest: Option<Package> = None;
     let mut found_pom = false;
     for _ in 0..MAX_ENTRIES {
@@ -88,11 +122,15 @@ fn scan(r: &mut dyn BufRead, name: &str, depth: usize, out: &mut Vec<Package>) -
                     out,
                     &mut manifest,
                     &mut found_pom,
+                    budget,
                 )?;
                 io::copy(&mut data, &mut io::sink())?;
             }
             (8, true) => {
-                let mut dec = DeflateDecoder::new((&mut *r).take(csize));
+                let mut dec = Budgeted {
+                    inner: DeflateDecoder::new((&mut *r).take(csize)),
+                    left: budget,
+                };
                 handle(
                     &mut dec,
                     &entry,
@@ -102,14 +140,18 @@ fn scan(r: &mut dyn BufRead, name: &str, depth: usize, out: &mut Vec<Package>) -
                     out,
                     &mut manifest,
                     &mut found_pom,
+                    budget,
                 )?;
                 io::copy(&mut dec, &mut io::sink())?;
-                let mut rest = dec.into_inner();
+                let mut rest = dec.inner.into_inner();
                 io::copy(&mut rest, &mut io::sink())?;
             }
             (8, false) => {
                 // The size follows the data: inflate to the end of the deflate stream.
-                let mut dec = DeflateDecoder::new(&mut *r);
+                let mut dec = Budgeted {
+                    inner: DeflateDecoder::new(&mut *r),
+                    left: budget,
+                };
                 handle(
                     &mut dec,
                     &entry,
@@ -119,10 +161,30 @@ fn scan(r: &mut dyn BufRead, name: &str, depth: usize, out: &mut Vec<Package>) -
                     out,
                     &mut manifest,
                     &mut found_pom,
+                    budget,
                 )?;
                 io::copy(&mut dec, &mut io::sink())?;
             }
-            _ => break, // stored with a data descriptor, or another method: cannot go on
+            (0, false) => {
+                // Stored with the size after the data (Python's zipfile on a pipe): read to
+                // the data descriptor whose CRC and sizes match what came before it.
+                let Some(data) = read_to_descriptor(r)? else {
+                    break;
+                };
+                handle(
+                    &mut &data[..],
+                    &entry,
+                    want_meta,
+                    nested,
+                    depth,
+                    out,
+                    &mut manifest,
+                    &mut found_pom,
+                    budget,
+                )?;
+                continue; // the descriptor is consumed
+            }
+            _ => break, // another compression method: the entry's end cannot be found
         }
         if descriptor {
             // Optional signature, crc32, compressed and uncompressed sizes (32-bit; zip64
@@ -144,6 +206,53 @@ fn scan(r: &mut dyn BufRead, name: &str, depth: usize, out: &mut Vec<Package>) -
         }
     }
     Ok(())
+}
+
+/// The data of a stored entry whose sizes follow it: bytes up to a data descriptor
+/// (`PK\x07\x08`, crc32, sizes) that matches them, which is consumed too. `None` past
+/// [`MAX_STORED_UNKNOWN`] or at the end of input.
+fn read_to_descriptor(r: &mut dyn BufRead) -> io::Result<Option<Vec<u8>>> {
+    const SIG: &[u8] = &[0x50, 0x4b, 0x07, 0x08];
+    let mut data: Vec<u8> = Vec::new();
+    // Consumed bytes that may still start a descriptor (fewer than 16).
+    let mut pend: Vec<u8> = Vec::new();
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut window = std::mem::take(&mut pend);
+        let from_pend = window.len();
+        window.extend_from_slice(buf);
+        let buf_len = buf.len();
+        let mut from = 0;
+        while let Some(i) = memchr::memmem::find(&window[from..], SIG) {
+            let pos = from + i;
+            if pos + 16 > window.len() {
+                break;
+            }
+            let d = &window[pos..pos + 16];
+            let size = (data.len() + pos) as u64;
+            if le32(&d[8..]) == size & 0xffff_ffff && le32(&d[12..]) == size & 0xffff_ffff {
+                let mut crc = flate2::Crc::new();
+                crc.update(&data);
+                crc.update(&window[..pos]);
+                if u64::from(crc.sum()) == le32(&d[4..]) {
+                    data.extend_from_slice(&window[..pos]);
+                    r.consume(pos + 16 - from_pend);
+                    return Ok(Some(data));
+                }
+            }
+            from = pos + 1;
+        }
+        let keep = window.len().min(15);
+        data.extend_from_slice(&window[..window.len() - keep]);
+        pend = window[window.len() - keep..].to_vec();
+        r.consume(buf_len);
+        if data.len() > MAX_STORED_UNKNOWN {
+            return Ok(None);
+        }
+    }
 }
 
 fn zip64_csize(extra: &[u8]) -> Option<u64> {
@@ -170,6 +279,7 @@ fn handle(
     out: &mut Vec<Package>,
     manifest: &mut Option<Package>,
     found_pom: &mut bool,
+    budget: &Budget,
 ) -> io::Result<()> {
     if want_meta {
         let mut buf = Vec::new();
@@ -186,7 +296,7 @@ fn handle(
     } else if nested {
         let before = out.len();
         let mut inner = BufReader::with_capacity(64 * 1024, data);
-        scan(&mut inner, entry, depth + 1, out)?;
+        scan(&mut inner, entry, depth + 1, out, budget)?;
         for p in &mut out[before..] {
             if let Some(l) = p.locations.last_mut() {
                 *l = format!("{entry}!/{l}");

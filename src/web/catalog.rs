@@ -499,25 +499,26 @@ async fn manifest(
             kind_class: "",
         })
         .collect();
-    let mut referrers: Vec<ChildRow> = m
-        .referrers
-        .iter()
-        .map(|r| {
-            let t = r
-                .artifact_type
-                .clone()
-                .unwrap_or_else(|| r.media_type.clone());
-            let (kind, kind_class) = super::scans::referrer_kind(&t);
-            ChildRow {
-                platform: t,
-                href: href(&r.digest),
-                digest: r.digest.clone(),
-                size: String::new(),
-                kind: kind.to_string(),
-                kind_class,
-            }
-        })
-        .collect();
+    let mut referrers: Vec<ChildRow> = Vec::new();
+    let names = [format!("{owner}/{repo}"), format!("{did}/{repo}")];
+    for r in &m.referrers {
+        // Manifest records carry no artifactType; the manifest itself does.
+        let t = match &r.artifact_type {
+            Some(t) => t.clone(),
+            None => super::scans::artifact_type(state, &names, &r.digest)
+                .await
+                .unwrap_or_else(|| r.media_type.clone()),
+        };
+        let (kind, kind_class) = super::scans::referrer_kind(&t);
+        referrers.push(ChildRow {
+            platform: t,
+            href: href(&r.digest),
+            digest: r.digest.clone(),
+            size: String::new(),
+            kind: kind.to_string(),
+            kind_class,
+        });
+    }
     // cosign's tag scheme (`sha256-<hex>.sig` / `.att` / `.sbom`) before OCI referrers.
     for t in ix.tags(&did, repo, 500, 0).await.map_err(ix_err)? {
         if let Some(kind) = super::scans::cosign_tag_kind(&t.tag, &m.digest) {

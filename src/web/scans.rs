@@ -795,6 +795,23 @@ pub async fn rescan(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) ->
     ))
 }
 
+/// A manifest's artifact type as the referrers API reports it (`artifactType`, else the
+/// config media type), read from the local registry under the first of `names` that has it.
+pub async fn artifact_type(state: &AppState, names: &[String], digest: &str) -> Option<String> {
+    let reference: crate::oci::types::Reference = digest.parse().ok()?;
+    for n in names {
+        let Ok(name) = n.parse::<crate::oci::types::Name>() else {
+            continue;
+        };
+        if let Ok(m) = state.registry.manifest_get(&name, &reference).await {
+            return crate::oci::types::manifest::parse_manifest(&m.meta.media_type, &m.bytes)
+                .ok()?
+                .referrer_artifact_type();
+        }
+    }
+    None
+}
+
 /// What a referrer is, by its artifact type: (label, CSS class).
 pub fn referrer_kind(artifact_type: &str) -> (&'static str, &'static str) {
     let t = artifact_type

@@ -156,7 +156,8 @@ if (mode === "flow") {
     const deadline = Date.now() + 30000;
     for (;;) {
       await page.goto(`${BASE}/r/${SCANNED}`);
-      if ((await page.locator("tbody tr .sev").count()) === 2 && !(await page.locator(".sev-pending").count())) break;
+      // v1, v2 and the cosign signature's tag (skipped: not a container image).
+      if ((await page.locator("tbody tr .sev").count()) === 3 && !(await page.locator(".sev-pending").count())) break;
       if (Date.now() > deadline) throw new Error("the tags never got their badges");
       await page.waitForTimeout(500);
     }
@@ -166,6 +167,8 @@ if (mode === "flow") {
     expect((await v2.getAttribute("title")) === "2 critical, 0 high, 2 medium, 1 low, 0 unknown", "v2 badge title");
     const v1 = page.locator("tbody tr", { hasText: "v1" }).locator(".sev");
     expect((await v1.textContent()).trim() === "1 medium +2", `v1 badge: ${await v1.textContent()}`);
+    const sig = page.locator("tbody tr", { hasText: ".sig" }).locator(".sev");
+    expect((await sig.textContent()).trim() === "not scanned", `signature badge: ${await sig.textContent()}`);
   });
   await check("manifest page: vulnerabilities with ids, packages, fixed versions and links", async () => {
     await page.locator("tbody tr", { hasText: "v2" }).locator("td.digest a").click();

@@ -17,6 +17,8 @@
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
 //! - [`metrics`]: process-wide Prometheus metrics (bounded labels) and the `/metrics` text.
+//! - [`scan`]: the in-process vulnerability scanner (layers streamed, package inventories,
+//!   SPDX SBOMs, a local OSV database, `io.atcr.hold.scan` records).
 //! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.
@@ -61,6 +63,8 @@ pub mod pds;
 #[cfg(feature = "server")]
 pub mod registry;
 #[cfg(feature = "server")]
+pub mod scan;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod web;
@@ -83,4 +87,18 @@ pub mod oci {
 pub mod web {
     pub mod markdown;
     pub mod page_form;
+}
+/// The pure parsers only (fuzz build): layers, package inventories, versions, SBOMs, OSV.
+#[cfg(not(feature = "server"))]
+pub mod scan {
+    pub mod inventory;
+    pub mod license;
+    pub mod purl;
+    pub mod sbom;
+    pub mod tar;
+    pub mod version;
+    pub mod walk;
+    pub mod vulndb {
+        pub mod osv;
+    }
 }

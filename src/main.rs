@@ -50,8 +50,56 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Scan an image for vulnerabilities: `name[:tag|@digest]` in this registry (run it
+    /// while `atcr serve` is stopped; the scan record is written to the hold), or an OCI
+    /// layout directory `oci:<dir>[:<tag>]` (printed only).
+    Scan {
+        reference: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the vulnerability report (application/vnd.atcr.vulnerabilities+json).
+        #[arg(long)]
+        json: bool,
+        /// Write the SPDX 2.3 SBOM to this file.
+        #[arg(long)]
+        sbom: Option<PathBuf>,
+        /// The platform of a multi-platform OCI layout.
+        #[arg(long, default_value = "linux/amd64")]
+        platform: String,
+    },
+    /// The local vulnerability database (OSV).
+    Vulndb {
+        #[command(subcommand)]
+        command: VulndbCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum VulndbCommand {
+    /// Import OSV advisories: per-ecosystem export archives (`<Ecosystem>/all.zip` from
+    /// osv-vulnerabilities.storage.googleapis.com), directories of OSV JSON files, or single
+    /// files. Safe while `atcr serve` runs: it switches to the new data and re-matches.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Keep only these sources (default: add to what is there).
+        #[arg(long)]
+        replace: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Download `scan.vulndb_urls` now and replace the database with them.
+    Refresh {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show what the database holds.
+    Status {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +217,304 @@ fn main() -> ExitCode {
             command: IndexCommand::Backfill { config, host },
         } => run_async(config, move |c| index_backfill(c, host)),
         Command::Gc { config, dry_run } => run_async(config, move |c| gc(c, dry_run)),
+        Command::Scan {
+            reference,
+            config,
+            json,
+            sbom,
+            platform,
+        } => run_async(config, move |c| scan(c, reference, json, sbom, platform)),
+        Command::Vulndb { command } => vulndb(command),
+    }
+}
+
+async fn scan(
+    config: Config,
+    reference: String,
+    json: bool,
+    sbom: Option<PathBuf>,
+    platform: String,
+) -> ExitCode {
+    use atcr::scan;
+    let started = std::time::Instant::now();
+    let print = |image: &str, digest: &str, out: &scan::engine::Outcome| -> ExitCode {
+        if let (Some(path), Some(bytes)) = (&sbom, &out.sbom) {
+            if let Err(e) = std::fs::write(path, bytes) {
+                eprintln!("atcr: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        let report: serde_json::Value = out
+            .report
+            .as_deref()
+            .and_then(|r| serde_json::from_slice(r).ok())
+            .unwrap_or_default();
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        } else {
+            println!(
+                "scanned {image} ({digest}) in {:.1} s: {}",
+                started.elapsed().as_secs_f64(),
+                out.status.as_str()
+            );
+            if let Some(r) = &out.reason {
+                println!("{r}");
+            }
+            if !report.is_null() {
+                print!("{}", scan::report::table(&report));
+            }
+        }
+        if out.status == scan::engine::Status::Failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    };
+    if let Some(rest) = reference.strip_prefix("oci:") {
+        let (dir, tag) = match rest.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') => (d.to_string(), Some(t.to_string())),
+            _ => (rest.to_string(), None),
+        };
+        let limits = config.scan.limits();
+        let vdb = scan::vulndb::VulnDb::new(&config.vulndb_dir());
+        let result = tokio::task::spawn_blocking(move || {
+            let reader = vdb.reader();
+            scan::layout::scan_layout(
+                std::path::Path::new(&dir),
+                tag.as_deref(),
+                &platform,
+                &limits,
+                reader.as_ref(),
+            )
+        })
+        .await;
+        return match result {
+            Ok(Ok((image, out))) => print(&image.repository, &image.digest, &out),
+            Ok(Err(e)) => {
+                eprintln!("atcr: {e}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("atcr: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let state = match atcr::app::build_state(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "atcr: {e} (is `atcr serve` running? use the Rescan button in the web UI then)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(scanner) = state.scanner.clone() else {
+        eprintln!("atcr: scanning needs the hold and [scan] enabled");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let (name, reference) = match parse_reference(&reference, &state.config) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("atcr: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let resolver = state.auth.resolver().clone();
+    let requests = match scan::service::requests_for(
+        &state.registry,
+        Some(&resolver),
+        &name,
+        &reference,
+        true,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("atcr: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut code = ExitCode::SUCCESS;
+    for req in requests {
+        let s = scanner.clone();
+        let r2 = req.clone();
+        let rec = tokio::task::spawn_blocking(move || s.scan_blocking(&r2)).await;
+        let Ok(Some(rec)) = rec else {
+            eprintln!(
+                "atcr: the scan record of {} could not be written",
+                req.manifest_digest
+            );
+            code = ExitCode::FAILURE;
+            continue;
+        };
+        let report = match &rec.report {
+            Some(d) => {
+                scan::service::get_blob(scanner.blobs().as_ref(), d, scan::report::MAX_REPORT_BYTES)
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        let sbom_bytes = match &rec.sbom {
+            Some(d) => {
+                scan::service::get_blob(scanner.blobs().as_ref(), d, scan::sbom::MAX_SBOM_BYTES)
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        let out = scan::engine::Outcome {
+            status: match rec.status.as_str() {
+                "failed" => scan::engine::Status::Failed,
+                "skipped" => scan::engine::Status::Skipped,
+                _ => scan::engine::Status::Ok,
+            },
+            reason: (!rec.reason.is_empty()).then(|| rec.reason.clone()),
+            summary: rec.summary,
+            sbom: sbom_bytes,
+            report,
+            packages: 0,
+            stats: Default::default(),
+        };
+        let c = print(&format!("{name}"), &rec.digest, &out);
+        if c != ExitCode::SUCCESS {
+            code = c;
+        }
+        if !json {
+            println!(
+                "record: at://{}/{}/{}",
+                state.hold.as_ref().map(|h| h.did()).unwrap_or(""),
+                scan::service::SCAN,
+                rec.rkey
+            );
+        }
+    }
+    scanner.stop().await;
+    code
+}
+
+/// `[host/]name[:tag|@digest]`: a first segment that is this registry's host (or has a
+/// port) is dropped; no tag means `latest`.
+fn parse_reference(
+    s: &str,
+    config: &Config,
+) -> Result<(atcr::oci::types::Name, atcr::oci::types::Reference), String> {
+    let mut s = s.to_string();
+    if let Some((first, rest)) = s.split_once('/') {
+        let public = config
+            .server
+            .public_url
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .trim_end_matches('/');
+        let is_host = (first.contains(':') && !first.starts_with("did:"))
+            || first == "localhost"
+            || (!public.is_empty() && first == public);
+        if is_host && rest.contains('/') {
+            s = rest.to_string();
+        }
+    }
+    let (name, reference) = if let Some((n, d)) = s.split_once('@') {
+        (n.to_string(), d.to_string())
+    } else {
+        match s.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') && !t.is_empty() && n.contains('/') => {
+                (n.to_string(), t.to_string())
+            }
+            _ => (s.clone(), "latest".to_string()),
+        }
+    };
+    let name = name.parse().map_err(|e| format!("{name}: {e}"))?;
+    let reference = reference.parse().map_err(|e| format!("{reference}: {e}"))?;
+    Ok((name, reference))
+}
+
+fn vulndb(command: VulndbCommand) -> ExitCode {
+    let config = match &command {
+        VulndbCommand::Import { config, .. }
+        | VulndbCommand::Refresh { config }
+        | VulndbCommand::Status { config } => config.clone(),
+    };
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let dir = config.vulndb_dir();
+    let print = |r: &atcr::scan::vulndb::ImportReport| {
+        println!(
+            "generation {}: {} record(s) read, {} imported, {} withdrawn, {} without a known ecosystem, {} unreadable; {} advisories in the database",
+            r.generation, r.records, r.imported, r.withdrawn, r.unmatched, r.failed, r.advisories
+        );
+    };
+    match command {
+        VulndbCommand::Import { paths, replace, .. } => {
+            match atcr::scan::vulndb::import(&dir, &paths, replace) {
+                Ok(r) => {
+                    print(&r);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("atcr: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        VulndbCommand::Refresh { .. } => {
+            if config.scan.vulndb_urls.is_empty() {
+                eprintln!("atcr: scan.vulndb_urls is empty");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(atcr::scan::vulndb::refresh_from_urls(
+                &dir,
+                &config.scan.vulndb_urls,
+            )) {
+                Ok(r) => {
+                    print(&r);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("atcr: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        VulndbCommand::Status { .. } => {
+            let db = atcr::scan::vulndb::VulnDb::new(&dir);
+            match db.reader() {
+                Some(r) => {
+                    let m = &r.meta;
+                    println!(
+                        "generation {} updated {}: {} advisories",
+                        m.generation, m.updated_at, m.advisories
+                    );
+                    for (eco, n) in &m.ecosystems {
+                        println!("  {eco}: {n} entries");
+                    }
+                    for s in &m.sources {
+                        println!("  from {s}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    println!(
+                        "no vulnerability database in {} (run `atcr vulndb import`)",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+            }
+        }
     }
 }
 

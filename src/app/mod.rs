@@ -30,6 +30,8 @@ pub struct AppState {
     pub web: crate::web::state::Web,
     /// The UI/search index (libSQL), fed by direct writes and the network.
     pub index: crate::index::Index,
+    /// The vulnerability scanner (with the hold, when `[scan] enabled`).
+    pub scanner: Option<Arc<crate::scan::service::Scanner>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,10 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     if let Some(r) = &records {
         r.set_index(index.clone());
     }
+    let scanner = match (&hold_api, config.scan.enabled) {
+        (Some(svc), true) => Some(start_scanner(&config, svc, &index)),
+        _ => None,
+    };
     Ok(Arc::new(AppState {
         config,
         registry,
@@ -168,6 +174,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         hold_api,
         web,
         index,
+        scanner,
     }))
 }
 
@@ -216,6 +223,74 @@ fn build_federation(
         auth.resolver().clone(),
         tokens,
     )
+}
+
+/// Starts the scanner on the hold's PDS and blob store, tells the index about each scan,
+/// and fills the index's scan table from the records the hold already has.
+fn start_scanner(
+    config: &Config,
+    svc: &Arc<crate::hold::HoldService>,
+    index: &crate::index::Index,
+) -> Arc<crate::scan::service::Scanner> {
+    use crate::scan::service::{ScanEvent, Scanner, Settings};
+    let host = svc
+        .pds()
+        .identity()
+        .public_url
+        .as_deref()
+        .and_then(|u| u.split("://").nth(1))
+        .map(|h| h.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| svc.pds().identity().host.clone());
+    let settings = Settings {
+        workers: config.scan.workers,
+        queue_size: config.scan.queue_size,
+        limits: config.scan.limits(),
+        vulndb_dir: config.vulndb_dir(),
+        vulndb_urls: config.scan.vulndb_urls.clone(),
+        refresh_hours: config.scan.vulndb_refresh_hours,
+        host,
+    };
+    let scanner = Scanner::start(svc.pds().clone(), svc.blobs().clone(), settings);
+    let row = |ev: &ScanEvent| crate::index::scans::ScanRow {
+        digest: ev.digest.clone(),
+        user_did: ev.user_did.clone(),
+        repository: ev.repository.clone(),
+        status: ev.status.clone(),
+        critical: ev.summary.critical as i64,
+        high: ev.summary.high as i64,
+        medium: ev.summary.medium as i64,
+        low: ev.summary.low as i64,
+        total: ev.summary.total as i64,
+        scanned_at: ev.scanned_at.clone(),
+        platforms: 0,
+    };
+    let rt = tokio::runtime::Handle::current();
+    let ix = index.clone();
+    scanner.set_sink(Arc::new(move |ev: ScanEvent| {
+        let ix = ix.clone();
+        let r = row(&ev);
+        rt.spawn(async move {
+            if let Err(e) = ix.put_scan(&r).await {
+                tracing::warn!(error = %e, "cannot index a scan");
+            }
+        });
+    }));
+    let (ix, s) = (index.clone(), scanner.clone());
+    tokio::spawn(async move {
+        match s.records().await {
+            Ok(records) => {
+                for r in records {
+                    if let Err(e) = ix.put_scan(&row(&r.event())).await {
+                        tracing::warn!(error = %e, "cannot index a scan");
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the hold's scan records"),
+        }
+    });
+    svc.set_scanner(scanner.clone());
+    scanner
 }
 
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else

@@ -17,6 +17,10 @@ use futures_util::Stream;
 use crate::oci::types::range::ByteRange;
 use crate::oci::types::{Algorithm, Digest, Hasher};
 
+/// Staged-upload ids of the hold API start with this, so the registry's upload cleanup
+/// (which shares the blob store) leaves them alone.
+pub const HOLD_UPLOAD_ID_PREFIX: &str = "hold-";
+
 /// Incoming upload bytes, as the HTTP layer hands them over.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 

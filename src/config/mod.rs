@@ -44,6 +44,7 @@ pub struct Config {
     pub hold: HoldConfig,
     pub index: IndexConfig,
     pub federation: FederationConfig,
+    pub scan: ScanConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,6 +297,68 @@ impl Default for FederationConfig {
             profile_cache_secs: 60,
             hold_cache_secs: 300,
             allow_private_addresses: false,
+        }
+    }
+}
+
+/// The vulnerability scanner the hold runs on pushed images (`src/scan/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanConfig {
+    /// Scan pushed images (SBOM + vulnerabilities) and write `io.atcr.hold.scan` records.
+    pub enabled: bool,
+    /// Scan worker threads (each at nice 10, idle I/O class).
+    pub workers: usize,
+    /// Scans waiting at most; a push beyond that gets a `skipped` record.
+    pub queue_size: usize,
+    /// OSV export archives downloaded every `vulndb_refresh_hours`, e.g.
+    /// `https://osv-vulnerabilities.storage.googleapis.com/Debian/all.zip`. Empty: only
+    /// `atcr vulndb import` updates the database.
+    pub vulndb_urls: Vec<String>,
+    /// Hours between downloads of `vulndb_urls` (0: never).
+    pub vulndb_refresh_hours: u64,
+    /// The database directory; empty means `<data_dir>/vulndb`.
+    pub vulndb_dir: PathBuf,
+    /// Decompressed MiB of one layer (decompression bombs stop the scan here).
+    pub max_layer_mib: u64,
+    /// Decompressed MiB of a whole image.
+    pub max_image_mib: u64,
+    /// Files (tar entries) of a whole image.
+    pub max_entries: u64,
+    /// MiB of one package database, lockfile or metadata file read into memory.
+    pub max_file_mib: u64,
+    /// MiB of one executable or Java archive scanned for embedded packages.
+    pub max_binary_mib: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            enabled: true,
+            workers: 1,
+            queue_size: 256,
+            vulndb_urls: Vec::new(),
+            vulndb_refresh_hours: 24,
+            vulndb_dir: PathBuf::new(),
+            max_layer_mib: 8 * 1024,
+            max_image_mib: 16 * 1024,
+            max_entries: 2_000_000,
+            max_file_mib: 64,
+            max_binary_mib: 1024,
+        }
+    }
+}
+
+impl ScanConfig {
+    /// The walker's caps.
+    pub fn limits(&self) -> crate::scan::walk::Limits {
+        crate::scan::walk::Limits {
+            max_layer_bytes: self.max_layer_mib << 20,
+            max_image_bytes: self.max_image_mib << 20,
+            max_entries: self.max_entries,
+            max_file_bytes: self.max_file_mib << 20,
+            max_binary_bytes: self.max_binary_mib << 20,
+            ..crate::scan::walk::Limits::default()
         }
     }
 }
@@ -692,6 +755,7 @@ impl Config {
         self.validate_federation()?;
         self.validate_index()?;
         self.validate_observability()?;
+        self.validate_scan()?;
         Ok(())
     }
 
@@ -709,6 +773,45 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    fn validate_scan(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        let sc = &self.scan;
+        if !(1..=64).contains(&sc.workers) {
+            return invalid("scan.workers", "must be within 1..=64".into());
+        }
+        if !(1..=100_000).contains(&sc.queue_size) {
+            return invalid("scan.queue_size", "must be within 1..=100000".into());
+        }
+        for u in &sc.vulndb_urls {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return invalid("scan.vulndb_urls", format!("{u:?} must be an http(s) URL"));
+            }
+        }
+        for (key, v) in [
+            ("scan.max_layer_mib", sc.max_layer_mib),
+            ("scan.max_image_mib", sc.max_image_mib),
+            ("scan.max_file_mib", sc.max_file_mib),
+            ("scan.max_binary_mib", sc.max_binary_mib),
+        ] {
+            if !(1..=1 << 30).contains(&v) {
+                return invalid(key, format!("{v} is outside 1..=1073741824"));
+            }
+        }
+        if sc.max_entries == 0 {
+            return invalid("scan.max_entries", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The vulnerability database directory.
+    pub fn vulndb_dir(&self) -> PathBuf {
+        if self.scan.vulndb_dir.as_os_str().is_empty() {
+            self.server.data_dir.join("vulndb")
+        } else {
+            self.scan.vulndb_dir.clone()
+        }
     }
 
     fn validate_index(&self) -> Result<(), ConfigError> {

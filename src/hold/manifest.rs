@@ -131,6 +131,30 @@ impl NotifyManifest {
         Ok(push)
     }
 
+    /// The scan of this push (an index has no layers and no config: not scanned itself).
+    pub fn scan_request(&self) -> crate::scan::service::ScanRequest {
+        crate::scan::service::ScanRequest {
+            user_did: self.user_did.clone(),
+            repository: self.repository.clone(),
+            manifest_digest: self.manifest_digest.clone(),
+            manifest_uri: self.manifest_uri(),
+            config_media_type: self.manifest.config.as_ref().map(|c| c.media_type.clone()),
+            layers: self
+                .manifest
+                .layers
+                .iter()
+                .map(|l| l.digest.clone())
+                .collect(),
+            layer_types: self
+                .manifest
+                .layers
+                .iter()
+                .map(|l| l.media_type.clone())
+                .collect(),
+            force: false,
+        }
+    }
+
     /// AT-URI of the user's manifest record: `manifestUri` when given, else the
     /// digest-keyed URI of atcr.io's AppView.
     pub fn manifest_uri(&self) -> String {
@@ -155,28 +179,7 @@ pub fn user_layers<S: Blockstore>(
     collection_where(repo, LAYER, |v| v["userDid"] == user)
 }
 
-pub fn collection_where<S: Blockstore>(
-    repo: &Repo<S>,
-    collection: &str,
-    keep: impl Fn(&Value) -> bool,
-) -> Result<Vec<(String, Value)>, HoldError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = repo.list_records(collection, 500, cursor.as_deref(), false)?;
-        let done = page.len() < 500;
-        for e in page {
-            cursor = Some(e.rkey.clone());
-            let v = record_json(&e.value)?;
-            if keep(&v) {
-                out.push((e.rkey, v));
-            }
-        }
-        if done {
-            return Ok(out);
-        }
-    }
-}
+pub use crate::pds::collection_where;
 
 pub fn usage_of(layers: &[(String, Value)]) -> Usage {
     let mut u = Usage::default();
@@ -285,6 +288,9 @@ impl HoldService {
         // Counted in memory, written in batches (`stats`), never a commit per pull.
         use super::stats::StatsSink;
         if push {
+            if let Some(scanner) = self.scanner() {
+                scanner.enqueue(req.scan_request());
+            }
             let children: Vec<String> = req
                 .manifest
                 .manifests

@@ -106,6 +106,8 @@ pub struct HoldService {
     uploads: uploads::Uploads,
     upload_limits: uploads::UploadLimits,
     stats: Arc<stats::StatsBatcher>,
+    /// The vulnerability scanner pushes are handed to (`[scan] enabled`).
+    scanner: std::sync::OnceLock<Arc<crate::scan::service::Scanner>>,
 }
 
 /// How long a blob completed through `completeUpload` is kept from garbage collection
@@ -138,6 +140,7 @@ impl HoldService {
             tiers,
             uploads: uploads::Uploads::default(),
             upload_limits,
+            scanner: std::sync::OnceLock::new(),
         })
     }
 
@@ -177,6 +180,15 @@ impl HoldService {
     /// The pull/push counters (`io.atcr.hold.stats`, written in batches).
     pub fn stats(&self) -> &Arc<stats::StatsBatcher> {
         &self.stats
+    }
+
+    /// Hands pushed images to `scanner` from now on.
+    pub fn set_scanner(&self, scanner: Arc<crate::scan::service::Scanner>) {
+        let _ = self.scanner.set(scanner);
+    }
+
+    pub fn scanner(&self) -> Option<&Arc<crate::scan::service::Scanner>> {
+        self.scanner.get()
     }
 
     /// The authenticated caller of `nsid`: `None` without an `Authorization` header, the

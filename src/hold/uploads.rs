@@ -29,9 +29,7 @@ use crate::blob::ChunkStream;
 use crate::oci::types::{Digest, Hasher};
 use crate::pds::permissions::Action;
 
-/// Staged-upload ids of the hold start with this, so the registry's upload cleanup leaves
-/// them alone.
-pub const UPLOAD_ID_PREFIX: &str = "hold-";
+pub use crate::blob::HOLD_UPLOAD_ID_PREFIX as UPLOAD_ID_PREFIX;
 pub const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most open upload sessions at once (all users).
 pub const MAX_SESSIONS: usize = 1024;

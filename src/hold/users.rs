@@ -335,6 +335,10 @@ impl HoldService {
             .filter_map(|(_, v)| v["digest"].as_str().map(str::to_string))
             .collect();
         keep.extend(self.unnotified_completions().await?);
+        // SBOMs and vulnerability reports of scan records.
+        for r in crate::scan::service::list_records(&self.pds).await? {
+            keep.extend(r.sbom.iter().chain(&r.report).map(|d| d.to_string()));
+        }
         Ok(keep)
     }
 

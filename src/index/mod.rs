@@ -31,6 +31,7 @@ pub mod libsql_log;
 pub mod outbox;
 pub mod read;
 mod replica;
+pub mod scans;
 mod schema;
 pub mod status;
 mod write;

@@ -142,6 +142,9 @@ pub struct SearchFilters {
     pub owner_did: Option<String>,
     /// Only repositories with a manifest for this architecture (`amd64`, `arm64`, ...).
     pub architecture: Option<String>,
+    /// Only repositories with a tagged image (or a platform of one) that has critical
+    /// vulnerabilities (`scans`).
+    pub critical: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -604,6 +607,9 @@ impl Index {
                 "(EXISTS (SELECT 1 FROM manifest_references mr WHERE mr.did = r.did
                     AND mr.repository = r.name AND mr.architecture = ?{n}))"
             ));
+        }
+        if filters.critical {
+            conds.push(super::scans::CRITICAL_FILTER.to_string());
         }
         let filter = if conds.is_empty() {
             String::new()

@@ -3,7 +3,7 @@
 //! version is appended instead.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4_SCANS)];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
 /// backfill) except `repository_stats` pull counts, which only this AppView sees, and
@@ -180,4 +180,23 @@ CREATE TABLE outbox_applied (
     seq INTEGER NOT NULL,
     applied_at TEXT NOT NULL
 );
+"#;
+
+/// Scan summaries (`io.atcr.hold.scan` records of this appliance's hold, one per manifest
+/// digest): the repository page's severity badges and the search filter read them.
+/// Rebuilt from the hold's records at start.
+const V4_SCANS: &str = r#"
+CREATE TABLE scans (
+    digest TEXT PRIMARY KEY,
+    user_did TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    status TEXT NOT NULL,
+    critical INTEGER NOT NULL,
+    high INTEGER NOT NULL,
+    medium INTEGER NOT NULL,
+    low INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    scanned_at TEXT NOT NULL
+);
+CREATE INDEX scans_critical ON scans(critical) WHERE critical > 0;
 "#;

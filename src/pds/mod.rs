@@ -620,6 +620,31 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|e| HoldError::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// Every record of `collection` in the repo for which `keep` holds, paged through in rkey
+/// order.
+pub fn collection_where<S: crate::atproto::repo::Blockstore>(
+    repo: &crate::atproto::repo::Repo<S>,
+    collection: &str,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Result<Vec<(String, serde_json::Value)>, HoldError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = repo.list_records(collection, 500, cursor.as_deref(), false)?;
+        let done = page.len() < 500;
+        for e in page {
+            cursor = Some(e.rkey.clone());
+            let v = record_json(&e.value)?;
+            if keep(&v) {
+                out.push((e.rkey, v));
+            }
+        }
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// A record's DAG-CBOR bytes as ATProto JSON.
 pub fn record_json(bytes: &[u8]) -> Result<serde_json::Value, HoldError> {
     let v: Ipld = dagcbor::decode(bytes).map_err(|e| HoldError::Record(e.to_string()))?;
@@ -1083,6 +1108,42 @@ pub fn encode_error_frame(error: &str, message: &str) -> Vec<u8> {
     let mut out = dagcbor::encode(&FrameHeader { op: -1, t: None }).unwrap_or_default();
     out.extend(dagcbor::encode(&ErrBody { error, message }).unwrap_or_default());
     out
+}
+
+/// RFC 3339 (`2026-01-02T03:04:05.123Z`, offsets allowed) to seconds since the epoch; 0 when
+/// it does not parse (then no age is shown).
+pub fn unix_of(ts: &str) -> u64 {
+    fn num(s: &str) -> Option<i64> {
+        s.parse().ok()
+    }
+    let parse = || -> Option<u64> {
+        let (date, rest) = ts.split_once('T')?;
+        let mut d = date.split('-');
+        let (y, m, dd) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+        let time = rest.get(..8)?;
+        let mut t = time.split(':');
+        let (hh, mm, ss) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
+        let tail = &rest[8..];
+        let tail = tail.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+        let offset = match tail {
+            "Z" | "z" | "" => 0,
+            o => {
+                let sign = if o.starts_with('-') { -1 } else { 1 };
+                let (oh, om) = o.get(1..)?.split_once(':')?;
+                sign * (num(oh)? * 3600 + num(om)? * 60)
+            }
+        };
+        // Days from civil (Howard Hinnant).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + dd - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss - offset).ok()
+    };
+    parse().unwrap_or(0)
 }
 
 /// The current time as an RFC 3339 UTC timestamp with milliseconds.

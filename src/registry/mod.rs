@@ -849,7 +849,7 @@ impl Registry {
         }
         for id in staged {
             // The hold's own uploads (io.atcr.hold.initiateUpload) are the hold's to expire.
-            if !known.contains(&id) && !id.starts_with(crate::hold::uploads::UPLOAD_ID_PREFIX) {
+            if !known.contains(&id) && !id.starts_with(crate::blob::HOLD_UPLOAD_ID_PREFIX) {
                 self.blobs.upload_abort(&id).await?;
                 removed += 1;
             }

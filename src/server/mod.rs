@@ -154,6 +154,9 @@ pub async fn run(
         }
     }
     state.flush_counters().await;
+    if let Some(scanner) = &state.scanner {
+        scanner.stop().await; // its worker threads hold the hold's databases
+    }
     if let Some(hold) = &state.hold {
         hold.close().await; // ends firehose websockets (upgraded, so not drained above)
     }

@@ -88,6 +88,8 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/admin/crew/remove", RouteId::Web(WebPage::AdminCrewRemove)),
             ("/admin/settings", RouteId::Web(WebPage::AdminSettings)),
             ("/admin/gc", RouteId::Web(WebPage::AdminGc)),
+            ("/compare/{owner}/{*repo}", RouteId::Web(WebPage::Compare)),
+            ("/scan/rescan", RouteId::Web(WebPage::Rescan)),
         ];
         for (path, id) in routes {
             r.insert(path, id).expect("route table is consistent");

@@ -42,41 +42,7 @@ fn now() -> u64 {
     crate::registry::store::now_unix()
 }
 
-/// RFC 3339 (`2026-01-02T03:04:05.123Z`, offsets allowed) to seconds since the epoch; 0 when
-/// it does not parse (then no age is shown).
-pub fn unix_of(ts: &str) -> u64 {
-    fn num(s: &str) -> Option<i64> {
-        s.parse().ok()
-    }
-    let parse = || -> Option<u64> {
-        let (date, rest) = ts.split_once('T')?;
-        let mut d = date.split('-');
-        let (y, m, dd) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-        let time = rest.get(..8)?;
-        let mut t = time.split(':');
-        let (hh, mm, ss) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
-        let tail = &rest[8..];
-        let tail = tail.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-        let offset = match tail {
-            "Z" | "z" | "" => 0,
-            o => {
-                let sign = if o.starts_with('-') { -1 } else { 1 };
-                let (oh, om) = o.get(1..)?.split_once(':')?;
-                sign * (num(oh)? * 3600 + num(om)? * 60)
-            }
-        };
-        // Days from civil (Howard Hinnant).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + dd - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss - offset).ok()
-    };
-    parse().unwrap_or(0)
-}
+pub use crate::pds::unix_of;
 
 fn owner_name(did: &str, handle: &Option<String>) -> String {
     handle.clone().unwrap_or_else(|| did.to_string())
@@ -185,6 +151,12 @@ pub async fn owner_did(state: &AppState, who: &str) -> Result<String, WebError> 
     Ok(find_owner(state, index(state)?, who).await?.did)
 }
 
+/// (DID, name shown) of a page's owner (handle or DID in the URL).
+pub async fn owner_of(state: &AppState, who: &str) -> Result<(String, String), WebError> {
+    let o = find_owner(state, &state.index, who).await?;
+    Ok((o.did, o.shown))
+}
+
 async fn find_owner(state: &AppState, ix: &Index, who: &str) -> Result<Owner, WebError> {
     if let Some(u) = ix.user_by_handle_or_did(who).await.map_err(ix_err)? {
         return Ok(Owner {
@@ -242,6 +214,7 @@ fn tag_rows(
             pull: format!("docker pull {host}/{owner}/{repo}:{}", t.tag),
             digest: t.digest,
             tag: t.tag,
+            scan: Default::default(),
         })
         .collect()
 }
@@ -280,7 +253,14 @@ async fn repo_page(
         .first()
         .map(|t| t.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let rows = tag_rows(tags, &owner, repo, &ctx.host, now);
+    let mut rows = tag_rows(tags, &owner, repo, &ctx.host, now);
+    let digests: Vec<String> = rows.iter().map(|r| r.digest.clone()).collect();
+    let badges = super::scans::badges(state, &did, repo, &digests).await;
+    for r in &mut rows {
+        if let Some(b) = badges.get(&r.digest) {
+            r.scan = b.clone();
+        }
+    }
     if ctx.htmx && offset > 0 {
         return render(&TagRows {
             tags: rows,
@@ -502,21 +482,74 @@ async fn manifest(
             href: href(&c.digest),
             digest: c.digest.clone(),
             size: human_size(c.size.max(0) as u64),
+            kind: String::new(),
+            kind_class: "",
         })
         .collect();
-    let referrers = m
-        .referrers
-        .iter()
-        .map(|r| ChildRow {
-            platform: r
-                .artifact_type
-                .clone()
+    let mut referrers: Vec<ChildRow> = Vec::new();
+    let names = [format!("{owner}/{repo}"), format!("{did}/{repo}")];
+    for r in &m.referrers {
+        // Manifest records carry no artifactType; the manifest itself does.
+        let t = match &r.artifact_type {
+            Some(t) => t.clone(),
+            None => super::scans::artifact_type(state, &names, &r.digest)
+                .await
                 .unwrap_or_else(|| r.media_type.clone()),
+        };
+        let (kind, kind_class) = super::scans::referrer_kind(&t);
+        referrers.push(ChildRow {
+            platform: t,
             href: href(&r.digest),
             digest: r.digest.clone(),
             size: String::new(),
+            kind: kind.to_string(),
+            kind_class,
+        });
+    }
+    // cosign's tag scheme (`sha256-<hex>.sig` / `.att` / `.sbom`) before OCI referrers.
+    for t in ix.tags(&did, repo, 500, 0).await.map_err(ix_err)? {
+        if let Some(kind) = super::scans::cosign_tag_kind(&t.tag, &m.digest) {
+            referrers.push(ChildRow {
+                platform: format!("tag {}", t.tag),
+                href: href(&t.digest),
+                digest: t.digest.clone(),
+                size: String::new(),
+                kind: kind.to_string(),
+                kind_class: if kind.starts_with("SBOM") {
+                    "kind-sbom"
+                } else if kind.starts_with("Signature") {
+                    "kind-sig"
+                } else {
+                    "kind-att"
+                },
+            });
+        }
+    }
+    let platforms: Vec<(String, String, String)> = m
+        .children
+        .iter()
+        .map(|c| {
+            (
+                c.platform
+                    .as_ref()
+                    .map(platform_str)
+                    .unwrap_or_else(|| "unknown".into()),
+                c.digest.clone(),
+                href(&c.digest),
+            )
         })
         .collect();
+    let scan = super::scans::section(
+        state,
+        ctx,
+        &did,
+        repo,
+        &m.digest,
+        m.hold_did.as_deref(),
+        &platforms,
+        &href(&m.digest),
+    )
+    .await;
     let pull_ref = match m.tags.first() {
         Some(t) => format!(":{t}"),
         None => format!("@{}", m.digest),
@@ -540,6 +573,7 @@ async fn manifest(
         history_note,
         annotations: m.annotations.into_iter().collect(),
         referrers,
+        scan,
     })
 }
 
@@ -653,6 +687,7 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
         .trim_start_matches('@')
         .to_string();
     let arch = query_get(&q, "arch").unwrap_or("").trim().to_string();
+    let critical = query_get(&q, "critical").is_some_and(|v| !v.is_empty() && v != "0");
     let offset: u32 = query_get(&q, "offset")
         .and_then(|o| o.parse().ok())
         .unwrap_or(0)
@@ -668,6 +703,7 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
     if !arch.is_empty() {
         filters.architecture = Some(arch.clone());
     }
+    filters.critical = critical;
     let found = ix
         .search(&text, &filters, SEARCH_PAGE, offset)
         .await
@@ -680,10 +716,11 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         format!(
-            "/search?q={}&owner={}&arch={}&offset={shown}",
+            "/search?q={}&owner={}&arch={}{}&offset={shown}",
             enc(&text),
             enc(&owner),
-            enc(&arch)
+            enc(&arch),
+            if critical { "&critical=1" } else { "" }
         )
     } else {
         String::new()
@@ -709,6 +746,7 @@ pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -
         q: text,
         owner,
         arch,
+        critical,
         results_html,
     })
 }

@@ -18,6 +18,7 @@ pub mod markdown;
 pub mod page_form;
 pub mod pages;
 pub mod repo_page;
+pub mod scans;
 pub mod session;
 pub mod signin;
 pub mod state;
@@ -71,6 +72,10 @@ pub enum WebPage {
     AdminCrewRemove,
     AdminSettings,
     AdminGc,
+    /// `/compare/<owner>/<repo...>?a=&b=`: two tags' packages and vulnerabilities.
+    Compare,
+    /// `POST /scan/rescan`.
+    Rescan,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -435,6 +440,37 @@ pub async fn handle(
     let result = match (page, method) {
         (WebPage::Home, Method::GET) => catalog::home(state, &ctx).await,
         (WebPage::Search, Method::GET) => catalog::search(state, &ctx, &req).await,
+        (WebPage::Repo, Method::GET) if param("rest").trim_end_matches('/').ends_with("/sbom") => {
+            let rest = param("rest");
+            match rest
+                .trim_end_matches('/')
+                .trim_end_matches("/sbom")
+                .split_once("/manifests/")
+            {
+                Some((repo, digest)) => {
+                    let q = req.uri().query().unwrap_or("").to_string();
+                    let (_, shown) = match catalog::owner_of(state, &param("owner")).await {
+                        Ok(o) => o,
+                        Err(e) => return ctx.finish(error_page(Some(&ctx), &e)),
+                    };
+                    scans::sbom_page(state, &ctx, &shown, repo, digest, &q).await
+                }
+                None => Err(WebError::NotFound(
+                    "There is no page at this address.".into(),
+                )),
+            }
+        }
+        (WebPage::Compare, Method::GET) => {
+            scans::compare_page(
+                state,
+                &ctx,
+                &param("owner"),
+                param("repo").trim_end_matches('/'),
+                &req,
+            )
+            .await
+        }
+        (WebPage::Rescan, Method::POST) => scans::rescan(state, &ctx, req).await,
         (WebPage::Repo, Method::GET) => {
             let q = crate::app::http::query(req.uri());
             let offset = crate::app::http::query_get(&q, "tags_offset")

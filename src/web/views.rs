@@ -141,6 +141,8 @@ pub struct TagRow {
     pub age: String,
     pub platforms: Vec<String>,
     pub pull: String,
+    /// Severity badge of the tag's scan (empty class: not scanned).
+    pub scan: super::scans::Badge,
 }
 
 #[derive(Template)]
@@ -194,6 +196,9 @@ pub struct ChildRow {
     pub digest: String,
     pub href: String,
     pub size: String,
+    /// For referrers: what it is (`SBOM (SPDX)`, `Signature (cosign)`, ...), when known.
+    pub kind: String,
+    pub kind_class: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +226,8 @@ pub struct ManifestPage {
     pub annotations: Vec<(String, String)>,
     pub referrers: Vec<ChildRow>,
     pub pull: String,
+    /// The vulnerabilities section.
+    pub scan: super::scans::ScanSection,
 }
 
 #[derive(Template)]
@@ -243,6 +250,8 @@ pub struct SearchPage {
     /// Architecture filter (`amd64`, `arm64`, ...); empty: any.
     pub arch: String,
     pub owner: String,
+    /// Only images with critical vulnerabilities.
+    pub critical: bool,
     /// The rendered [`SearchResults`] fragment (the same HTML htmx fetches for paging).
     pub results_html: String,
 }

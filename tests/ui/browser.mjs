@@ -2,7 +2,8 @@
 // browser). Run by tests/ui/browser.sh, which starts the reference PDS + PLC and atcr,
 // pushes the images and passes everything in the environment:
 //   BASE, HOST (host:port in pull commands), ALICE, ALICE_PW, BOB, ORPHAN (digest of an
-//   unreferenced blob), OUT (screenshot directory), STATE (cookie file between runs).
+//   unreferenced blob), OUT (screenshot directory), STATE (cookie file between runs),
+//   SCAN_V2 (digest of bob.test/scanned:v2, the scanner's Debian-style image).
 // `node browser.mjs` runs the flow and the screenshot matrix; `node browser.mjs pds-down`
 // checks the pages that must explain a PDS outage (the script stops the PDS first).
 import { chromium } from "playwright-core";
@@ -146,6 +147,86 @@ if (mode === "flow") {
     const hist = await page.locator("pre").first().textContent();
     expect(hist.includes("e2e layer 0"), `history: ${hist}`);
     expect((await page.locator("table").first().locator("tbody tr").count()) >= 2, "layers");
+  });
+
+  console.log("== scan results (bob.test/scanned: v1 Alpine-style, v2 Debian-style)");
+  const SCAN_V2 = env("SCAN_V2");
+  const SCANNED = `${BOB}/scanned`;
+  await check("repository page: a severity badge per tag once the hold scanned them", async () => {
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      await page.goto(`${BASE}/r/${SCANNED}`);
+      // v1, v2 and the cosign signature's tag (skipped: not a container image).
+      if ((await page.locator("tbody tr .sev").count()) === 3 && !(await page.locator(".sev-pending").count())) break;
+      if (Date.now() > deadline) throw new Error("the tags never got their badges");
+      await page.waitForTimeout(500);
+    }
+    const v2 = page.locator("tbody tr", { hasText: "v2" }).locator(".sev");
+    expect((await v2.textContent()).trim() === "2 critical +3", `v2 badge: ${await v2.textContent()}`);
+    expect((await v2.getAttribute("class")).includes("sev-critical"), "v2 badge class");
+    expect((await v2.getAttribute("title")) === "2 critical, 0 high, 2 medium, 1 low, 0 unknown", "v2 badge title");
+    const v1 = page.locator("tbody tr", { hasText: "v1" }).locator(".sev");
+    expect((await v1.textContent()).trim() === "1 medium +2", `v1 badge: ${await v1.textContent()}`);
+    const sig = page.locator("tbody tr", { hasText: ".sig" }).locator(".sev");
+    expect((await sig.textContent()).trim() === "not scanned", `signature badge: ${await sig.textContent()}`);
+  });
+  await check("manifest page: vulnerabilities with ids, packages, fixed versions and links", async () => {
+    await page.locator("tbody tr", { hasText: "v2" }).locator("td.digest a").click();
+    await page.getByRole("heading", { name: "Vulnerabilities" }).waitFor();
+    const rows = page.locator("table.vulns tbody tr");
+    expect((await rows.count()) === 5, `rows: ${await rows.count()}`);
+    const first = await rows.first().textContent();
+    for (const want of ["critical", "CVE-2099-1001", "libssl3", "3.0.19-1~deb12u2", "3.0.20-1~deb12u1"]) {
+      expect(first.includes(want), `first row lacks ${want}: ${first}`);
+    }
+    const link = rows.first().getByRole("link", { name: "CVE-2099-1001" });
+    expect((await link.getAttribute("href")) === "https://security-tracker.debian.org/tracker/CVE-2099-1001", "advisory link");
+    expect((await rows.last().textContent()).includes("no fix yet"), "unfixed vulnerabilities say so");
+    expect((await page.locator(".sev-count.sev-critical").textContent()).trim() === "2 critical", "counts");
+    expect((await page.getByRole("button", { name: "Rescan" }).count()) === 0, "anonymous visitors cannot rescan");
+    await shot(page, "scan-manifest-1280-light");
+  });
+  await check("referrers recognised: an SPDX SBOM (OCI referrer) and a cosign signature (tag)", async () => {
+    await page.locator(".badge.kind-sbom", { hasText: "SBOM (SPDX)" }).waitFor();
+    await page.locator(".badge.kind-sig", { hasText: "Signature (cosign)" }).waitFor();
+  });
+  await check("SBOM: every package with its licence, then filtered", async () => {
+    await page.getByRole("link", { name: "Packages (SBOM)" }).click();
+    await page.getByRole("heading", { name: "Packages" }).waitFor();
+    const rows = page.locator("#packages tbody tr");
+    expect((await rows.count()) === 8, `packages: ${await rows.count()}`);
+    const zlib = await rows.filter({ hasText: "zlib1g" }).textContent();
+    expect(zlib.includes("Zlib") && zlib.includes("1:1.2.13.dfsg-1"), `zlib1g row: ${zlib}`);
+    expect((await rows.filter({ hasText: "six" }).last().textContent()).includes("installed by python3-six"), "ownership");
+    await page.fill("#pkg-q", "lib");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.waitForURL(/\/sbom\?q=lib/);
+    const names = await page.locator("#packages tbody tr td:first-child strong").allTextContents();
+    expect(JSON.stringify(names) === JSON.stringify(["libc6", "libexpat1", "libssl3", "zlib1g"]), `filtered: ${names}`);
+    expect((await page.locator("#pkg-count").textContent()).includes("4 of 8"), "count line");
+    await shot(page, "scan-sbom-1280-light");
+  });
+  await check("compare two tags: packages and vulnerabilities added and removed", async () => {
+    await page.goto(`${BASE}/r/${SCANNED}`);
+    const form = page.locator("form.compare");
+    await form.locator("select[name=a]").selectOption("v1");
+    await form.locator("select[name=b]").selectOption("v2");
+    await form.getByRole("button", { name: "Compare" }).click();
+    await page.waitForURL(/\/compare\/bob\.test\/scanned\?a=v1&b=v2/);
+    await page.getByRole("heading", { name: "Vulnerabilities added (5)" }).waitFor();
+    await page.getByRole("heading", { name: "Vulnerabilities removed (3)" }).waitFor();
+    const pkgs = await page.locator("section", { has: page.getByRole("heading", { name: "Packages" }) }).textContent();
+    expect(pkgs.includes("libexpat1") && pkgs.includes("busybox"), "package changes");
+    expect((await page.locator("tr.added").count()) === 8 && (await page.locator("tr.removed").count()) === 8, "8 added, 8 removed");
+    await shot(page, "scan-compare-1280-light");
+  });
+  await check("search: only images with critical vulnerabilities", async () => {
+    await page.goto(`${BASE}/search`);
+    await page.locator("input[name=critical]").check();
+    await page.getByRole("button", { name: "Search", exact: true }).click();
+    await page.waitForFunction(() => document.querySelectorAll("#results article.card").length === 1);
+    await page.getByRole("link", { name: SCANNED }).waitFor();
+    expect(page.url().includes("critical=1"), `url: ${page.url()}`);
   });
 
   console.log("== log in and star");
@@ -346,6 +427,20 @@ if (mode === "flow") {
     await page.goto(`${BASE}/admin/gc`);
     await page.getByText("Nothing to delete").waitFor();
   });
+  await check("the captain rescans bob's image (after GC: a rescan replaces the old SBOM and report)", async () => {
+    await page.goto(`${BASE}/r/${BOB}/scanned/manifests/${env("SCAN_V2")}`);
+    const before = await page.locator("#scan-status").textContent();
+    await page.getByRole("button", { name: "Rescan" }).click();
+    await page.waitForURL(new RegExp(`/manifests/${env("SCAN_V2")}$`));
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const t = (await page.locator("#scan-status").textContent()).trim();
+      if (t === before.trim() && (await page.locator("table.vulns tbody tr").count()) === 5) break;
+      if (Date.now() > deadline) throw new Error(`status stuck at ${t}`);
+      await page.waitForTimeout(500);
+      await page.reload();
+    }
+  });
   console.log(`   flow took ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   // Keep alice logged in (admin) for the screenshot matrix and the PDS-down run.
@@ -366,6 +461,10 @@ if (mode === "flow") {
     ["admin", "/admin"],
     ["admin-gc", "/admin/gc"],
     ["not-found", "/r/nobody.test/nothing"],
+    ["scan-repo", `/r/${BOB}/scanned`],
+    ["scan-manifest", `/r/${BOB}/scanned/manifests/${env("SCAN_V2")}`],
+    ["scan-sbom", `/r/${BOB}/scanned/manifests/${env("SCAN_V2")}/sbom`],
+    ["scan-compare", `/compare/${BOB}/scanned?a=v1&b=v2`],
   ];
   // Manifest URLs come from the multi-arch repository page.
   await check("manifest URLs from the multi-arch repository page", async () => {

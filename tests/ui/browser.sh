@@ -8,7 +8,9 @@
 #    network (tests/support/atnet: reference PDS + PLC with alice.test and bob.test),
 # 2. starts the network on its own ports and state dir (so it can run next to
 #    tests/atproto-e2e.sh) and atcr with alice as the hold's captain,
-# 3. pushes 11 single-platform images and one multi-arch index as alice with skopeo,
+# 3. imports the scanner's OSV fixture (atcr vulndb import), pushes 11 single-platform
+#    images and one multi-arch index as alice with skopeo, the scanner's Debian- and
+#    Alpine-style images as bob (with an SPDX referrer and a cosign signature tag),
 #    leaves one unreferenced blob behind for the GC pages, and writes a README
 #    (io.atcr.repo.page) straight to alice's PDS, which atcr's index takes from the firehose,
 # 4. runs tests/ui/browser.mjs: search + htmx paging, repository and manifest pages, login,
@@ -91,6 +93,8 @@ if [[ -z "${ATCR_BIN:-}" ]]; then
     (cd "$ROOT" && cargo build --quiet)
     ATCR_BIN="$CARGO_TARGET_DIR/debug/atcr"
 fi
+# The scanner's OSV fixture, imported before the start (the server finds generation 1).
+ATCR_SERVER_DATA_DIR="$T/data" "$ATCR_BIN" vulndb import "$ROOT/tests/fixtures/scan/osv" >/dev/null
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 REG="localhost:$PORT"
 ATCR_AUTH_MODE=atproto ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" \
@@ -119,6 +123,41 @@ curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Typ
     --data-binary @"$T/orphan" "http://$REG/v2/alice.test/scratch/blobs/uploads/?digest=$ORPHAN"
 curl -fsS -o /dev/null -X DELETE -H "Authorization: Bearer $TOKEN" "http://$REG/v2/alice.test/scratch/blobs/$ORPHAN"
 echo "   pushed 12 repositories in $(($(date +%s) - STARTED)) s since start"
+# The scanner's test images as bob (alice's export and repository counts stay as they
+# were): bob.test/scanned:v1 (Alpine-style) and :v2 (Debian-style, 2 critical), plus two
+# artifacts of v2: an SPDX SBOM as an OCI referrer and a cosign signature under cosign's
+# tag scheme.
+BOB_PW="$(jq -r '.accounts[] | select(.handle=="bob.test") | .appPassword' "$T/atnet.json")"
+read -r _ SCAN_V2 < <(python3 "$ROOT/tests/scan/mkimage.py" "$T/scan")
+SKB=(skopeo --insecure-policy copy --dest-tls-verify=false --dest-creds "bob.test:$BOB_PW")
+"${SKB[@]}" "oci:$T/scan:alpine" "docker://$REG/bob.test/scanned:v1" >/dev/null
+"${SKB[@]}" "oci:$T/scan:debian" "docker://$REG/bob.test/scanned:v2" >/dev/null
+BTOKEN="$(curl -fsS -u "bob.test:$BOB_PW" "http://$REG/auth/token?service=$REG&scope=repository:bob.test/scanned:pull,push" | jq -r .token)"
+blob() { # file media-type -> descriptor JSON
+    local d="sha256:$(sha256sum "$1" | cut -d' ' -f1)"
+    curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $BTOKEN" -H 'Content-Type: application/octet-stream' \
+        --data-binary @"$1" "http://$REG/v2/bob.test/scanned/blobs/uploads/?digest=$d"
+    jq -cn --arg mt "$2" --arg d "$d" --argjson n "$(stat -c %s "$1")" '{mediaType: $mt, digest: $d, size: $n}'
+}
+put_manifest() { # file reference
+    curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $BTOKEN" -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+        --data-binary @"$1" "http://$REG/v2/bob.test/scanned/manifests/$2"
+}
+printf '{}' >"$T/empty.json"
+EMPTY="$(blob "$T/empty.json" application/vnd.oci.empty.v1+json)"
+V2_SIZE="$(stat -c %s "$T/scan/blobs/sha256/${SCAN_V2#sha256:}")"
+echo '{"spdxVersion":"SPDX-2.3","dataLicense":"CC0-1.0","SPDXID":"SPDXRef-DOCUMENT","name":"v2","documentNamespace":"https://example.invalid/v2","creationInfo":{"created":"2024-01-01T00:00:00Z","creators":["Tool: test"]}}' >"$T/sbom.spdx.json"
+jq -cn --argjson cfg "$EMPTY" --argjson l "$(blob "$T/sbom.spdx.json" application/spdx+json)" --arg d "$SCAN_V2" --argjson n "$V2_SIZE" \
+    '{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/spdx+json",
+      config: $cfg, layers: [$l], subject: {mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d, size: $n}}' >"$T/sbom-manifest.json"
+put_manifest "$T/sbom-manifest.json" "sha256:$(sha256sum "$T/sbom-manifest.json" | cut -d' ' -f1)"
+printf '{"critical":{"identity":{"docker-reference":"%s/bob.test/scanned"},"image":{"docker-manifest-digest":"%s"},"type":"cosign container image signature"},"optional":null}' "$REG" "$SCAN_V2" >"$T/simplesigning.json"
+printf '{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}' >"$T/sig-config.json"
+jq -cn --argjson cfg "$(blob "$T/sig-config.json" application/vnd.oci.image.config.v1+json)" \
+    --argjson l "$(blob "$T/simplesigning.json" application/vnd.dev.cosign.simplesigning.v1+json)" \
+    '{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config: $cfg,
+      layers: [$l + {annotations: {"dev.cosignproject.cosign/signature": "MEUCIQDtest"}}]}' >"$T/sig-manifest.json"
+put_manifest "$T/sig-manifest.json" "sha256-${SCAN_V2#sha256:}.sig"
 # A README for app01 written straight to alice's PDS (not through atcr), as another client
 # would: it reaches the index through the firehose.
 NOW="$(date -u +%Y-%m-%dT%H:%M:%S.000Z)"
@@ -130,7 +169,7 @@ jq -n --arg did "$ALICE_DID" --arg now "$NOW" --arg md "$README" \
     curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' \
         --data-binary @- "$PDS/xrpc/com.atproto.repo.putRecord"
 
-export BASE="http://$REG" HOST="$REG" ALICE=alice.test ALICE_DID BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json"
+export BASE="http://$REG" HOST="$REG" ALICE=alice.test ALICE_DID BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json" SCAN_V2
 rc=0
 echo "== browser: flow and screenshots"
 node "$HERE/browser.mjs" flow || rc=1

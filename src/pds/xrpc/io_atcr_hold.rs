@@ -323,7 +323,14 @@ async fn get_blob(svc: &HoldService, nsid: &str, req: Request<Incoming>) -> Xrpc
         .await
         .map_err(api_error)?;
     let not_found = || XrpcError::new(XrpcErrorKind::BlobNotFound, "Blob not found");
-    if cid.contains(':') {
+    // A raw sha2-256 CID names the same bytes as the OCI digest with that hash (the scan
+    // records' SBOM and report blobs are stored that way).
+    let as_digest = if cid.contains(':') {
+        Some(cid.clone())
+    } else {
+        crate::scan::service::digest_of_cid(&cid).map(|d| d.to_string())
+    };
+    if let Some(cid) = as_digest {
         let digest: Digest = cid
             .parse()
             .map_err(|e| XrpcError::invalid(format!("cid: {e}")))?;

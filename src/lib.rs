@@ -16,6 +16,8 @@
 //! - [`auth`]: Docker token auth (`/auth/token`, registry JWTs, PDS sessions sealed at rest).
 //! - [`pds`]: the hold's embedded PDS (redb carstore, records, XRPC read/sync API, firehose).
 //! - [`hold`]: the `io.atcr.hold.*` API (service tokens, crew rules, uploads, notifyManifest, quotas).
+//! - [`redb_file`]: opens every redb file (so `atcr backup` can snapshot them while in use).
+//! - [`backup`]: `atcr backup` / `atcr restore`: consistent online snapshots of the data dir.
 //! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.
@@ -25,6 +27,7 @@
 pub mod app;
 pub mod atproto;
 pub mod auth;
+pub mod backup;
 pub mod blob;
 pub mod config;
 pub mod gc;
@@ -32,6 +35,7 @@ pub mod hold;
 pub mod index;
 pub mod oci;
 pub mod pds;
+pub mod redb_file;
 pub mod registry;
 pub mod server;
 pub mod ttl_map;

@@ -45,6 +45,39 @@ enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// Back up the data dir (databases, index, keys, config; never blobs) to a directory or
+    /// s3://bucket/prefix, as `atcr-backup-<UTC time>` (0700, files 0600, manifest.json with
+    /// SHA-256 checksums). A running server takes the snapshot itself (online); otherwise the
+    /// files are copied under the data-dir lock. Old backups beyond backup.keep are deleted.
+    Backup {
+        /// A directory or s3://bucket/prefix (default: backup.target).
+        target: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// List the backups at the target instead of taking one.
+        #[arg(long, conflicts_with = "is_configured")]
+        list: bool,
+        /// Only say whether backup.target is set: exit 0 if so, 1 if not (systemd ExecCondition).
+        #[arg(long)]
+        is_configured: bool,
+    },
+    /// Restore a backup into the data dir: verified first (sizes, SHA-256, redb and index
+    /// integrity), refused while atcr serve runs on it; replaced files are moved aside.
+    Restore {
+        /// A backup directory, or s3://bucket/prefix/atcr-backup-<time>.
+        backup: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Replace a data dir that already holds data (moved to before-restore-<time>/).
+        #[arg(long)]
+        force: bool,
+        /// Also write the backup's config file to --config (the old one is kept beside it).
+        #[arg(long)]
+        with_config: bool,
+        /// Only verify the backup; change nothing.
+        #[arg(long, conflicts_with_all = ["force", "with_config"])]
+        verify_only: bool,
+    },
     /// The UI/search index (libSQL).
     Index {
         #[command(subcommand)]
@@ -180,6 +213,32 @@ fn main() -> ExitCode {
             command: IndexCommand::Backfill { config, host },
         } => run_async(config, move |c| index_backfill(c, host)),
         Command::Gc { config, dry_run } => run_async(config, move |c| gc(c, dry_run)),
+        Command::Backup {
+            target,
+            config,
+            list,
+            is_configured,
+        } => {
+            let file = config_path(config.clone());
+            run_async(config, move |c| {
+                backup(c, file, target, list, is_configured)
+            })
+        }
+        Command::Restore {
+            backup,
+            config,
+            force,
+            with_config,
+            verify_only,
+        } => {
+            let file = config_path(config.clone());
+            let opts = atcr::backup::RestoreOptions {
+                force,
+                with_config,
+                verify_only,
+            };
+            run_async(config, move |c| restore(c, file, backup, opts))
+        }
     }
 }
 
@@ -202,6 +261,12 @@ fn run_async<F: std::future::Future<Output = ExitCode>>(
 
 async fn serve(config: Config) -> ExitCode {
     let addr = config.listen_addr();
+    // One server per data dir, and never during `atcr restore`.
+    let _lock = match lock_data_dir(&config, "atcr serve") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let control_config = config.clone();
     let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -216,11 +281,22 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `atcr backup` asks this process for snapshots of the databases it has open.
+    let control = match atcr::backup::control::spawn(control_config) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(error = %e, "no control socket: `atcr backup` cannot take online backups");
+            None
+        }
+    };
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, "atcr listening");
     systemd::notify_ready(&format!("listening on {bound}"));
     systemd::spawn_watchdog();
     atcr::server::run(listener, state, shutdown_signal()).await;
+    if let Some(task) = control {
+        task.abort();
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -237,7 +313,158 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Take the data-dir lock for `what`, creating the data dir when missing.
+fn lock_data_dir(config: &Config, what: &str) -> Result<atcr::backup::DataDirLock, ExitCode> {
+    let dir = &config.server.data_dir;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("atcr: cannot create data directory {}: {e}", dir.display());
+        return Err(ExitCode::FAILURE);
+    }
+    atcr::backup::DataDirLock::acquire(dir, what).map_err(|e| {
+        tracing::error!("{e}");
+        eprintln!("atcr: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn backup(
+    config: Config,
+    file: Option<PathBuf>,
+    target: Option<String>,
+    list: bool,
+    is_configured: bool,
+) -> ExitCode {
+    if is_configured {
+        return if config.backup.target.is_empty() {
+            println!("backup.target is not set: no scheduled backups");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let Some(target) =
+        target.or_else(|| Some(config.backup.target.clone()).filter(|t| !t.is_empty()))
+    else {
+        eprintln!("atcr: no target: give a directory or s3://bucket/prefix, or set backup.target");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    if list {
+        return match atcr::backup::list(&config, &target).await {
+            Ok(found) => {
+                for l in found {
+                    println!(
+                        "{}{}",
+                        l.name,
+                        if l.complete { "" } else { " (incomplete)" }
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => backup_failed("listing backups", e),
+        };
+    }
+    match atcr::backup::backup(&config, file.as_deref(), &target).await {
+        Ok(r) => {
+            let m = &r.manifest;
+            println!(
+                "backup {} written to {} ({} snapshot, {:.1} s)",
+                r.name,
+                r.location,
+                if m.online { "online" } else { "offline" },
+                r.seconds
+            );
+            for f in &m.files {
+                println!("  {:<28} {:>12} bytes  sha256:{}", f.path, f.size, f.sha256);
+            }
+            let b = &m.blobs;
+            match (b.count, b.bytes) {
+                (Some(n), Some(bytes)) => println!(
+                    "blobs: NOT copied: {n} blob(s), {bytes} bytes in {} (listed in {}): back that directory up too, after this backup",
+                    b.location,
+                    b.list.as_deref().unwrap_or("-")
+                ),
+                _ => println!("blobs: NOT copied: they stay in {} (back up or version the bucket)", b.location),
+            }
+            if !m.not_included.is_empty() {
+                println!(
+                    "not in the backup (data dir): {}",
+                    m.not_included.join(", ")
+                );
+            }
+            for name in &r.removed {
+                println!(
+                    "removed old backup {name} (backup.keep = {})",
+                    config.backup.keep
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => backup_failed("backup failed", e),
+    }
+}
+
+fn backup_failed(what: &str, e: atcr::backup::BackupError) -> ExitCode {
+    eprintln!("atcr: {what}: {e}");
+    match e {
+        atcr::backup::BackupError::Usage(_) => ExitCode::from(EXIT_BAD_CONFIG),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+async fn restore(
+    config: Config,
+    file: Option<PathBuf>,
+    source: String,
+    opts: atcr::backup::RestoreOptions,
+) -> ExitCode {
+    let r = match atcr::backup::restore(&config, file.as_deref(), &source, opts).await {
+        Ok(r) => r,
+        Err(e) => return backup_failed("restore refused", e),
+    };
+    let m = &r.manifest;
+    println!(
+        "backup {} (taken {} on {}, atcr {}): {} file(s), sizes and SHA-256 match; redb and index integrity ok",
+        m.name,
+        m.created,
+        m.hostname,
+        m.atcr_version,
+        m.files.len()
+    );
+    if opts.verify_only {
+        println!("verify only: nothing was changed");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(aside) = &r.aside {
+        println!("the replaced files were moved to {}", aside.display());
+    }
+    for p in &r.installed {
+        println!("  restored {}", p.display());
+    }
+    if let Some(path) = &r.config_written {
+        println!(
+            "  restored {} (the previous one was kept beside it)",
+            path.display()
+        );
+    } else if r.config_differs {
+        println!("note: the backup's config.toml differs from the one in use (kept as is; --with-config restores it)");
+    }
+    match r.missing_blobs {
+        Some((0, n)) => println!("blobs: all {n} blob(s) listed in the backup are in {}", config.blob_root().display()),
+        Some((missing, n)) => println!(
+            "WARNING: {missing} of {n} blob(s) listed in the backup are missing from {}: restore that directory from your blob backup",
+            config.blob_root().display()
+        ),
+        None => println!("blobs: not checked (they live in {})", m.blobs.location),
+    }
+    println!("start the server again (systemctl start atcr)");
+    ExitCode::SUCCESS
+}
+
 async fn gc(config: Config, dry_run: bool) -> ExitCode {
+    let _lock = match lock_data_dir(&config, "atcr gc") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -310,6 +537,10 @@ fn hold_command(command: HoldCommand) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
+    let _lock = match lock_data_dir(&config, "atcr hold") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let result = match command {
         HoldCommand::Export { .. } => atcr::pds::HoldPds::open_unsynced(&config).and_then(|hold| {
             let car = hold.export_car_blocking()?;

@@ -66,12 +66,12 @@ pub struct Head {
 }
 
 pub struct HoldStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl HoldStore {
     pub fn open(path: &Path) -> Result<Arc<HoldStore>, HoldStoreError> {
-        let db = Database::create(path).map_err(|e| match e {
+        let db = crate::redb_file::open(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => HoldStoreError(format!(
                 "{} is in use by another atcr process (stop `atcr serve` first)",
                 path.display()

@@ -88,7 +88,7 @@ pub struct Deleted {
 }
 
 pub struct MetaStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 pub fn now_unix() -> u64 {
@@ -103,7 +103,7 @@ const HIGH: &str = "\u{10FFFF}";
 
 impl MetaStore {
     pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = Database::create(path)?;
+        let db = crate::redb_file::open(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(MANIFESTS)?;

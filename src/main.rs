@@ -267,6 +267,7 @@ async fn serve(config: Config) -> ExitCode {
         Err(code) => return code,
     };
     let control_config = config.clone();
+    let state_dir = config.server.data_dir.clone();
     let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -296,6 +297,7 @@ async fn serve(config: Config) -> ExitCode {
     atcr::server::run(listener, state, shutdown_signal()).await;
     if let Some(task) = control {
         task.abort();
+        let _ = std::fs::remove_file(state_dir.join(atcr::backup::control::SOCKET_FILE));
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS

@@ -56,7 +56,8 @@ pub async fn restore(
             "--with-config needs --config (the file to write)".into(),
         ));
     }
-    // Refuse early: a running server, or data in the way.
+    // Refuse early: not one backup, a running server, or data in the way.
+    precheck_source(config, source).await?;
     let _lock = if opts.verify_only {
         None
     } else {
@@ -193,27 +194,35 @@ async fn stage_and_install(
     Ok(report)
 }
 
+/// A source that cannot be one backup (a target holding several, a missing directory).
+async fn precheck_source(config: &Config, source: &str) -> Result<(), BackupError> {
+    if source.starts_with("s3://") {
+        let (target, name) = split_s3(source)?;
+        if !name.starts_with(NAME_PREFIX) {
+            return Err(not_one_backup(&Target::open(config, &target)?, source).await);
+        }
+        return Ok(());
+    }
+    let dir = Path::new(source);
+    if dir.join(MANIFEST_FILE).is_file() {
+        Ok(())
+    } else if dir.is_dir() {
+        Err(not_one_backup(&Target::Dir(dir.to_path_buf()), source).await)
+    } else {
+        Err(BackupError::Usage(format!(
+            "{source} is not a backup directory"
+        )))
+    }
+}
+
 /// Copy (or download) the backup into `staging` and check every file against its manifest.
 async fn stage(config: &Config, source: &str, staging: &Path) -> Result<Manifest, BackupError> {
     let manifest = if source.starts_with("s3://") {
         let (target, name) = split_s3(source)?;
-        let target = Target::open(config, &target)?;
-        if !name.starts_with(NAME_PREFIX) {
-            return Err(not_one_backup(&target, source).await);
-        }
-        target.fetch(&name, staging).await?;
+        Target::open(config, &target)?.fetch(&name, staging).await?;
         Manifest::read(staging)?
     } else {
         let dir = Path::new(source);
-        if !dir.join(MANIFEST_FILE).is_file() {
-            if dir.is_dir() {
-                let target = Target::Dir(dir.to_path_buf());
-                return Err(not_one_backup(&target, source).await);
-            }
-            return Err(BackupError::Usage(format!(
-                "{source} is not a backup directory"
-            )));
-        }
         let manifest = Manifest::read(dir)?;
         create_private_dir(staging)?;
         for f in &manifest.files {

@@ -17,15 +17,16 @@
 #   sudo appliance/boot-test.sh                 # TCG, SeaBIOS
 #   sudo appliance/boot-test.sh --firmware uefi --accel kvm
 #   --image / IMG (default $OUT/atcr-appliance.qcow2), --work / WORK, --accel / ACCEL (tcg|kvm),
-#   --firmware / FIRMWARE (bios|uefi), --timeout / TIMEOUT (900 s); HTTP_PORT, SSH_PORT, MEM, SMP.
+#   --firmware / FIRMWARE (bios|uefi), --timeout / TIMEOUT (900 s); HTTP_PORT, SSH_PORT, MEM, SMP;
+#   --keep 1 / KEEP=1 leaves the VM running afterwards (prints how to ssh in and stop it).
 # Slow suite (3-6 min under TCG), not part of CI. Exit status 0 only when every check passed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 . "$HERE/common.sh"
-parse_settings "$0" "image=IMG work=WORK accel=ACCEL firmware=FIRMWARE timeout=TIMEOUT" \
-  "IMG WORK OUT NAME ACCEL FIRMWARE TIMEOUT HTTP_PORT SSH_PORT MEM SMP CPU" "$@"
+parse_settings "$0" "image=IMG work=WORK accel=ACCEL firmware=FIRMWARE timeout=TIMEOUT keep=KEEP" \
+  "IMG WORK OUT NAME ACCEL FIRMWARE TIMEOUT HTTP_PORT SSH_PORT MEM SMP CPU KEEP" "$@"
 WORK=${WORK:-/opt/atcr-appliance}
 OUT=${OUT:-$WORK/out}
 NAME=${NAME:-atcr-appliance}
@@ -248,9 +249,14 @@ check "fixed config: active again" test "$(G 'systemctl is-active atcr.service')
   df -h /; uname -r; free -m | head -2; cat /usr/local/share/atcr/VERSION
   sudo grep -E "WARNING|ERROR|Traceback" /var/log/cloud-init.log | cut -c1-200' 2>&1 | sed 's/^/guest: /'
 
-"${SSH[@]}" 'sudo systemctl poweroff' || true
-for _ in $(seq 60); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
-kill -0 "$QPID" 2>/dev/null && { echo "qemu still running, killing pid $QPID"; kill "$QPID"; }
 trap - EXIT
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "VM left running (pid $QPID): ssh -i $RUN/id_ed25519 -p $SSH_PORT ops@127.0.0.1; registry at 127.0.0.1:$HTTP_PORT"
+  echo "stop it: ssh -i $RUN/id_ed25519 -p $SSH_PORT ops@127.0.0.1 sudo poweroff   (or kill $QPID)"
+else
+  "${SSH[@]}" 'sudo systemctl poweroff' || true
+  for _ in $(seq 60); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
+  kill -0 "$QPID" 2>/dev/null && { echo "qemu still running, killing pid $QPID"; kill "$QPID"; }
+fi
 echo "BOOT_TO_HTTP_SECONDS=$http_ok TOTAL_SECONDS=$(el) passed=$pass failed=$fail ($ACCEL, $FIRMWARE)"
 [ "$fail" = 0 ]

@@ -324,7 +324,6 @@ fn lock_data_dir(config: &Config, what: &str) -> Result<atcr::backup::DataDirLoc
     }
     atcr::backup::DataDirLock::acquire(dir, what).map_err(|e| {
         tracing::error!("{e}");
-        eprintln!("atcr: {e}");
         ExitCode::FAILURE
     })
 }
@@ -366,39 +365,8 @@ async fn backup(
         };
     }
     match atcr::backup::backup(&config, file.as_deref(), &target).await {
-        Ok(r) => {
-            let m = &r.manifest;
-            println!(
-                "backup {} written to {} ({} snapshot, {:.1} s)",
-                r.name,
-                r.location,
-                if m.online { "online" } else { "offline" },
-                r.seconds
-            );
-            for f in &m.files {
-                println!("  {:<28} {:>12} bytes  sha256:{}", f.path, f.size, f.sha256);
-            }
-            let b = &m.blobs;
-            match (b.count, b.bytes) {
-                (Some(n), Some(bytes)) => println!(
-                    "blobs: NOT copied: {n} blob(s), {bytes} bytes in {} (listed in {}): back that directory up too, after this backup",
-                    b.location,
-                    b.list.as_deref().unwrap_or("-")
-                ),
-                _ => println!("blobs: NOT copied: they stay in {} (back up or version the bucket)", b.location),
-            }
-            if !m.not_included.is_empty() {
-                println!(
-                    "not in the backup (data dir): {}",
-                    m.not_included.join(", ")
-                );
-            }
-            for name in &r.removed {
-                println!(
-                    "removed old backup {name} (backup.keep = {})",
-                    config.backup.keep
-                );
-            }
+        Ok(report) => {
+            print!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => backup_failed("backup failed", e),
@@ -419,47 +387,13 @@ async fn restore(
     source: String,
     opts: atcr::backup::RestoreOptions,
 ) -> ExitCode {
-    let r = match atcr::backup::restore(&config, file.as_deref(), &source, opts).await {
-        Ok(r) => r,
-        Err(e) => return backup_failed("restore refused", e),
-    };
-    let m = &r.manifest;
-    println!(
-        "backup {} (taken {} on {}, atcr {}): {} file(s), sizes and SHA-256 match; redb and index integrity ok",
-        m.name,
-        m.created,
-        m.hostname,
-        m.atcr_version,
-        m.files.len()
-    );
-    if opts.verify_only {
-        println!("verify only: nothing was changed");
-        return ExitCode::SUCCESS;
+    match atcr::backup::restore(&config, file.as_deref(), &source, opts).await {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => backup_failed("restore failed", e),
     }
-    if let Some(aside) = &r.aside {
-        println!("the replaced files were moved to {}", aside.display());
-    }
-    for p in &r.installed {
-        println!("  restored {}", p.display());
-    }
-    if let Some(path) = &r.config_written {
-        println!(
-            "  restored {} (the previous one was kept beside it)",
-            path.display()
-        );
-    } else if r.config_differs {
-        println!("note: the backup's config.toml differs from the one in use (kept as is; --with-config restores it)");
-    }
-    match r.missing_blobs {
-        Some((0, n)) => println!("blobs: all {n} blob(s) listed in the backup are in {}", config.blob_root().display()),
-        Some((missing, n)) => println!(
-            "WARNING: {missing} of {n} blob(s) listed in the backup are missing from {}: restore that directory from your blob backup",
-            config.blob_root().display()
-        ),
-        None => println!("blobs: not checked (they live in {})", m.blobs.location),
-    }
-    println!("start the server again (systemctl start atcr)");
-    ExitCode::SUCCESS
 }
 
 async fn gc(config: Config, dry_run: bool) -> ExitCode {

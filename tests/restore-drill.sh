@@ -230,6 +230,11 @@ check "retention: backup.keep = 2 leaves the two newest of three" bash -c "
 
 echo "== disaster: stop, wipe, put the blobs back, restore, start"
 stop_atcr
+check "atcr backup with the server stopped: an offline snapshot that verifies" bash -c "
+    env -u ATCR_BIN '$BIN' backup --config '$T/config.toml' '$T/offline' | grep -q 'offline snapshot' &&
+    env -u ATCR_BIN '$BIN' restore --config '$T/config.toml' --verify-only '$T'/offline/atcr-backup-* | grep -q 'SHA-256 match'"
+check "restore of a directory of backups names them instead" fails_with "holds backups, not one" \
+    atcr restore --config "$T/config.toml" --verify-only "$T/keep"
 rm -rf "$DATA"
 mkdir -p "$DATA" && cp -a "$T/blob-backup" "$DATA/blobs"
 check "atcr restore $NAME" bash -c "env -u ATCR_BIN '$BIN' restore --config '$T/config.toml' '$BK' >'$T/restore.out' 2>&1"

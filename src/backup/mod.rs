@@ -90,6 +90,53 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
+impl std::fmt::Display for BackupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.manifest;
+        writeln!(
+            f,
+            "backup {} written to {} ({} snapshot, {:.1} s)",
+            self.name,
+            self.location,
+            if m.online { "online" } else { "offline" },
+            self.seconds
+        )?;
+        for file in &m.files {
+            writeln!(
+                f,
+                "  {:<28} {:>12} bytes  sha256:{}",
+                file.path, file.size, file.sha256
+            )?;
+        }
+        let b = &m.blobs;
+        match (b.count, b.bytes) {
+            (Some(n), Some(bytes)) => writeln!(
+                f,
+                "blobs: NOT copied: {n} blob(s), {bytes} bytes in {} (listed in {}): back that \
+                 directory up too, after this backup",
+                b.location,
+                b.list.as_deref().unwrap_or("-")
+            )?,
+            _ => writeln!(
+                f,
+                "blobs: NOT copied: they stay in {} (back up or version the bucket)",
+                b.location
+            )?,
+        }
+        if !m.not_included.is_empty() {
+            writeln!(
+                f,
+                "not in the backup (data dir): {}",
+                m.not_included.join(", ")
+            )?;
+        }
+        for name in &self.removed {
+            writeln!(f, "removed old backup {name} (backup.keep)")?;
+        }
+        Ok(())
+    }
+}
+
 /// Back up the data dir of `config` (and `config_file`) to `target`, then apply retention
 /// (`backup.keep`).
 pub async fn backup(

@@ -29,6 +29,9 @@ pub struct RestoreOptions {
 
 #[derive(Debug)]
 pub struct RestoreReport {
+    pub verify_only: bool,
+    /// The blob directory (filesystem stores).
+    pub blob_root: PathBuf,
     pub manifest: Manifest,
     /// Files put into place (data-dir paths).
     pub installed: Vec<PathBuf>,
@@ -40,6 +43,58 @@ pub struct RestoreReport {
     pub config_written: Option<PathBuf>,
     /// The backup's config differs from the one in use (and was not written).
     pub config_differs: bool,
+}
+
+impl std::fmt::Display for RestoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.manifest;
+        writeln!(
+            f,
+            "backup {} (taken {} on {}, atcr {}): {} file(s), sizes and SHA-256 match; redb \
+             and index integrity ok",
+            m.name,
+            m.created,
+            m.hostname,
+            m.atcr_version,
+            m.files.len()
+        )?;
+        if self.verify_only {
+            return writeln!(f, "verify only: nothing was changed");
+        }
+        if let Some(aside) = &self.aside {
+            writeln!(f, "the replaced files were moved to {}", aside.display())?;
+        }
+        for p in &self.installed {
+            writeln!(f, "  restored {}", p.display())?;
+        }
+        if let Some(path) = &self.config_written {
+            writeln!(
+                f,
+                "  restored {} (the previous one is kept beside it)",
+                path.display()
+            )?;
+        } else if self.config_differs {
+            writeln!(
+                f,
+                "note: the backup's config.toml differs from the one in use (kept as is; \
+                 --with-config restores it)"
+            )?;
+        }
+        let root = self.blob_root.display();
+        match self.missing_blobs {
+            Some((0, n)) => writeln!(
+                f,
+                "blobs: all {n} blob(s) listed in the backup are in {root}"
+            )?,
+            Some((missing, n)) => writeln!(
+                f,
+                "WARNING: {missing} of {n} blob(s) listed in the backup are missing from {root}: \
+                 restore that directory from your blob backup"
+            )?,
+            None => writeln!(f, "blobs: not checked (they live in {})", m.blobs.location)?,
+        }
+        writeln!(f, "start the server again (systemctl start atcr)")
+    }
 }
 
 /// Restore the backup named by `source` (a backup directory, or `s3://bucket/prefix/<name>`)
@@ -128,6 +183,8 @@ async fn stage_and_install(
         _ => false,
     };
     let mut report = RestoreReport {
+        verify_only: opts.verify_only,
+        blob_root: config.blob_root(),
         manifest,
         installed: Vec::new(),
         aside: None,

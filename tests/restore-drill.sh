@@ -26,7 +26,6 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 ATNET="$HERE/support/atnet/atnet"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-T0=$(date +%s.%N)
 
 need=()
 for t in skopeo jq curl python3 node gzip make g++; do command -v "$t" >/dev/null || need+=("$t"); done
@@ -44,6 +43,7 @@ fi
     (cd "$HERE/atproto-reference" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$ROOT" && cargo build --quiet --bin atcr --example s3-test-server)
 BIN="${ATCR_BIN:-$CARGO_TARGET_DIR/debug/atcr}"
+T0=$(date +%s.%N)   # the drill's own time, after the (usually no-op) build
 
 T="$(mktemp -d /tmp/atcr-restore-drill.XXXXXX)"
 SERVER_PID="" PUSHER_PID=""

@@ -8,13 +8,26 @@
 #     Type=notify with a watchdog and reported READY with its status line; journal entries
 #     (native protocol) carry priorities, request fields and no ANSI colours; no failed units;
 #     the root partition was grown
+#   - the unit settings: Restart=on-failure with RestartPreventExitStatus=2, and a bad config
+#     really stops at exit 2 without restarts; journald's fixed limits are in effect after the
+#     disk grew; unattended security upgrades are on; the image's apt sources are Debian's
+#   - atcr-backup.timer is enabled and scheduled; its service takes an online backup to the
+#     configured target (0700), which `atcr restore --verify-only` accepts; `atcr restore
+#     --force` of it with atcr stopped gives a server that starts and serves the image
 # The guest network is "restrict=on": it can reach nothing but the forwarded ports.
-#   sudo appliance/boot-test.sh      # ACCEL=tcg (default) or kvm; FIRMWARE=bios (default) or uefi
-# Slow suite (3-5 min under TCG), not part of CI. Exit status 0 only when every check passed.
+#   sudo appliance/boot-test.sh                 # TCG, SeaBIOS
+#   sudo appliance/boot-test.sh --firmware uefi --accel kvm
+#   --image / IMG (default $OUT/atcr-appliance.qcow2), --work / WORK, --accel / ACCEL (tcg|kvm),
+#   --firmware / FIRMWARE (bios|uefi), --timeout / TIMEOUT (900 s); HTTP_PORT, SSH_PORT, MEM, SMP;
+#   --keep 1 / KEEP=1 leaves the VM running afterwards (prints how to ssh in and stop it).
+# Slow suite (3-6 min under TCG), not part of CI. Exit status 0 only when every check passed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/common.sh"
+parse_settings "$0" "image=IMG work=WORK accel=ACCEL firmware=FIRMWARE timeout=TIMEOUT keep=KEEP" \
+  "IMG WORK OUT NAME ACCEL FIRMWARE TIMEOUT HTTP_PORT SSH_PORT MEM SMP CPU KEEP" "$@"
 WORK=${WORK:-/opt/atcr-appliance}
 OUT=${OUT:-$WORK/out}
 NAME=${NAME:-atcr-appliance}
@@ -27,17 +40,19 @@ SSH_PORT=${SSH_PORT:-15022}
 TIMEOUT=${TIMEOUT:-900}
 MEM=${MEM:-1024}
 SMP=${SMP:-2}
+[ -f "$IMG" ] || { echo "no image at $IMG: run sudo appliance/build.sh first (or --image)"; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "run as root (installs QEMU when missing)"; exit 1; }
 
 # QEMU: the distro package, or (when the host's qemu-utils comes from backports and Breaks
 # qemu-system-common 7.2) the bookworm .debs unpacked under $WORK/qemu, no dpkg involved.
 QEMU=$(command -v qemu-system-x86_64 || true); QEMU_L=()
 if [ -z "$QEMU" ]; then
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null 2>&1; then
+  if ! apt_get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null 2>&1; then
     if [ ! -x "$WORK/qemu/usr/bin/qemu-system-x86_64" ]; then
       mkdir -p "$WORK/debs" "$WORK/qemu"
       (cd "$WORK/debs" && apt-get download qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu ovmf)
       for d in "$WORK"/debs/*.deb; do dpkg-deb -x "$d" "$WORK/qemu"; done
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      apt_get install -y -qq --no-install-recommends \
         libcapstone4 libfdt1 libpmem1 librdmacm1 libibverbs1 libslirp0 libvdeplug2 libpixman-1-0 \
         libaio1 liburing2 libfuse3-3 libnuma1 libjpeg62-turbo libpng16-16 libsasl2-2 libbpf1 >/dev/null
     fi
@@ -47,9 +62,9 @@ if [ -z "$QEMU" ]; then
     QEMU=$(command -v qemu-system-x86_64)
   fi
 fi
-command -v cloud-localds >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cloud-image-utils >/dev/null
-command -v skopeo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo >/dev/null
-command -v jq >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null
+command -v cloud-localds >/dev/null || apt_get install -y -qq --no-install-recommends cloud-image-utils >/dev/null
+command -v skopeo >/dev/null || apt_get install -y -qq --no-install-recommends skopeo >/dev/null
+command -v jq >/dev/null || apt_get install -y -qq --no-install-recommends jq >/dev/null
 pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   - $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL - $*"; }
@@ -74,7 +89,7 @@ esac
 FW=()
 if [ "$FIRMWARE" = uefi ]; then   # OVMF without Secure Boot; pflash vars copy per run
   for d in /usr/share/OVMF "$WORK/qemu/usr/share/OVMF"; do [ -f "$d/OVMF_CODE_4M.fd" ] && OVMF=$d; done
-  [ -n "${OVMF:-}" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ovmf >/dev/null
+  [ -n "${OVMF:-}" ] || apt_get install -y -qq --no-install-recommends ovmf >/dev/null
   OVMF=${OVMF:-/usr/share/OVMF}
   cp "$OVMF/OVMF_VARS_4M.fd" "$RUN/OVMF_VARS.fd"
   FW=(-drive if=pflash,format=raw,readonly=on,file="$OVMF/OVMF_CODE_4M.fd"
@@ -177,6 +192,59 @@ check "pull after restart: manifest digest = pushed" sh -c \
   "${SK[@]}" copy -q --src-tls-verify=false "docker://$REG/alice.test/app:1" "oci:$RUN/pulled2:1"
 check "no failed units" test -z "$(G 'systemctl --failed --no-legend --plain')"
 
+# Unit settings: a configuration error (exit 2) is not retried; anything else is.
+props=$(G 'systemctl show -p Restart -p RestartPreventExitStatus -p RestartUSec atcr.service')
+echo "$props" | sed 's/^/    guest: /'
+check "atcr.service: Restart=on-failure, RestartPreventExitStatus=2, RestartSec=5s" \
+  sh -c 'echo "$1" | grep -qx Restart=on-failure && echo "$1" | grep -qx "RestartPreventExitStatus=2" && echo "$1" | grep -qx RestartUSec=5s' _ "$props"
+# journald: fixed limits (50-atcr.conf), and what journald computes now that the disk has grown.
+G 'sudo systemctl restart systemd-journald'
+jconf=$(G 'systemd-analyze cat-config systemd/journald.conf')
+jline=$(G 'sudo journalctl -b -u systemd-journald -o cat --no-pager | grep "System Journal" | tail -n1')
+echo "    guest: $jline"
+check "journald.conf.d/50-atcr.conf in effect: SystemMaxUse=1G, SystemKeepFree=1G; journald reports max 1.0G" \
+  sh -c 'echo "$1" | grep -qx SystemMaxUse=1G && echo "$1" | grep -qx SystemKeepFree=1G && echo "$2" | grep -q "max 1.0G"' _ "$jconf" "$jline"
+# Unattended security upgrades.
+uu=$(G 'apt-config dump APT::Periodic; systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer; dpkg-query -W -f="\${Status}\n" unattended-upgrades; grep -h "^URIs:" /etc/apt/sources.list.d/*.sources')
+echo "$uu" | sed 's/^/    guest: /'
+check "unattended upgrades on: APT::Periodic::Unattended-Upgrade \"1\", apt-daily(-upgrade).timer enabled, package installed" \
+  sh -c 'echo "$1" | grep -qx "APT::Periodic::Unattended-Upgrade \"1\";" && echo "$1" | grep -qx "APT::Periodic::Update-Package-Lists \"1\";" && [ "$(echo "$1" | grep -cx enabled)" = 2 ] && echo "$1" | grep -qx "install ok installed"' _ "$uu"
+check "image apt sources are deb.debian.org (debian, debian-security)" \
+  sh -c 'echo "$1" | grep -qx "URIs: http://deb.debian.org/debian" && echo "$1" | grep -qx "URIs: http://deb.debian.org/debian-security"' _ "$uu"
+
+# The daily backup: timer on and scheduled; its service backs up online to the target in
+# nocloud.yaml ([backup] target = "/var/backups/atcr").
+tprops=$(G 'systemctl show -p UnitFileState -p ActiveState -p SubState -p NextElapseUSecRealtime -p Persistent atcr-backup.timer')
+echo "$tprops" | sed 's/^/    guest: /'
+check "atcr-backup.timer enabled, waiting, persistent, next run scheduled" \
+  sh -c 'echo "$1" | grep -qx UnitFileState=enabled && echo "$1" | grep -qx SubState=waiting && echo "$1" | grep -qx Persistent=yes && echo "$1" | grep -q "^NextElapseUSecRealtime=.\+"' _ "$tprops"
+G 'sudo systemctl start atcr-backup.service' || true
+bprops=$(G 'systemctl show -p Result -p ExecMainStatus atcr-backup.service; sudo journalctl -u atcr-backup.service -o cat --no-pager; sudo stat -c "%a %U %n" /var/backups/atcr/atcr-backup-*')
+echo "$bprops" | sed 's/^/    guest: /'
+check "systemctl start atcr-backup: success, online snapshot, backup dir 0700 root" \
+  sh -c 'echo "$1" | grep -qx Result=success && echo "$1" | grep -q "online snapshot" && echo "$1" | grep -q "^700 root /var/backups/atcr/atcr-backup-"' _ "$bprops"
+bk=$(G 'sudo sh -c "ls -d /var/backups/atcr/atcr-backup-* | tail -n1"')
+check "atcr restore --verify-only $bk" \
+  sh -c '"$@" | grep -q "sizes and SHA-256 match"' _ "${SSH[@]}" "sudo atcr restore --config /etc/atcr/config.toml --verify-only $bk"
+# Restore with the service stopped (files owned by the service's dynamic user afterwards).
+rout=$(G "sudo systemctl stop atcr.service && sudo atcr restore --config /etc/atcr/config.toml --force $bk; sudo systemctl start atcr.service; systemctl is-active atcr.service" || true)
+echo "$rout" | sed 's/^/    guest: /'
+check "atcr restore --force with atcr stopped, then atcr starts on the restored data" \
+  sh -c 'echo "$1" | grep -q "restored /var/lib/atcr/registry.redb" && echo "$1" | tail -n1 | grep -qx active' _ "$rout"
+check "pull after the restore: manifest digest = pushed" sh -c \
+  '"$@" && test "$(jq -r ".manifests[0].digest" "$0/index.json")" = "'"$want"'"' "$RUN/pulled3" \
+  "${SK[@]}" copy -q --src-tls-verify=false "docker://$REG/alice.test/app:1" "oci:$RUN/pulled3:1"
+
+# A configuration error stops the service with status 2 and no restart loop.
+G 'sudo mkdir -p /run/systemd/system/atcr.service.d && printf "[Service]\nEnvironment=ATCR_HOLD_OWNER_DID=did:plc:REPLACE-ME\n" | sudo tee /run/systemd/system/atcr.service.d/bad.conf >/dev/null && sudo systemctl daemon-reload && sudo systemctl restart atcr.service' || true
+sleep 12   # > RestartSec: a restart would have happened by now
+badprops=$(G 'systemctl show -p ActiveState -p Result -p ExecMainStatus -p NRestarts atcr.service; sudo journalctl -u atcr.service -n 3 -o cat --no-pager')
+echo "$badprops" | sed 's/^/    guest: /'
+check "bad config: failed with exit status 2, not restarted, the journal names the key" \
+  sh -c 'echo "$1" | grep -qx ActiveState=failed && echo "$1" | grep -qx ExecMainStatus=2 && echo "$1" | grep -qx NRestarts=0 && echo "$1" | grep -q "hold.owner_did"' _ "$badprops"
+G 'sudo rm -r /run/systemd/system/atcr.service.d && sudo systemctl daemon-reload && sudo systemctl reset-failed atcr.service && sudo systemctl start atcr.service' || true
+check "fixed config: active again" test "$(G 'systemctl is-active atcr.service')" = active
+
 "${SSH[@]}" 'set -x; sudo cat /etc/atcr/config.toml | grep -v "^ *#" | grep .
   cloud-init status --long; sudo cloud-init analyze show | tail -n 3
   systemctl status atcr.service --no-pager | head -n 12
@@ -189,9 +257,14 @@ check "no failed units" test -z "$(G 'systemctl --failed --no-legend --plain')"
   df -h /; uname -r; free -m | head -2; cat /usr/local/share/atcr/VERSION
   sudo grep -E "WARNING|ERROR|Traceback" /var/log/cloud-init.log | cut -c1-200' 2>&1 | sed 's/^/guest: /'
 
-"${SSH[@]}" 'sudo systemctl poweroff' || true
-for _ in $(seq 60); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
-kill -0 "$QPID" 2>/dev/null && { echo "qemu still running, killing pid $QPID"; kill "$QPID"; }
 trap - EXIT
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "VM left running (pid $QPID): ssh -i $RUN/id_ed25519 -p $SSH_PORT ops@127.0.0.1; registry at 127.0.0.1:$HTTP_PORT"
+  echo "stop it: ssh -i $RUN/id_ed25519 -p $SSH_PORT ops@127.0.0.1 sudo poweroff   (or kill $QPID)"
+else
+  "${SSH[@]}" 'sudo systemctl poweroff' || true
+  for _ in $(seq 60); do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
+  kill -0 "$QPID" 2>/dev/null && { echo "qemu still running, killing pid $QPID"; kill "$QPID"; }
+fi
 echo "BOOT_TO_HTTP_SECONDS=$http_ok TOTAL_SECONDS=$(el) passed=$pass failed=$fail ($ACCEL, $FIRMWARE)"
 [ "$fail" = 0 ]

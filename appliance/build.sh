@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
 # Build a bootable Debian 12 (bookworm) cloud image for the atcr appliance: the release
-# binary, systemd/atcr.service, Caddy for TLS (appliance/files/atcr-tls-setup) and cloud-init.
+# binary, systemd/atcr.service (+ the daily atcr-backup.timer), Caddy for TLS
+# (appliance/files/atcr-tls-setup), cloud-init, unattended security upgrades.
 #
-#   sudo appliance/build.sh                     # cargo build --release, outputs under $WORK/out
-#   ATCR_BIN=/path/to/atcr sudo appliance/build.sh     # a prebuilt binary instead
-#   COMPRESS="gz zst xz" sudo appliance/build.sh       # + .raw.gz (UpCloud) .raw.zst/.raw.xz (Hetzner)
+#   sudo appliance/build.sh                                  # runs cargo build --release first
+#   sudo appliance/build.sh --bin target/release/atcr --compress "gz xz"
+#   sudo appliance/build.sh ATCR_BIN=target/release/atcr COMPRESS="gz xz"   # the same
+#   appliance/build.sh --help
 #
-# Slow suite (2-5 min on 2 cores), not part of CI. Adapted from ../shared/appliance-recipe
-# (see ../shared/docs/appliance-notes.md for why each step is done this way).
+# Settings are options or VAR=value arguments; environment variables of the same names work
+# too, but sudo drops variables written in front of it (`COMPRESS=gz sudo appliance/build.sh`
+# loses COMPRESS; `sudo COMPRESS=gz appliance/build.sh` keeps it where sudoers allows).
+#   --bin PATH        ATCR_BIN       the atcr binary (default: cargo build --release --locked,
+#                                    as $SUDO_USER under sudo)
+#   --compress LIST   COMPRESS       extra outputs: gz (UpCloud), xz or zst (Hetzner): "gz xz"
+#   --out DIR         OUT            output directory (default: $WORK/out)
+#   --work DIR        WORK           work directory (default: /opt/atcr-appliance)
+#   --mirror M        MIRROR         apt source for the build: URI, "deb ..." line or sources
+#                                    file (default: /etc/apt/sources.list.d/debian.sources)
+#   --image-sources F IMAGE_SOURCES  deb822 file shipped as the image's apt sources (default:
+#                                    deb.debian.org bookworm, bookworm-updates, -security)
+#   --layout L        LAYOUT         hybrid (GPT, BIOS + UEFI; default) or mbr (BIOS only)
+#   --disk-mb N       DISK_MB        virtual disk size (2048; growpart grows it on first boot)
+#   STRIP=0 ships the binary with its line tables; MAX_USED_MB (600) fails a bloated image.
+# Waits for the host's apt/dpkg lock when another apt runs. Ends with a list of what it made.
 #
-# No loop devices, no mounts of the image, no nbd/kvm, no network except the apt mirror(s)
-# configured on the host (mmdebstrap reads /etc/apt/sources.list.d/debian.sources by default):
+# Slow suite (2-5 min on 2 cores), not part of CI.
+#
+# No loop devices, no mounts of the image, no nbd/kvm, no network except the apt mirror(s):
 #   mmdebstrap -> rootfs directory -> mkfs.ext4 -d -> dd into a partitioned raw file
 #   -> GRUB i386-pc boot.img + core.img written with dd (what grub-install does, minus probing)
 #   LAYOUT=hybrid (default): GPT with BIOS-boot + EFI system partition + root; boots on SeaBIOS
@@ -18,11 +35,15 @@
 #   LAYOUT=mbr: MBR with one partition, BIOS only.
 # Outputs: $OUT/atcr-appliance.raw (sparse), $OUT/atcr-appliance.qcow2 (compressed), with
 #   COMPRESS: .raw.gz (UpCloud storage import), .raw.xz / .raw.zst (Hetzner, hcloud-upload-image),
-#   and SHA256SUMS. Fails when the raw image uses 600 MB or more (MAX_USED_MB).
+#   and SHA256SUMS. Fails when the raw image uses MAX_USED_MB or more.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/common.sh"
+parse_settings "$0" \
+  "bin=ATCR_BIN compress=COMPRESS out=OUT work=WORK mirror=MIRROR image-sources=IMAGE_SOURCES layout=LAYOUT disk-mb=DISK_MB" \
+  "ATCR_BIN COMPRESS OUT WORK MIRROR IMAGE_SOURCES LAYOUT DISK_MB NAME STRIP MAX_USED_MB SUITE" "$@"
 WORK=${WORK:-/opt/atcr-appliance}
 OUT=${OUT:-$WORK/out}
 ROOT=$WORK/rootfs
@@ -30,6 +51,7 @@ SUITE=${SUITE:-bookworm}
 # Any mmdebstrap MIRROR form: a URI, a "deb ..." line, or a (deb822) sources file.
 MIRROR=${MIRROR:-/etc/apt/sources.list.d/debian.sources}
 [ -e "$MIRROR" ] || [[ "$MIRROR" == *"://"* || "$MIRROR" == deb* ]] || MIRROR=/etc/apt/sources.list
+IMAGE_SOURCES=${IMAGE_SOURCES:-}
 DISK_MB=${DISK_MB:-2048}          # virtual disk size; cloud-init growpart grows it on the provider
 NAME=${NAME:-atcr-appliance}
 ATCR_BIN=${ATCR_BIN:-}
@@ -37,6 +59,16 @@ COMPRESS=${COMPRESS:-}             # space- or comma-separated: gz zst xz
 COMPRESS=${COMPRESS//,/ }
 MAX_USED_MB=${MAX_USED_MB:-600}
 LAYOUT=${LAYOUT:-hybrid}           # hybrid (GPT, BIOS+UEFI) | mbr (BIOS only)
+for c in $COMPRESS; do
+  case $c in gz|zst|xz) ;; *) echo "--compress: unknown '$c' (gz, zst, xz)"; exit 2 ;; esac
+done
+case $LAYOUT in hybrid|mbr) ;; *) echo "--layout: hybrid or mbr, not '$LAYOUT'"; exit 2 ;; esac
+if [ -n "$ATCR_BIN" ]; then
+  ATCR_BIN=$(realpath -e "$ATCR_BIN" 2>/dev/null) || { echo "--bin: no such file"; exit 2; }
+fi
+if [ -n "$IMAGE_SOURCES" ]; then
+  IMAGE_SOURCES=$(realpath -e "$IMAGE_SOURCES" 2>/dev/null) || { echo "--image-sources: no such file"; exit 2; }
+fi
 
 [ "$(id -u)" = 0 ] || { echo "run as root (mmdebstrap root mode + chown in mkfs)"; exit 1; }
 t_start=$(date +%s)
@@ -50,14 +82,23 @@ for p in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk qemu-img:qemu-ut
 done
 if [ ${#need[@]} -gt 0 ]; then
   stamp "installing host packages: ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  apt_get update -qq && apt_get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 # 2. The service binary: the release build of this checkout unless ATCR_BIN is given. It must
 #    run on bookworm's glibc 2.36 (true when built on Debian 12, checked below) or be static.
 if [ -z "$ATCR_BIN" ]; then
-  stamp "cargo build --release --locked"
-  cargo build -q --release --locked --manifest-path "$REPO/Cargo.toml"
+  # Under sudo, build as the invoking user: their toolchain, and target/ stays theirs.
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    stamp "cargo build --release --locked (as $SUDO_USER)"
+    sudo -u "$SUDO_USER" -H bash -lc 'cd "$1" && cargo build -q --release --locked' _ "$REPO" \
+      || { echo "cargo build as $SUDO_USER failed: build first (cargo build --release), then --bin target/release/atcr"; exit 1; }
+  else
+    command -v cargo >/dev/null \
+      || { echo "no cargo here: build first (cargo build --release), then --bin target/release/atcr"; exit 1; }
+    stamp "cargo build --release --locked"
+    cargo build -q --release --locked --manifest-path "$REPO/Cargo.toml"
+  fi
   ATCR_BIN=$REPO/target/release/atcr
 fi
 [ -x "$ATCR_BIN" ] || { echo "ATCR_BIN=$ATCR_BIN is not executable"; exit 1; }
@@ -67,7 +108,7 @@ if [ -n "$glibc_max" ] && [ "$(printf '%s\nGLIBC_2.36\n' "$glibc_max" | sort -V 
 fi
 ATCR_VERSION=$(env -u ATCR_BIN "$ATCR_BIN" version)
 stamp "binary: $ATCR_BIN ($ATCR_VERSION, needs ${glibc_max:-no glibc})"
-for f in "$REPO/systemd/atcr.service" "$HERE/files/atcr-tls-setup" "$REPO"/cloud-init/*.yaml; do
+for f in "$REPO"/systemd/atcr{,-backup}.service "$REPO"/systemd/atcr-backup.timer "$HERE"/files/{atcr-tls-setup,journald-atcr.conf,20auto-upgrades} "$REPO"/cloud-init/*.yaml; do
   [ -f "$f" ] || { echo "missing $f"; exit 1; }
 done
 
@@ -79,6 +120,7 @@ PKGS+=,grub-pc-bin,grub-efi-amd64-bin
 PKGS+=,cloud-init,cloud-guest-utils,gdisk,fdisk,e2fsprogs,openssh-server,sudo,ca-certificates
 PKGS+=,ifupdown,isc-dhcp-client,iproute2,netbase,procps,systemd-timesyncd,less
 PKGS+=,caddy,curl     # TLS reverse proxy with automatic HTTPS (atcr-tls-setup); curl for checks
+PKGS+=,unattended-upgrades   # daily Debian security updates (appliance/files/20auto-upgrades)
 mmdebstrap --variant=minbase --mode=root --format=directory \
   --include="$PKGS" \
   --aptopt='Acquire::Check-Valid-Until "false"' \
@@ -98,7 +140,32 @@ install -m 0755 "$ATCR_BIN" "$ROOT/usr/local/bin/atcr"
 # The release profile keeps line tables for backtraces (29 MB); the image keeps symbols only
 # (7 MB). STRIP=0 to ship the binary as built.
 [ "${STRIP:-1}" = 0 ] || objcopy --strip-debug "$ROOT/usr/local/bin/atcr"
-install -m 0644 "$REPO/systemd/atcr.service" "$ROOT/etc/systemd/system/atcr.service"
+install -m 0644 "$REPO"/systemd/atcr{,-backup}.service "$REPO"/systemd/atcr-backup.timer "$ROOT/etc/systemd/system/"
+# The daily backup timer is on; its service does nothing until [backup] target is set.
+mkdir -p "$ROOT/etc/systemd/system/timers.target.wants"
+ln -sf ../atcr-backup.timer "$ROOT/etc/systemd/system/timers.target.wants/atcr-backup.timer"
+install -D -m 0644 "$HERE/files/journald-atcr.conf" "$ROOT/etc/systemd/journald.conf.d/50-atcr.conf"
+install -m 0644 "$HERE/files/20auto-upgrades" "$ROOT/etc/apt/apt.conf.d/20auto-upgrades"
+# The image's apt sources: the public Debian mirror (the build host's mirror may be a local
+# cache a cloud server cannot reach), or IMAGE_SOURCES.
+rm -f "$ROOT/etc/apt/sources.list" "$ROOT"/etc/apt/sources.list.d/*
+if [ -n "$IMAGE_SOURCES" ]; then
+  install -m 0644 "$IMAGE_SOURCES" "$ROOT/etc/apt/sources.list.d/debian.sources"
+else
+  cat > "$ROOT/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $SUITE $SUITE-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: $SUITE-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+fi
 install -m 0755 "$HERE/files/atcr-tls-setup" "$ROOT/usr/local/sbin/atcr-tls-setup"
 install -d -m 0755 "$ROOT/etc/atcr" "$ROOT/usr/local/share/atcr/cloud-init"
 install -m 0644 "$REPO"/cloud-init/*.yaml "$ROOT/usr/local/share/atcr/cloud-init/"
@@ -239,12 +306,28 @@ for c in $COMPRESS; do
     xz)  xz -T0 -6 -k -f "$RAW" ;;
     gz)  gzip -6 -k -f "$RAW" ;;
     zst) zstd -q -T0 -10 -k -f "$RAW" ;;
-    *)   echo "COMPRESS: unknown '$c' (gz, zst, xz)"; exit 1 ;;
+    *)   exit 2 ;;  # checked above
   esac
 done
 echo "$UUID" > "$OUT/$NAME.rootfs-uuid"
 (cd "$OUT" && sha256sum "$NAME".raw* "$NAME".qcow2 > SHA256SUMS && cat SHA256SUMS)
 stamp "done"
 du -sh --apparent-size "$ROOT" | sed 's/^/rootfs apparent: /'
-ls -ls "$OUT"
 echo "BUILD_SECONDS=$(( $(date +%s) - t_start ))"
+what() {
+  case $1 in
+    *.raw)   echo "disk image, sparse: $DISK_MB MiB virtual, $(( RAW_USED / 1000000 )) MB used" ;;
+    *.qcow2) echo "QEMU/KVM, Proxmox, OpenStack; appliance/boot-test.sh boots it" ;;
+    *.xz)    echo "Hetzner Cloud: hcloud-upload-image --compression xz" ;;
+    *.zst)   echo "Hetzner Cloud: hcloud-upload-image --compression zstd" ;;
+    *.gz)    echo "UpCloud: Storage -> Import (gzip)" ;;
+    *.rootfs-uuid) echo "the root filesystem's UUID (names this build)" ;;
+    SHA256SUMS) echo "sha256sum -c SHA256SUMS" ;;
+  esac
+}
+echo "Produced in $OUT ($ATCR_VERSION):"
+for f in "$OUT/$NAME".raw "$OUT/$NAME".qcow2 "$OUT/$NAME".raw.* "$OUT/$NAME".rootfs-uuid "$OUT/SHA256SUMS"; do
+  [ -e "$f" ] || continue
+  printf '  %-28s %6s  %s\n' "$(basename "$f")" "$(du -h --apparent-size "$f" | cut -f1)" "$(what "$(basename "$f")")"
+done
+echo "Next: sudo appliance/boot-test.sh   (boots $NAME.qcow2 under QEMU and checks it)"

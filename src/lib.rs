@@ -19,6 +19,8 @@
 //! - [`metrics`]: process-wide Prometheus metrics (bounded labels) and the `/metrics` text.
 //! - [`scan`]: the in-process vulnerability scanner (layers streamed, package inventories,
 //!   SPDX SBOMs, a local OSV database, `io.atcr.hold.scan` records).
+//! - [`redb_file`]: opens every redb file (so `atcr backup` can snapshot them while in use).
+//! - [`backup`]: `atcr backup` / `atcr restore`: consistent online snapshots of the data dir.
 //! - [`ttl_map`]: the bounded expiring map behind the identity caches and the pull-miss memory.
 //! - [`web`]: the browser UI (askama + htmx, embedded assets, cookie sessions, CSRF) and the
 //!   hold admin panel at `/admin`.
@@ -43,6 +45,8 @@ pub mod atproto;
 #[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
+pub mod backup;
+#[cfg(feature = "server")]
 pub mod blob;
 #[cfg(feature = "server")]
 pub mod config;
@@ -60,6 +64,8 @@ pub mod metrics;
 pub mod oci;
 #[cfg(feature = "server")]
 pub mod pds;
+#[cfg(feature = "server")]
+pub mod redb_file;
 #[cfg(feature = "server")]
 pub mod registry;
 #[cfg(feature = "server")]

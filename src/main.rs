@@ -45,6 +45,39 @@ enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// Back up the data dir (databases, index, keys, config; never blobs) to a directory or
+    /// s3://bucket/prefix, as `atcr-backup-<UTC time>` (0700, files 0600, manifest.json with
+    /// SHA-256 checksums). A running server takes the snapshot itself (online); otherwise the
+    /// files are copied under the data-dir lock. Old backups beyond backup.keep are deleted.
+    Backup {
+        /// A directory or s3://bucket/prefix (default: backup.target).
+        target: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// List the backups at the target instead of taking one.
+        #[arg(long, conflicts_with = "is_configured")]
+        list: bool,
+        /// Only say whether backup.target is set: exit 0 if so, 1 if not (systemd ExecCondition).
+        #[arg(long)]
+        is_configured: bool,
+    },
+    /// Restore a backup into the data dir: verified first (sizes, SHA-256, redb and index
+    /// integrity), refused while atcr serve runs on it; replaced files are moved aside.
+    Restore {
+        /// A backup directory, or s3://bucket/prefix/atcr-backup-<time>.
+        backup: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Replace a data dir that already holds data (moved to before-restore-<time>/).
+        #[arg(long)]
+        force: bool,
+        /// Also write the backup's config file to --config (the old one is kept beside it).
+        #[arg(long)]
+        with_config: bool,
+        /// Only verify the backup; change nothing.
+        #[arg(long, conflicts_with_all = ["force", "with_config"])]
+        verify_only: bool,
+    },
     /// The UI/search index (libSQL).
     Index {
         #[command(subcommand)]
@@ -217,6 +250,32 @@ fn main() -> ExitCode {
             command: IndexCommand::Backfill { config, host },
         } => run_async(config, move |c| index_backfill(c, host)),
         Command::Gc { config, dry_run } => run_async(config, move |c| gc(c, dry_run)),
+        Command::Backup {
+            target,
+            config,
+            list,
+            is_configured,
+        } => {
+            let file = config_path(config.clone());
+            run_async(config, move |c| {
+                backup(c, file, target, list, is_configured)
+            })
+        }
+        Command::Restore {
+            backup,
+            config,
+            force,
+            with_config,
+            verify_only,
+        } => {
+            let file = config_path(config.clone());
+            let opts = atcr::backup::RestoreOptions {
+                force,
+                with_config,
+                verify_only,
+            };
+            run_async(config, move |c| restore(c, file, backup, opts))
+        }
         Command::Scan {
             reference,
             config,
@@ -541,6 +600,13 @@ fn run_async<F: std::future::Future<Output = ExitCode>>(
 
 async fn serve(config: Config) -> ExitCode {
     let addr = config.listen_addr();
+    // One server per data dir, and never during `atcr restore`.
+    let _lock = match lock_data_dir(&config, "atcr serve") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let control_config = config.clone();
+    let state_dir = config.server.data_dir.clone();
     let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -555,12 +621,24 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `atcr backup` asks this process for snapshots of the databases it has open.
+    let control = match atcr::backup::control::spawn(control_config) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(error = %e, "no control socket: `atcr backup` cannot take online backups");
+            None
+        }
+    };
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, "atcr listening");
     systemd::notify_ready(&format!("listening on {bound}"));
     systemd::spawn_watchdog();
     spawn_reload_on_sighup(state.clone());
     atcr::server::run(listener, state, shutdown_signal()).await;
+    if let Some(task) = control {
+        task.abort();
+        let _ = std::fs::remove_file(state_dir.join(atcr::backup::control::SOCKET_FILE));
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -593,7 +671,92 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Take the data-dir lock for `what`, creating the data dir when missing.
+fn lock_data_dir(config: &Config, what: &str) -> Result<atcr::backup::DataDirLock, ExitCode> {
+    let dir = &config.server.data_dir;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("atcr: cannot create data directory {}: {e}", dir.display());
+        return Err(ExitCode::FAILURE);
+    }
+    atcr::backup::DataDirLock::acquire(dir, what).map_err(|e| {
+        tracing::error!("{e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn backup(
+    config: Config,
+    file: Option<PathBuf>,
+    target: Option<String>,
+    list: bool,
+    is_configured: bool,
+) -> ExitCode {
+    if is_configured {
+        return if config.backup.target.is_empty() {
+            println!("backup.target is not set: no scheduled backups");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let Some(target) =
+        target.or_else(|| Some(config.backup.target.clone()).filter(|t| !t.is_empty()))
+    else {
+        eprintln!("atcr: no target: give a directory or s3://bucket/prefix, or set backup.target");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    if list {
+        return match atcr::backup::list(&config, &target).await {
+            Ok(found) => {
+                for l in found {
+                    println!(
+                        "{}{}",
+                        l.name,
+                        if l.complete { "" } else { " (incomplete)" }
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => backup_failed("listing backups", e),
+        };
+    }
+    match atcr::backup::backup(&config, file.as_deref(), &target).await {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => backup_failed("backup failed", e),
+    }
+}
+
+fn backup_failed(what: &str, e: atcr::backup::BackupError) -> ExitCode {
+    eprintln!("atcr: {what}: {e}");
+    match e {
+        atcr::backup::BackupError::Usage(_) => ExitCode::from(EXIT_BAD_CONFIG),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+async fn restore(
+    config: Config,
+    file: Option<PathBuf>,
+    source: String,
+    opts: atcr::backup::RestoreOptions,
+) -> ExitCode {
+    match atcr::backup::restore(&config, file.as_deref(), &source, opts).await {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => backup_failed("restore failed", e),
+    }
+}
+
 async fn gc(config: Config, dry_run: bool) -> ExitCode {
+    let _lock = match lock_data_dir(&config, "atcr gc") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let state = match atcr::app::build_state(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -666,6 +829,10 @@ fn hold_command(command: HoldCommand) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
+    let _lock = match lock_data_dir(&config, "atcr hold") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let result = match command {
         HoldCommand::Export { .. } => atcr::pds::HoldPds::open_unsynced(&config).and_then(|hold| {
             let car = hold.export_car_blocking()?;

@@ -83,6 +83,39 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| BlobError::Io(io::Error::other(e.to_string())))??)
 }
 
+/// A handle on `bucket` at an S3-compatible `endpoint` (also used by `atcr backup`'s
+/// `s3://` targets). Makes no request.
+pub fn bucket_handle(
+    endpoint: &str,
+    region: &str,
+    bucket: &str,
+    path_style: bool,
+    access_key: &str,
+    secret_key: &str,
+) -> Result<Box<Bucket>, BlobError> {
+    let region = Region::Custom {
+        region: region.to_string(),
+        endpoint: endpoint.to_string(),
+    };
+    let creds =
+        Credentials::new(Some(access_key), Some(secret_key), None, None, None).map_err(s3err)?;
+    bucket_with(bucket, region, creds, path_style)
+}
+
+fn bucket_with(
+    bucket: &str,
+    region: Region,
+    creds: Credentials,
+    path_style: bool,
+) -> Result<Box<Bucket>, BlobError> {
+    let bucket = Bucket::new(bucket, region, creds).map_err(s3err)?;
+    Ok(if path_style {
+        bucket.with_path_style()
+    } else {
+        bucket
+    })
+}
+
 impl S3BlobStore {
     pub async fn open(settings: S3Settings, create_bucket: bool) -> Result<Self, BlobError> {
         let region = Region::Custom {
@@ -115,10 +148,7 @@ impl S3BlobStore {
                 tracing::debug!(error = %e, "bucket create (may already exist)");
             }
         }
-        let mut bucket = Bucket::new(&settings.bucket, region, creds).map_err(s3err)?;
-        if settings.path_style {
-            bucket = bucket.with_path_style();
-        }
+        let bucket = bucket_with(&settings.bucket, region, creds, settings.path_style)?;
         std::fs::create_dir_all(&settings.spill_dir)?;
         Ok(S3BlobStore {
             bucket,

@@ -45,6 +45,7 @@ pub struct Config {
     pub index: IndexConfig,
     pub federation: FederationConfig,
     pub scan: ScanConfig,
+    pub backup: BackupConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -389,6 +390,55 @@ pub struct IndexConfig {
     pub backfill_when_empty: bool,
     /// Largest firehose frame accepted (bytes); larger frames are skipped.
     pub max_frame_bytes: usize,
+}
+
+/// `atcr backup` (and the appliance's daily `atcr-backup.timer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where backups go when `atcr backup` is given no target: an absolute directory or
+    /// `s3://bucket/prefix`. Empty: none (the timer then does nothing).
+    pub target: String,
+    /// Backups kept at the target; older ones are deleted after a successful backup. 0: all.
+    pub keep: u32,
+    /// The S3 service of `s3://` targets.
+    pub s3: BackupS3Config,
+}
+
+/// Connection of an `s3://` backup target; an empty endpoint means `[storage.s3]`'s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupS3Config {
+    pub endpoint: String,
+    pub region: String,
+    pub path_style: bool,
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// A file whose content (trimmed) is the secret key.
+    pub secret_key_file: PathBuf,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            target: String::new(),
+            keep: 7,
+            s3: BackupS3Config::default(),
+        }
+    }
+}
+
+impl Default for BackupS3Config {
+    fn default() -> Self {
+        BackupS3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key: String::new(),
+            secret_key: Secret::default(),
+            secret_key_file: PathBuf::new(),
+        }
+    }
 }
 
 impl Default for IndexConfig {
@@ -756,6 +806,71 @@ impl Config {
         self.validate_index()?;
         self.validate_observability()?;
         self.validate_scan()?;
+        self.validate_backup()?;
+        Ok(())
+    }
+
+    fn validate_backup(&self) -> Result<(), ConfigError> {
+        let t = &self.backup.target;
+        if t.is_empty() {
+            return Ok(());
+        }
+        if let Err(message) = self.backup_target_checked(t) {
+            return Err(ConfigError::Invalid {
+                key: "backup.target",
+                message,
+            });
+        }
+        if !t.starts_with("s3://") && !Path::new(t).is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "backup.target",
+                message: format!("{t:?} must be an absolute directory or s3://bucket/prefix"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a backup target (`backup.target` or the `atcr backup` argument): a directory, or
+    /// `s3://bucket[/prefix]` with an S3 service to reach it (`[backup.s3]` or `[storage.s3]`).
+    pub fn backup_target_checked(&self, target: &str) -> Result<(), String> {
+        let Some(rest) = target.strip_prefix("s3://") else {
+            return if target.trim().is_empty() {
+                Err("empty backup target".into())
+            } else {
+                Ok(())
+            };
+        };
+        let bucket = rest.split('/').next().unwrap_or_default();
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !bucket_ok {
+            return Err(format!("{target:?}: {bucket:?} is not an S3 bucket name"));
+        }
+        if rest.split('/').skip(1).any(|seg| seg == "..") {
+            return Err(format!("{target:?}: the prefix must not contain .."));
+        }
+        let own = &self.backup.s3;
+        if own.endpoint.is_empty() {
+            if self.storage.backend != "s3" {
+                return Err(format!(
+                    "{target:?} needs backup.s3.endpoint and its keys (or an s3 blob store to borrow them from)"
+                ));
+            }
+        } else if !(own.endpoint.starts_with("http://") || own.endpoint.starts_with("https://")) {
+            return Err(format!(
+                "backup.s3.endpoint {:?} must be an http(s) URL",
+                own.endpoint
+            ));
+        } else if own.access_key.is_empty()
+            || (own.secret_key.0.is_empty() && own.secret_key_file.as_os_str().is_empty())
+        {
+            return Err(
+                "backup.s3.access_key and backup.s3.secret_key (or secret_key_file) must be set"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -995,6 +1110,9 @@ impl Config {
         }
         if !c.index.auth_token.0.is_empty() {
             c.index.auth_token = Secret("<redacted>".into());
+        }
+        if !c.backup.s3.secret_key.0.is_empty() {
+            c.backup.s3.secret_key = Secret("<redacted>".into());
         }
         toml::to_string_pretty(&c).unwrap_or_default()
     }

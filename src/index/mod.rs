@@ -461,6 +461,42 @@ pub fn outbox_path(index_path: &Path) -> PathBuf {
     index_path.with_extension("outbox.redb")
 }
 
+/// Write a consistent copy of the local index file `path` to the new file `dest` and check
+/// it (`atcr backup`). `VACUUM INTO` reads in one transaction, so the server's writers go on.
+/// Not for an embedded replica: its rows live in the primary.
+pub async fn snapshot_file(path: &std::path::Path, dest: &std::path::Path) -> Result<()> {
+    let db = libsql::Builder::new_local(path).build().await?;
+    let conn = db.connect()?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute("VACUUM INTO ?1", [dest.to_string_lossy().into_owned()])
+        .await?;
+    drop(conn);
+    check_file(dest).await
+}
+
+/// `PRAGMA integrity_check` of an index file no server uses (a backup or a restored copy).
+pub async fn check_file(path: &std::path::Path) -> Result<()> {
+    let db = libsql::Builder::new_local(path).build().await?;
+    let conn = db.connect()?;
+    let mut rows = conn.query("PRAGMA integrity_check", ()).await?;
+    let mut problems = Vec::new();
+    while let Some(row) = rows.next().await? {
+        let line: String = row.get(0)?;
+        if line != "ok" {
+            problems.push(line);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(IndexError::InvalidRecord(format!(
+            "{}: integrity check failed: {}",
+            path.display(),
+            problems.join("; ")
+        )))
+    }
+}
+
 async fn migrate(conn: &libsql::Connection) -> Result<()> {
     // Read first: a current schema needs no write (a read-only file, or a replica whose
     // primary is away, still counts as migrated).

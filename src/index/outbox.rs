@@ -116,7 +116,7 @@ pub struct Outbox {
 
 struct Inner {
     /// `None` once closed: the file lock is released even while stray handles live on.
-    db: std::sync::RwLock<Option<Database>>,
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     /// Identifies this outbox in the index's `outbox_applied` table (several appliances may
     /// share one primary, each with its own sequence).
@@ -161,7 +161,8 @@ impl Outbox {
         // a background task finishing its step: wait for it briefly.
         let mut tries = 0;
         let db = loop {
-            match Database::create(path) {
+            // Through `redb_file` so `atcr backup` snapshots it consistently while in use.
+            match crate::redb_file::open(path) {
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 50 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));

@@ -72,7 +72,7 @@ pub struct Head {
 }
 
 pub struct HoldStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 /// Meta key set once `record_blobs` covers the whole repo.
@@ -139,7 +139,7 @@ fn sequence(
 
 impl HoldStore {
     pub fn open(path: &Path) -> Result<Arc<HoldStore>, HoldStoreError> {
-        let db = Database::create(path).map_err(|e| match e {
+        let db = crate::redb_file::open(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => HoldStoreError(format!(
                 "{} is in use by another atcr process (stop `atcr serve` first)",
                 path.display()

@@ -112,7 +112,7 @@ pub struct Deleted {
 }
 
 pub struct MetaStore {
-    db: Database,
+    db: Arc<Database>,
     /// Store work on blocking threads at once. redb runs one write transaction at a time, so
     /// a burst of a thousand uploads would otherwise park hundreds of threads on its lock.
     slots: tokio::sync::Semaphore,
@@ -133,7 +133,7 @@ const HIGH: &str = "\u{10FFFF}";
 
 impl MetaStore {
     pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
-        let db = Database::create(path)?;
+        let db = crate::redb_file::open(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(MANIFESTS)?;

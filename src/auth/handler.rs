@@ -86,18 +86,7 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             } else {
                 tracing::warn!(%peer, "token request rate-limited");
             }
-            let mut resp = match e {
-                // Clients print `message`, not `detail`: put the hint where people see it.
-                AuthError::MainPassword => json(
-                    StatusCode::UNAUTHORIZED,
-                    &serde_json::json!({"errors": [{
-                        "code": "UNAUTHORIZED",
-                        "message": super::APP_PASSWORD_HINT,
-                        "detail": super::APP_PASSWORD_HINT,
-                    }]}),
-                ),
-                e => oci_error(&OciError::from(e)),
-            };
+            let mut resp = refusal_response(e);
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if let Ok(v) = http::HeaderValue::from_str(&auth.challenge(host, None, false)) {
                     resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
@@ -106,6 +95,54 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             resp
         }
     }
+}
+
+/// The OCI error answer to a refused request. Clients print the error's `message`, not its
+/// `detail`, so refusals the user can act on say there why, and what to do.
+pub fn refusal_response(e: AuthError) -> Response<Body> {
+    let Some(why) = explain_refusal(&e) else {
+        return oci_error(&OciError::from(e));
+    };
+    let err = OciError::from(e);
+    let code = err.code.describe().0;
+    json(
+        err.status(),
+        &serde_json::json!({"errors": [{"code": code, "message": why, "detail": why}]}),
+    )
+}
+
+/// Why a token request was refused and what to do, in the words clients print (the error's
+/// `message`): the handle does not resolve, the PDS refused the password, a main password
+/// instead of an app password, the PDS is down. `None`: the plain OCI error is enough.
+pub fn explain_refusal(e: &AuthError) -> Option<String> {
+    use crate::atproto::identity::IdentityError as I;
+    Some(match e {
+        AuthError::Identity {
+            identifier,
+            source: I::HandleNotFound(_),
+        } => format!(
+            "the handle {identifier} could not be resolved to a DID (no _atproto DNS record and \
+             no https://{identifier}/.well-known/atproto-did): check the spelling, or log in with \
+             your DID. To try atcr without an ATProto account, run it with `atcr serve --local`"
+        ),
+        AuthError::Identity { identifier, source } => format!(
+            "cannot resolve {identifier}: {source}. Check the handle or DID; if it is right, its \
+             DID document or PDS is unreachable right now: try again in a minute"
+        ),
+        AuthError::BadCredentials(why) => format!(
+            "{why}. Log in with your handle (or DID) and an app password: create one in your \
+             Bluesky app under Settings > Privacy and security > App passwords, or in your PDS's \
+             account settings; a revoked app password stops working"
+        ),
+        AuthError::MainPassword => super::APP_PASSWORD_HINT.to_string(),
+        AuthError::PdsUnavailable(x) => format!(
+            "your PDS could not be reached to check the password ({x}): try again in a minute"
+        ),
+        AuthError::TooManyFailures | AuthError::LoginToPush(_) | AuthError::Denied(_) => {
+            e.to_string()
+        }
+        _ => return None,
+    })
 }
 
 /// Request bodies of the device endpoints are tiny forms or JSON objects.

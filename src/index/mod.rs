@@ -20,6 +20,7 @@
 pub mod apply;
 pub mod backfill;
 pub mod firehose;
+pub mod platform;
 pub mod read;
 mod schema;
 
@@ -33,6 +34,7 @@ use crate::atproto::identity::{IdentityConfig, Resolver};
 use crate::atproto::xrpc::XrpcClient;
 use crate::config::Config;
 
+pub use platform::ConfigSource;
 pub use read::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,11 @@ struct Inner {
     /// The hold this appliance's pushes name (`holdDid` of the manifest records it writes),
     /// so direct writes carry it before the firehose echo arrives.
     local_hold: std::sync::OnceLock<String>,
+    /// Local mode (`auth.mode = "local"`): a name's first segment is its owner as it stands,
+    /// nothing is resolved on the network.
+    local_owners: bool,
+    /// Where image configs are read (platforms of single-platform images).
+    config_source: std::sync::OnceLock<Arc<dyn ConfigSource>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -159,6 +166,8 @@ impl Index {
                 tasks: std::sync::Mutex::new(Vec::new()),
                 connected: std::sync::Mutex::new(Default::default()),
                 local_hold: std::sync::OnceLock::new(),
+                local_owners: config.local_mode(),
+                config_source: std::sync::OnceLock::new(),
             }),
         };
         index.spawn_pull_flusher();
@@ -166,6 +175,11 @@ impl Index {
             index.spawn_replica_sync(Duration::from_secs(ix.sync_interval_secs.max(1)));
         }
         Ok(index)
+    }
+
+    /// Local mode: owners are names' first segments, not network identities.
+    pub fn local_owners(&self) -> bool {
+        self.inner.local_owners
     }
 
     /// Whether this index is an embedded replica of a remote primary.
@@ -285,6 +299,10 @@ impl Index {
     /// through the index first, then the network).
     pub(crate) async fn did_of(&self, identity: &str) -> Option<String> {
         use crate::atproto::repo::syntax::{validate_did, validate_handle};
+        if self.inner.local_owners {
+            // Local mode: `alice/app` belongs to the local owner `alice` (no network).
+            return (!identity.is_empty()).then(|| identity.to_string());
+        }
         if identity.starts_with("did:") {
             return validate_did(identity).ok().map(|()| identity.to_string());
         }

@@ -3,7 +3,7 @@
 //! version is appended instead.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2_IMAGE_PLATFORM)];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
 /// backfill) except `repository_stats` pull counts, which only this AppView sees, and
@@ -155,4 +155,14 @@ CREATE VIRTUAL TABLE search_fts USING fts5(
     handle, name, description, annotations,
     tokenize = 'unicode61 remove_diacritics 2'
 );
+"#;
+
+/// The platform of single-platform images, read from their image config (an index names
+/// its children's platforms itself, in `manifest_references`). NULL: not read yet, or the
+/// config is not stored on this server.
+const V2_IMAGE_PLATFORM: &str = r#"
+ALTER TABLE manifests ADD COLUMN os TEXT;
+ALTER TABLE manifests ADD COLUMN architecture TEXT;
+ALTER TABLE manifests ADD COLUMN variant TEXT;
+CREATE INDEX manifests_architecture ON manifests(did, repository, architecture);
 "#;

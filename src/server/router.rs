@@ -156,7 +156,7 @@ pub async fn dispatch(
                     .with_status(StatusCode::NOT_FOUND),
             )
         }
-        Err(_) => crate::web::not_found(),
+        Err(_) => crate::web::not_found(&state),
     };
     if path.starts_with("/v2") {
         resp.headers_mut().insert(
@@ -209,7 +209,7 @@ async fn guard<B>(
         Ok(_) => return Ok(()),
         Err(r) => r,
     };
-    let mut resp = oci_error(&OciError::from(refusal.error));
+    let mut resp = crate::auth::handler::refusal_response(refusal.error);
     if let Some(c) = refusal.challenge {
         if let Ok(v) = http::HeaderValue::from_str(&c) {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);

@@ -130,6 +130,8 @@ pub struct Ctx {
     pub host: String,
     pub peer: SocketAddr,
     pub htmx: bool,
+    /// Local mode: no sign-in, and every page says authentication is off.
+    pub local_mode: bool,
 }
 
 impl Ctx {
@@ -189,6 +191,7 @@ impl Ctx {
                 peer.port(),
             ),
             htmx: h("hx-request") == Some("true"),
+            local_mode: is_local(state),
         })
     }
 
@@ -203,6 +206,7 @@ impl Ctx {
             host: host.to_string(),
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             htmx: false,
+            local_mode: false,
         }
     }
 
@@ -243,6 +247,7 @@ impl Ctx {
             css_v: assets::version("app.css"),
             js_v: assets::version("app.js"),
             htmx_v: assets::version("htmx.min.js"),
+            local_mode: self.local_mode,
         }
     }
 
@@ -342,7 +347,12 @@ pub fn safe_next(next: &str) -> &str {
     }
 }
 
-fn error_page(ctx: Option<&Ctx>, e: &WebError) -> Response<Body> {
+/// Local mode (`auth.mode = "local"`): authentication is off.
+pub fn is_local(state: &AppState) -> bool {
+    state.auth.mode() == crate::auth::AuthMode::None
+}
+
+fn error_page(ctx: Option<&Ctx>, local_mode: bool, e: &WebError) -> Response<Body> {
     let status = e.status();
     if let WebError::Internal(msg) = e {
         tracing::warn!(error = %msg, "web page failed");
@@ -366,7 +376,10 @@ fn error_page(ctx: Option<&Ctx>, e: &WebError) -> Response<Body> {
     };
     let chrome = match ctx {
         Some(c) => c.chrome(title),
-        None => views::Chrome::bare(title),
+        None => views::Chrome {
+            local_mode,
+            ..views::Chrome::bare(title)
+        },
     };
     let t = views::ErrorPage {
         chrome,
@@ -380,9 +393,10 @@ fn error_page(ctx: Option<&Ctx>, e: &WebError) -> Response<Body> {
 }
 
 /// The HTML 404 for paths no route matches (browsers; `/v2` keeps its JSON errors).
-pub fn not_found() -> Response<Body> {
+pub fn not_found(state: &AppState) -> Response<Body> {
     error_page(
         None,
+        is_local(state),
         &WebError::NotFound("There is no page at this address.".into()),
     )
 }
@@ -409,17 +423,17 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok());
     let head = req.method() == Method::HEAD;
     if page == WebPage::Static {
-        return assets::serve(&param("file"), inm, head).unwrap_or_else(not_found);
+        return assets::serve(&param("file"), inm, head).unwrap_or_else(|| not_found(state));
     }
     if page == WebPage::Avatar {
         return match catalog::avatar(state, &param("did"), inm, head).await {
             Ok(r) => r,
-            Err(e) => error_page(None, &e),
+            Err(e) => error_page(None, is_local(state), &e),
         };
     }
     let ctx = match Ctx::from_request(state, &req, peer).await {
         Ok(c) => c,
-        Err(e) => return error_page(None, &e),
+        Err(e) => return error_page(None, is_local(state), &e),
     };
     let method = req.method().clone();
     let result = match (page, method) {
@@ -463,7 +477,7 @@ pub async fn handle(
     };
     let resp = match result {
         Ok(r) => r,
-        Err(e) => error_page(Some(&ctx), &e),
+        Err(e) => error_page(Some(&ctx), ctx.local_mode, &e),
     };
     ctx.finish(resp)
 }

@@ -14,12 +14,16 @@ pub struct Chrome {
     pub css_v: &'static str,
     pub js_v: &'static str,
     pub htmx_v: &'static str,
+    /// Local mode (`auth.mode = "local"`): every page carries the "authentication is off"
+    /// banner.
+    pub local_mode: bool,
 }
 
 impl Chrome {
     /// For pages rendered without a request context (early errors).
     pub fn bare(title: &str) -> Chrome {
         Chrome {
+            local_mode: false,
             title: title.into(),
             user: None,
             csrf: String::new(),

@@ -358,6 +358,71 @@ pub fn jwks(state: &AppState) -> Response<Body> {
 mod tests {
     use super::*;
 
+    /// Each refusal on a newcomer's path says why and what to do, in `message`.
+    #[test]
+    fn refusals_explain_themselves_in_the_message() {
+        use crate::atproto::identity::IdentityError;
+        use crate::atproto::xrpc::XrpcError;
+        let message = |e: AuthError| {
+            let resp = refusal_response(e);
+            let status = resp.status();
+            let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                resp.into_body(),
+            ))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let e = &v["errors"][0];
+            assert_eq!(e["message"], e["detail"]);
+            (
+                status.as_u16(),
+                e["code"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        };
+        let (status, code, m) = message(AuthError::Identity {
+            identifier: "alice.test".into(),
+            source: IdentityError::HandleNotFound("alice.test".into()),
+        });
+        assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+        assert!(
+            m.contains("handle alice.test could not be resolved")
+                && m.contains("atcr serve --local"),
+            "{m}"
+        );
+        let (_, _, m) = message(AuthError::BadCredentials(
+            "the PDS https://pds.example refused the password for alice.test".into(),
+        ));
+        assert!(
+            m.contains("https://pds.example refused") && m.contains("app password"),
+            "{m}"
+        );
+        let (_, _, m) = message(AuthError::MainPassword);
+        assert!(m.contains("only app passwords"), "{m}");
+        let (status, _, m) = message(AuthError::PdsUnavailable(XrpcError::Transport {
+            method: "com.atproto.server.createSession".into(),
+            detail: "connection refused".into(),
+        }));
+        assert_eq!(status, 502);
+        assert!(
+            m.contains("could not be reached") && m.contains("try again"),
+            "{m}"
+        );
+        let (status, code, m) = message(AuthError::LoginToPush(
+            "log in first with `docker login x`".into(),
+        ));
+        assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+        assert!(m.contains("docker login"));
+        let (status, code, _) = message(AuthError::TooManyFailures);
+        assert_eq!((status, code.as_str()), (429, "TOOMANYREQUESTS"));
+        let (status, code, m) = message(AuthError::Denied(
+            "did:plc:x may not push to bob/app".into(),
+        ));
+        assert_eq!((status, code.as_str()), (403, "DENIED"));
+        assert!(m.contains("may not push"));
+    }
+
     #[test]
     fn basic_credentials() {
         let h = format!("Basic {}", STANDARD.encode("alice.test:abcd-efgh:x"));

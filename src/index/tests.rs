@@ -12,6 +12,8 @@ fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::for_data_dir(dir);
     // Nothing listens there: identity lookups of test DIDs fail at once, offline.
     c.identity.plc_url = "http://127.0.0.1:9".into();
+    // Owners are network identities here (local mode keys them by name instead).
+    c.auth.mode = "atproto".into();
     c
 }
 
@@ -71,7 +73,7 @@ async fn migrations_are_idempotent_and_recorded() {
     assert!(dir.path().join("index.db").exists());
     assert_eq!(
         count(&ix, "SELECT COUNT(*) FROM schema_migrations").await,
-        1
+        schema::MIGRATIONS.len() as i64
     );
     ix.apply_records(
         ALICE,
@@ -84,7 +86,7 @@ async fn migrations_are_idempotent_and_recorded() {
     let ix = Index::open(&c).await.unwrap();
     assert_eq!(
         count(&ix, "SELECT COUNT(*) FROM schema_migrations").await,
-        1
+        schema::MIGRATIONS.len() as i64
     );
     assert_eq!(
         count(&ix, "SELECT MAX(version) FROM schema_migrations").await,
@@ -171,7 +173,11 @@ async fn records_fill_every_query() {
     );
     assert_eq!(tags[0].platforms.len(), 2);
     assert_eq!(tags[0].platforms[1].variant.as_deref(), Some("v8"));
+    // Each child's image size (config + layers), not its manifest's 500 bytes.
+    assert_eq!(tags[0].image_sizes, [Some(3100), Some(3100)]);
+    // No config source here: a single image's platform stays unknown, not guessed.
     assert!(tags[1].platforms.is_empty());
+    assert!(tags[1].image_sizes.is_empty());
     assert_eq!(ix.tags(ALICE, "app", 1, 1).await.unwrap()[0].tag, "v2");
 
     // manifest(): layers, children, annotations, referrers, tags.
@@ -199,6 +205,9 @@ async fn records_fill_every_query() {
         .unwrap()
         .unwrap();
     assert_eq!(idx.children.len(), 2);
+    assert_eq!(idx.children[0].size, 500);
+    assert_eq!(idx.children[0].image_size, Some(3100));
+    assert!(idx.platform.is_none());
     assert_eq!(
         idx.children[0]
             .platform

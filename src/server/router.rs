@@ -62,7 +62,10 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/login", RouteId::Web(WebPage::Login)),
             ("/logout", RouteId::Web(WebPage::Logout)),
             ("/search", RouteId::Web(WebPage::Search)),
+            ("/r/{owner}", RouteId::Web(WebPage::Repo)), // -> /u/<owner>
+            ("/r/{owner}/", RouteId::Web(WebPage::Repo)),
             ("/r/{owner}/{*rest}", RouteId::Web(WebPage::Repo)), // <repo...>[/manifests/<digest>]
+            ("/favicon.ico", RouteId::Web(WebPage::Favicon)),
             ("/star", RouteId::Web(WebPage::Star)),
             ("/u/{handle}", RouteId::Web(WebPage::User)),
             ("/avatar/{did}", RouteId::Web(WebPage::Avatar)),

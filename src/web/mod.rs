@@ -40,6 +40,8 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub enum WebPage {
     Home,
     Static,
+    /// `/favicon.ico` (the embedded icon).
+    Favicon,
     Login,
     Logout,
     Search,
@@ -424,6 +426,9 @@ pub async fn handle(
     let head = req.method() == Method::HEAD;
     if page == WebPage::Static {
         return assets::serve(&param("file"), inm, head).unwrap_or_else(|| not_found(state));
+    }
+    if page == WebPage::Favicon {
+        return assets::serve("favicon.ico", inm, head).unwrap_or_else(|| not_found(state));
     }
     if page == WebPage::Avatar {
         return match catalog::avatar(state, &param("did"), inm, head).await {

@@ -250,6 +250,7 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req_uri: &http::Uri) -> 
                 left if left < 86_400 => "under a day".into(),
                 left => format!("{} days", (left + 43_200) / 86_400),
             },
+            browser: super::views::browser_name(&e.session.user_agent),
             user_agent: if e.session.user_agent.is_empty() {
                 "unknown browser".into()
             } else {

@@ -459,7 +459,7 @@ pub fn hold_name(did: &str) -> String {
 /// Sizes of the platforms of an index: `1.2 MiB`, or `1.2 – 3.4 MiB` when they differ.
 pub fn size_range(sizes: &[u64]) -> String {
     match (sizes.iter().min(), sizes.iter().max()) {
-        (Some(lo), Some(hi)) if lo == hi => human_size(*lo),
+        (Some(lo), Some(hi)) if human_size(*lo) == human_size(*hi) => human_size(*lo),
         (Some(lo), Some(hi)) => format!("{} – {}", human_size(*lo), human_size(*hi)),
         _ => String::new(),
     }
@@ -546,6 +546,11 @@ mod tests {
         assert_eq!(hold_name("did:web:hold.example.com"), "hold.example.com");
         assert_eq!(hold_name("did:plc:abc"), "did:plc:abc");
         assert_eq!(size_range(&[2048, 2048]), "2.0 KiB");
+        assert_eq!(
+            size_range(&[5120, 5140]),
+            "5.0 KiB",
+            "equal as shown: one figure"
+        );
         assert_eq!(size_range(&[2048, 3 * 1024 * 1024]), "2.0 KiB – 3.0 MiB");
         assert_eq!(size_range(&[]), "");
         let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";

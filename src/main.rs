@@ -26,6 +26,10 @@ enum Command {
         /// Config file (default: /etc/atcr/config.toml when it exists).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Local mode: no accounts, no authentication (auth.mode = "local"), listening on
+        /// 127.0.0.1:5000 unless server.listen is set. For trying atcr on your own machine.
+        #[arg(long)]
+        local: bool,
     },
     /// Configuration helpers.
     Config {
@@ -244,7 +248,12 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve { config } => run_async(config, serve),
+        Command::Serve { config, local } => run_async(config, move |mut c| {
+            if local {
+                c.use_local_mode(std::env::var_os("ATCR_SERVER_LISTEN").is_some());
+            }
+            serve(c)
+        }),
         Command::Hold { command } => hold_command(command),
         Command::Index {
             command: IndexCommand::Backfill { config, host },

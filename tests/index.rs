@@ -47,6 +47,41 @@ async fn push_pull_delete_reach_the_index() {
     let m = ix.manifest(DID, "app", &d2).await.unwrap().unwrap();
     assert_eq!(m.layers.len(), 1);
     assert_eq!(m.tags, ["v2"]);
+    // A single image's platform comes from its config (read off the push path), and the
+    // search's architecture filter finds it.
+    eventually("the platform of v1 read from its config", || async {
+        ix.tags(DID, "app", 10, 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.platforms.len() == 1)
+    })
+    .await;
+    let tags = ix.tags(DID, "app", 10, 0).await.unwrap();
+    let p = &tags[0].platforms[0];
+    assert_eq!(
+        (
+            p.os.as_deref(),
+            p.architecture.as_deref(),
+            p.variant.as_deref()
+        ),
+        (Some("linux"), Some("amd64"), None)
+    );
+    assert!(
+        tags[0].image_sizes.is_empty(),
+        "a single image has no children"
+    );
+    let m = ix.manifest(DID, "app", &d2).await.unwrap().unwrap();
+    assert_eq!(
+        m.platform.and_then(|p| p.architecture).as_deref(),
+        Some("amd64")
+    );
+    let arch = |a: &str| atcr::index::SearchFilters {
+        architecture: Some(a.into()),
+        ..Default::default()
+    };
+    assert_eq!(ix.search("", &arch("amd64"), 10, 0).await.unwrap().total, 1);
+    assert_eq!(ix.search("", &arch("arm64"), 10, 0).await.unwrap().total, 0);
     // The direct write names the hold the blobs went to (here the one in this process).
     let hold_did = s
         .running
@@ -114,10 +149,20 @@ async fn push_pull_delete_reach_the_index() {
     })
     .await;
 
-    // Names without an owner on the network are not indexed, and the push still works.
+    // Local mode (the test server's auth.mode): a name without an owner on the network is
+    // indexed under its first segment, a local owner that is its own handle.
     oci::push_image(&s, "library/plain", "v1", 3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ix.storage_stats().await.unwrap().tags, 0);
+    eventually("library/plain indexed under the local owner", || async {
+        ix.tags("library", "plain", 10, 0).await.unwrap().len() == 1
+    })
+    .await;
+    eventually("the local owner is its own handle", || async {
+        ix.user_by_handle_or_did("library")
+            .await
+            .unwrap()
+            .is_some_and(|u| u.handle.as_deref() == Some("library"))
+    })
+    .await;
 
     // The index is a file in the data dir and survives a restart.
     let s = s.restart().await;

@@ -133,6 +133,25 @@ fn journald_native_entries_carry_request_fields() {
     journal
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    // Read the socket all along, as journald does: a datagram socket queues only
+    // `net.unix.max_dgram_qlen` entries (often 10) before the sender blocks.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (received, stop) = (received.clone(), stop.clone());
+        let journal = journal.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = journal.recv(&mut buf) {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(parse_journal_entry(&buf[..n]));
+                }
+            }
+        })
+    };
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let meta = log.metadata().unwrap();
@@ -191,13 +210,9 @@ fn journald_native_entries_carry_request_fields() {
         .to_ascii_lowercase()
         .contains("x-request-id: journal-test-1"));
 
-    let mut entries = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
     let deadline = Instant::now() + Duration::from_secs(10);
     let request_entry = loop {
-        if let Ok(n) = journal.recv(&mut buf) {
-            entries.push(parse_journal_entry(&buf[..n]));
-        }
+        let entries = received.lock().unwrap().clone();
         if let Some(e) = entries.iter().find(|e| {
             e.get("REQUEST_ID").map(String::as_str) == Some("journal-test-1")
                 && e.contains_key("STATUS")
@@ -208,9 +223,13 @@ fn journald_native_entries_carry_request_fields() {
             Instant::now() < deadline,
             "no request entry in {entries:#?}"
         );
+        std::thread::sleep(Duration::from_millis(50));
     };
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap();
+    let entries = received.lock().unwrap().clone();
 
     let field = |k: &str| request_entry.get(k).map(String::as_str);
     assert_eq!(field("REPOSITORY"), Some("team/app"), "{request_entry:#?}");

@@ -156,7 +156,11 @@ async fn assets_errors_and_csrf() {
     )
     .await;
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("Logins are off"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("This registry runs in local mode"));
     // A token without its cookie does not count.
     let r = post(
         &s,
@@ -346,11 +350,29 @@ async fn admin_panel_manages_crew_settings_and_gc() {
     ])
     .await
     .unwrap();
+    // A blob pushed by a user who is not crew (the test server runs in local mode).
+    push_blob(&s, "dave/tools", b"dave's layer").await;
     let html = get(&s, "/admin", &cookie).await.text().await.unwrap();
     assert!(
-        html.contains("4.0 MiB") && html.contains("io.atcr.hold.layer records."),
+        html.contains("4.0 MiB") && html.contains("io.atcr.hold.layer records"),
         "layer usage shown"
     );
+    // The counts say what they count: the crew's unique layers, the store's blobs.
+    assert!(
+        html.contains(r#"<span class="muted crew-count">2 layers</span>"#),
+        "{html}"
+    );
+    assert!(html.contains("blobs stored</span>"));
+    assert!(html.contains("Blobs in their repositories"));
+    // Top users: dave is marked as not crew; the hold's name is readable.
+    let dave_row = html
+        .split("<tr>")
+        .find(|r| r.contains("<strong>dave</strong>"))
+        .expect("dave among the top users");
+    assert!(dave_row.contains("not crew"), "{dave_row}");
+    let hold_did = s.running.state.hold.as_ref().unwrap().did().to_string();
+    let name = hold_did.trim_start_matches("did:web:").replace("%3A", ":");
+    assert!(html.contains(&format!(r#"<strong class="hold-name">{name}</strong>"#)));
 
     // Settings: unchecked boxes are false; the successor must be a DID.
     let r = post(
@@ -544,4 +566,141 @@ async fn settings_lists_and_signs_out_only_the_users_own_sessions() {
         !page.contains("Sign out all other browsers"),
         "only this one is left"
     );
+}
+
+/// The newcomer's path through the UI in local mode (the test server's auth mode): a push
+/// shows up under its local owner, every page (errors too) warns that authentication is off,
+/// `/r/<owner>` goes to the owner's page, the favicon is served, and the manifest page shows
+/// the image config, a pull-by-digest command, the tags and the source as a link.
+#[tokio::test]
+async fn local_mode_pages_and_manifest_details() {
+    let s = TestServer::start().await;
+    let config = br#"{"architecture":"arm64","os":"linux","variant":"v8",
+        "config":{"Entrypoint":["/bin/hello"],"Cmd":["--port","8080"],"Env":["PATH=/usr/bin","MODE=demo"],
+        "ExposedPorts":{"8080/tcp":{}},"User":"app","WorkingDir":"/srv","Labels":{"org.example.team":"tools"}},
+        "rootfs":{"type":"layers","diff_ids":[]},"history":[{"created_by":"COPY hello /bin/hello"}]}"#;
+    let layer = b"layer bytes of the hello image";
+    push_blob(&s, "alice/hello", config).await;
+    push_blob(&s, "alice/hello", layer).await;
+    let desc = |mt: &str, b: &[u8]| serde_json::json!({"mediaType": mt, "digest": sha256(b), "size": b.len()});
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.oci.image.config.v1+json", config),
+        "layers": [desc("application/vnd.oci.image.layer.v1.tar+gzip", layer)],
+        "annotations": {"org.opencontainers.image.source": "https://example.com/hello",
+                        "org.opencontainers.image.description": "A tiny greeter"}
+    });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let r = s
+        .client
+        .put(s.url("/v2/alice/hello/manifests/1.0"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let digest = sha256(&body);
+
+    // The push appears under the local owner, with its platform from the config.
+    let mut html = String::new();
+    for _ in 0..100 {
+        html = get(&s, "/r/alice/hello", "").await.text().await.unwrap();
+        if html.contains("linux/arm64/v8") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        html.contains("linux/arm64/v8"),
+        "platform on the tag row: {html}"
+    );
+    assert!(
+        html.contains("id=\"local-mode-banner\""),
+        "banner on the repo page"
+    );
+    assert!(!html.contains("Log in to star"), "no sign-in in local mode");
+    assert!(html.contains("size-note\">compressed</small>"));
+    let home = get(&s, "/", "").await.text().await.unwrap();
+    assert!(home.contains("/r/alice/hello") && home.contains("local-mode-banner"));
+    let search = get(&s, "/search?q=&arch=arm64", "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        search.contains("/r/alice/hello"),
+        "arch filter finds a single image"
+    );
+    assert!(
+        search.contains("A tiny greeter"),
+        "card shows the description annotation"
+    );
+    let search = get(&s, "/search?q=&arch=amd64", "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!search.contains("/r/alice/hello"));
+
+    // Error pages, the 404 of unknown paths and the login page warn too.
+    let nf = get(&s, "/no/such/page", "").await;
+    assert_eq!(nf.status(), 404);
+    assert!(nf.text().await.unwrap().contains("local-mode-banner"));
+    let login = get(&s, "/login", "").await.text().await.unwrap();
+    assert!(login.contains("This registry runs in local mode"));
+    let install = get(&s, "/install", "").await.text().await.unwrap();
+    assert!(install.contains("docker import") && install.contains("/alice/hello:1"));
+
+    // /r/<owner> is the owner's page.
+    for path in ["/r/alice", "/r/alice/"] {
+        let r = get(&s, path, "").await;
+        assert_eq!(r.status(), 301, "{path}");
+        assert_eq!(location(&r), "/u/alice");
+    }
+    assert!(get(&s, "/u/alice", "")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("/r/alice/hello"));
+
+    // The favicon: linked from every page and at the conventional path.
+    assert!(home.contains(r#"<link rel="icon" href="/static/favicon.svg""#));
+    let ico = get(&s, "/favicon.ico", "").await;
+    assert_eq!(ico.status(), 200);
+    assert_eq!(ico.headers()["content-type"], "image/vnd.microsoft.icon");
+    assert_eq!(&ico.bytes().await.unwrap()[..4], &[0, 0, 1, 0]);
+    let svg = get(&s, "/static/favicon.svg", "").await;
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+
+    // The manifest page: config, pull by digest, tags, source link, copyable digest.
+    let m = get(&s, &format!("/r/alice/hello/manifests/{digest}"), "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let host = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    for want in [
+        "<dt>Entrypoint</dt><dd><code>[&#34;/bin/hello&#34;]</code></dd>".to_string(),
+        "<dt>Cmd</dt><dd><code>[&#34;--port&#34;,&#34;8080&#34;]</code></dd>".to_string(),
+        "<li><code>MODE=demo</code></li>".to_string(),
+        r#"<span class="badge">8080/tcp</span>"#.to_string(),
+        "<dt>User</dt><dd><code>app</code></dd>".to_string(),
+        "<dt>Working dir</dt><dd><code>/srv</code></dd>".to_string(),
+        "<code>org.example.team</code> = <code>tools</code>".to_string(),
+        format!("docker pull {host}/alice/hello@{digest}"),
+        format!("docker pull {host}/alice/hello:1.0"),
+        r#"title="1.0">1.0</a>"#.to_string(),
+        r#"<a id="source-link" href="https://example.com/hello""#.to_string(),
+        r#"<a href="https://example.com/hello" rel="nofollow noopener noreferrer">https://example.com/hello</a>"#.to_string(),
+        format!(r#"data-copy="{digest}""#),
+        r#"<span class="badge">linux/arm64/v8</span>"#.to_string(),
+    ] {
+        assert!(m.contains(&want), "manifest page lacks {want}:\n{m}");
+    }
 }

@@ -35,7 +35,21 @@
     if (c) {
       var text = c.getAttribute("data-copy");
       var done = function () { var old = c.textContent; c.textContent = "Copied"; setTimeout(function () { c.textContent = old; }, 1500); };
-      if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, function () {});
+      // Over plain HTTP (not localhost) there is no Clipboard API: copy from a hidden field.
+      var fallback = function () {
+        var t = document.createElement("textarea");
+        t.value = text;
+        t.setAttribute("readonly", "");
+        t.className = "copy-buffer";
+        document.body.appendChild(t);
+        t.select();
+        var ok = false;
+        try { ok = document.execCommand("copy"); } catch (e) {}
+        document.body.removeChild(t);
+        if (ok) done();
+      };
+      if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(done, fallback);
+      else fallback();
     }
   });
 })();

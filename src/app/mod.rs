@@ -86,9 +86,11 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
                 .with_min_free(config.storage.min_free_mib << 20),
         ),
     };
+    warn_if_local_mode(&config);
     let store = MetaStore::open(&data.join("registry.redb"))?;
     let limits = Limits::from_config(&config);
     let registry = Registry::new(blobs.clone(), store.clone(), limits);
+    let stored_configs = Arc::new(StoredConfigs(blobs.clone()));
     let hold = if config.hold.enabled {
         Some(crate::pds::HoldPds::open(&config)?)
     } else {
@@ -158,6 +160,8 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     };
     let index = crate::index::Index::open_with(&config, auth.resolver().clone()).await?;
     index.set_local_hold(local_hold_did);
+    index.set_config_source(stored_configs);
+    index.spawn_platform_catch_up();
     registry.set_index(index.clone());
     if let Some(r) = &records {
         r.set_index(index.clone());
@@ -293,6 +297,50 @@ fn start_scanner(
     scanner
 }
 
+/// Local mode's start-up warning: authentication is off, so say it loudly, several lines,
+/// and as an error when the listener is reachable from other machines.
+fn warn_if_local_mode(config: &Config) {
+    if !config.local_mode() {
+        return;
+    }
+    let addr = config.listen_addr();
+    tracing::warn!("LOCAL MODE: authentication is OFF (auth.mode = \"local\")");
+    tracing::warn!(
+        "anyone who can reach {addr} can push, overwrite and delete every image here; \
+         this mode is for trying atcr on your own machine"
+    );
+    tracing::warn!(
+        "to sign in with an ATProto account (handle + app password), start without --local \
+         (auth.mode = \"atproto\", the default)"
+    );
+    if !addr.ip().is_loopback() {
+        tracing::error!(
+            "local mode listens on {addr}, which other machines can reach: set \
+             server.listen = \"127.0.0.1:5000\" or turn authentication on"
+        );
+    }
+}
+
+/// The index reads image configs (platforms of single images) straight from the blob
+/// store: small, bounded reads of blobs this server keeps.
+struct StoredConfigs(Arc<dyn BlobStore>);
+
+#[async_trait::async_trait]
+impl crate::index::ConfigSource for StoredConfigs {
+    async fn config_bytes(&self, digest: &str, max: u64) -> Option<Vec<u8>> {
+        use futures_util::TryStreamExt;
+        let digest: crate::oci::types::Digest = digest.parse().ok()?;
+        let size = self.0.stat(&digest).await.ok()??;
+        if size > max {
+            return None;
+        }
+        let read = self.0.read(&digest, None).await.ok()?;
+        let chunks: Vec<bytes::Bytes> = read.stream.try_collect().await.ok()?;
+        let bytes = chunks.concat();
+        (bytes.len() as u64 <= max).then_some(bytes)
+    }
+}
+
 /// The hold DID when no hold runs in this process: `did:web:` + the public host (`server.public_url`, else
 /// `auth.service`, else `localhost:<listen port>`).
 fn hold_did(config: &Config) -> String {
@@ -352,7 +400,7 @@ fn build_auth(config: &Config, store: Arc<MetaStore>) -> Result<crate::auth::Aut
     ));
     let a = &config.auth;
     let settings = AuthSettings {
-        mode: if a.mode == "none" {
+        mode: if config.local_mode() {
             AuthMode::None
         } else {
             AuthMode::Atproto

@@ -90,18 +90,7 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             } else {
                 tracing::warn!(%peer, "token request rate-limited");
             }
-            let mut resp = match e {
-                // Clients print `message`, not `detail`: put the hint where people see it.
-                AuthError::MainPassword => json(
-                    StatusCode::UNAUTHORIZED,
-                    &serde_json::json!({"errors": [{
-                        "code": "UNAUTHORIZED",
-                        "message": super::APP_PASSWORD_HINT,
-                        "detail": super::APP_PASSWORD_HINT,
-                    }]}),
-                ),
-                e => oci_error(&OciError::from(e)),
-            };
+            let mut resp = refusal_response(e);
             if resp.status() == StatusCode::UNAUTHORIZED {
                 if let Ok(v) = http::HeaderValue::from_str(&auth.challenge(host, None, false)) {
                     resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
@@ -110,6 +99,54 @@ pub async fn token<B>(state: &AppState, req: Request<B>, peer: SocketAddr) -> Re
             resp
         }
     }
+}
+
+/// The OCI error answer to a refused request. Clients print the error's `message`, not its
+/// `detail`, so refusals the user can act on say there why, and what to do.
+pub fn refusal_response(e: AuthError) -> Response<Body> {
+    let Some(why) = explain_refusal(&e) else {
+        return oci_error(&OciError::from(e));
+    };
+    let err = OciError::from(e);
+    let code = err.code.describe().0;
+    json(
+        err.status(),
+        &serde_json::json!({"errors": [{"code": code, "message": why, "detail": why}]}),
+    )
+}
+
+/// Why a token request was refused and what to do, in the words clients print (the error's
+/// `message`): the handle does not resolve, the PDS refused the password, a main password
+/// instead of an app password, the PDS is down. `None`: the plain OCI error is enough.
+pub fn explain_refusal(e: &AuthError) -> Option<String> {
+    use crate::atproto::identity::IdentityError as I;
+    Some(match e {
+        AuthError::Identity {
+            identifier,
+            source: I::HandleNotFound(_),
+        } => format!(
+            "the handle {identifier} could not be resolved to a DID (no _atproto DNS record and \
+             no https://{identifier}/.well-known/atproto-did): check the spelling, or log in with \
+             your DID. To try atcr without an ATProto account, run it with `atcr serve --local`"
+        ),
+        AuthError::Identity { identifier, source } => format!(
+            "cannot resolve {identifier}: {source}. Check the handle or DID; if it is right, its \
+             DID document or PDS is unreachable right now: try again in a minute"
+        ),
+        AuthError::BadCredentials(why) => format!(
+            "{why}. Log in with your handle (or DID) and an app password: create one in your \
+             Bluesky app under Settings > Privacy and security > App passwords, or in your PDS's \
+             account settings; a revoked app password stops working"
+        ),
+        AuthError::MainPassword => super::APP_PASSWORD_HINT.to_string(),
+        AuthError::PdsUnavailable(x) => format!(
+            "your PDS could not be reached to check the password ({x}): try again in a minute"
+        ),
+        AuthError::TooManyFailures | AuthError::LoginToPush(_) | AuthError::Denied(_) => {
+            e.to_string()
+        }
+        _ => return None,
+    })
 }
 
 /// Request bodies of the device endpoints are tiny forms or JSON objects.
@@ -324,6 +361,71 @@ pub fn jwks(state: &AppState) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each refusal on a newcomer's path says why and what to do, in `message`.
+    #[test]
+    fn refusals_explain_themselves_in_the_message() {
+        use crate::atproto::identity::IdentityError;
+        use crate::atproto::xrpc::XrpcError;
+        let message = |e: AuthError| {
+            let resp = refusal_response(e);
+            let status = resp.status();
+            let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                resp.into_body(),
+            ))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let e = &v["errors"][0];
+            assert_eq!(e["message"], e["detail"]);
+            (
+                status.as_u16(),
+                e["code"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        };
+        let (status, code, m) = message(AuthError::Identity {
+            identifier: "alice.test".into(),
+            source: IdentityError::HandleNotFound("alice.test".into()),
+        });
+        assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+        assert!(
+            m.contains("handle alice.test could not be resolved")
+                && m.contains("atcr serve --local"),
+            "{m}"
+        );
+        let (_, _, m) = message(AuthError::BadCredentials(
+            "the PDS https://pds.example refused the password for alice.test".into(),
+        ));
+        assert!(
+            m.contains("https://pds.example refused") && m.contains("app password"),
+            "{m}"
+        );
+        let (_, _, m) = message(AuthError::MainPassword);
+        assert!(m.contains("only app passwords"), "{m}");
+        let (status, _, m) = message(AuthError::PdsUnavailable(XrpcError::Transport {
+            method: "com.atproto.server.createSession".into(),
+            detail: "connection refused".into(),
+        }));
+        assert_eq!(status, 502);
+        assert!(
+            m.contains("could not be reached") && m.contains("try again"),
+            "{m}"
+        );
+        let (status, code, m) = message(AuthError::LoginToPush(
+            "log in first with `docker login x`".into(),
+        ));
+        assert_eq!((status, code.as_str()), (401, "UNAUTHORIZED"));
+        assert!(m.contains("docker login"));
+        let (status, code, _) = message(AuthError::TooManyFailures);
+        assert_eq!((status, code.as_str()), (429, "TOOMANYREQUESTS"));
+        let (status, code, m) = message(AuthError::Denied(
+            "did:plc:x may not push to bob/app".into(),
+        ));
+        assert_eq!((status, code.as_str()), (403, "DENIED"));
+        assert!(m.contains("may not push"));
+    }
 
     #[test]
     fn basic_credentials() {

@@ -57,7 +57,8 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
-    /// No authentication (local development only).
+    /// Local mode (`auth.mode = "local"`, formerly `none`): no authentication at all, for
+    /// trying atcr on one machine.
     None,
     /// Docker token auth against users' ATProto PDSes.
     Atproto,
@@ -67,6 +68,9 @@ pub enum AuthMode {
 pub enum AuthError {
     #[error("authentication required")]
     Required,
+    /// A push without credentials: what to do is in the message.
+    #[error("{0}")]
+    LoginToPush(String),
     #[error("invalid credentials: {0}")]
     BadCredentials(String),
     #[error("invalid token: {0}")]
@@ -323,11 +327,19 @@ impl Auth {
             },
             Need::Pull(_) | Need::Catalog => Ok(claims),
             Need::Push(name) => {
+                let login = || {
+                    let host = host_of(&self.base_url(host)).to_string();
+                    required(AuthError::LoginToPush(format!(
+                        "authentication required to push to {name}: log in first with `docker login \
+                         {host}` (your ATProto handle or DID and an app password); you can push only \
+                         under {host}/<your handle>/"
+                    )))
+                };
                 let Some(c) = claims else {
-                    return Err(required(AuthError::Required));
+                    return Err(login());
                 };
                 if c.is_anonymous() {
-                    return Err(required(AuthError::Required));
+                    return Err(login());
                 }
                 if !c.allows(name.as_str(), "push") || !self.owns(&c.sub, name.identity()).await {
                     return Err(Refusal {
@@ -471,7 +483,8 @@ impl Auth {
             Err(e) if e.is_auth_failure() => {
                 attempt.failed();
                 return Err(AuthError::BadCredentials(format!(
-                    "the PDS refused the password for {user}"
+                    "the PDS {} refused the password for {user}",
+                    identity.pds
                 )));
             }
             // Not the user's fault: the attempt is given back when `attempt` drops.

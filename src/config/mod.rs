@@ -176,8 +176,9 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `atproto`: Docker token auth with ATProto app passwords. `none`: no authentication
-    /// at all, for local development only.
+    /// `atproto`: Docker token auth with ATProto app passwords. `local`: no authentication
+    /// at all, pushes indexed under the name's first segment as a local owner, for trying
+    /// atcr on one machine (`none` is the older name of the same mode).
     pub mode: String,
     /// Token service name (`iss`/`aud`); empty: the host of `server.public_url` or request.
     pub service: String,
@@ -749,10 +750,13 @@ impl Config {
         if self.registry.upload_ttl_secs < 60 {
             return invalid("registry.upload_ttl_secs", "must be at least 60".into());
         }
-        if !matches!(self.auth.mode.as_str(), "none" | "atproto") {
+        if !matches!(self.auth.mode.as_str(), "local" | "none" | "atproto") {
             return invalid(
                 "auth.mode",
-                format!("{:?} is not a known mode (atproto, none)", self.auth.mode),
+                format!(
+                    "{:?} is not a known mode (atproto, or local to run without accounts)",
+                    self.auth.mode
+                ),
             );
         }
         if !(10..=86400).contains(&self.auth.token_ttl_secs) {
@@ -1078,6 +1082,20 @@ impl Config {
             self.storage.s3.region.clone()
         } else {
             String::new()
+        }
+    }
+
+    /// Local mode (`auth.mode = "local"`, or its older name `none`): no authentication.
+    pub fn local_mode(&self) -> bool {
+        matches!(self.auth.mode.as_str(), "local" | "none")
+    }
+
+    /// `atcr serve --local`: local mode, on loopback unless the listen address was chosen
+    /// (in the file, or `listen_from_env`).
+    pub fn use_local_mode(&mut self, listen_from_env: bool) {
+        self.auth.mode = "local".into();
+        if !listen_from_env && self.server.listen == ServerConfig::default().listen {
+            self.server.listen = "127.0.0.1:5000".into();
         }
     }
 

@@ -751,6 +751,8 @@ impl Index {
             let did = did.to_string();
             tokio::spawn(async move { me.refresh_user(&did).await });
         }
+        // Single-platform images: their platform is in the image config (off this path).
+        self.spawn_platform_fill(super::platform::pending_of(did, changes));
         // Holds named by manifests: cache their captain record once (UI: hold owner,
         // public or not).
         let mut holds: Vec<String> = changes
@@ -840,6 +842,13 @@ impl Index {
 
     /// Resolve the DID document and store handle and PDS (logged, never fatal).
     pub async fn refresh_user(&self, did: &str) {
+        if self.local_owners() && !did.starts_with("did:") {
+            // A local owner is its own handle.
+            if let Err(e) = self.set_user_identity(did, Some(did), None).await {
+                tracing::warn!(owner = %did, error = %e, "storing a local owner in the index failed");
+            }
+            return;
+        }
         self.resolver().invalidate(did);
         match self.resolver().resolve(did).await {
             Ok(id) => {

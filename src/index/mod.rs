@@ -29,6 +29,7 @@ mod drain;
 pub mod firehose;
 pub mod libsql_log;
 pub mod outbox;
+pub mod platform;
 pub mod read;
 mod replica;
 pub mod scans;
@@ -46,6 +47,7 @@ use crate::atproto::identity::{IdentityConfig, Resolver};
 use crate::atproto::xrpc::XrpcClient;
 use crate::config::Config;
 
+pub use platform::ConfigSource;
 pub use read::*;
 use replica::PRIMARY_TIMEOUT;
 pub use status::{Cause, IndexStatus, OutboxStatus};
@@ -121,6 +123,11 @@ struct Inner {
     /// The hold this appliance's pushes name (`holdDid` of the manifest records it writes),
     /// so direct writes carry it before the firehose echo arrives.
     local_hold: std::sync::OnceLock<String>,
+    /// Local mode (`auth.mode = "local"`): a name's first segment is its owner as it stands,
+    /// nothing is resolved on the network.
+    local_owners: bool,
+    /// Where image configs are read (platforms of single-platform images).
+    config_source: std::sync::OnceLock<Arc<dyn ConfigSource>>,
 }
 
 impl Drop for Inner {
@@ -307,6 +314,8 @@ impl Index {
                 tasks: std::sync::Mutex::new(Vec::new()),
                 connected: std::sync::Mutex::new(Default::default()),
                 local_hold: std::sync::OnceLock::new(),
+                local_owners: config.local_mode(),
+                config_source: std::sync::OnceLock::new(),
             }),
         };
         if replica {
@@ -332,6 +341,11 @@ impl Index {
         index.spawn_drainer();
         index.spawn_pull_flusher();
         Ok(index)
+    }
+
+    /// Local mode: owners are names' first segments, not network identities.
+    pub fn local_owners(&self) -> bool {
+        self.inner.local_owners
     }
 
     /// Whether this index is an embedded replica of a remote primary.
@@ -416,6 +430,10 @@ impl Index {
     /// through the index first, then the network).
     pub(crate) async fn did_of(&self, identity: &str) -> Option<String> {
         use crate::atproto::repo::syntax::{validate_did, validate_handle};
+        if self.inner.local_owners {
+            // Local mode: `alice/app` belongs to the local owner `alice` (no network).
+            return (!identity.is_empty()).then(|| identity.to_string());
+        }
         if identity.starts_with("did:") {
             return validate_did(identity).ok().map(|()| identity.to_string());
         }

@@ -74,8 +74,12 @@ pub struct TagInfo {
     pub created_at: Option<String>,
     /// When the tag was last written.
     pub pushed_at: String,
-    /// Platforms of an index's children (empty for single-platform images).
+    /// Platforms of an index's children (attestations' `unknown/unknown` left out), or
+    /// the one platform of a single image (from its config; empty until it was read).
     pub platforms: Vec<Platform>,
+    /// For an index: each listed child's image size (config + layers) when it is indexed,
+    /// in the order of `platforms`. Empty for single images (`total_size` is theirs).
+    pub image_sizes: Vec<Option<i64>>,
 }
 
 /// A tag just pushed, for the home page.
@@ -100,9 +104,12 @@ pub struct LayerInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChildManifest {
     pub digest: String,
+    /// The child manifest's own size in bytes (what the index records).
     pub size: i64,
     pub media_type: String,
     pub platform: Option<Platform>,
+    /// The child image's size (config + layers) when the child is indexed.
+    pub image_size: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -134,6 +141,8 @@ pub struct ManifestInfo {
     /// Manifests whose subject is this one.
     pub referrers: Vec<Referrer>,
     pub tags: Vec<String>,
+    /// A single image's platform, from its config (`None` for an index, or not read yet).
+    pub platform: Option<Platform>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -383,11 +392,12 @@ impl Index {
                 created_at: r.get(4)?,
                 pushed_at: r.get(5)?,
                 platforms: Vec::new(),
+                image_sizes: Vec::new(),
             });
         }
         drop(rows);
         for t in &mut out {
-            t.platforms = platforms(&conn, did, repo, &t.digest).await?;
+            (t.platforms, t.image_sizes) = platforms(&conn, did, repo, &t.digest).await?;
         }
         Ok(out)
     }
@@ -404,7 +414,7 @@ impl Index {
         let mut rows = conn
             .query(
                 "SELECT media_type, schema_version, config_digest, config_size, total_size,
-                    artifact_type, hold_did, created_at, subject_digest
+                    artifact_type, hold_did, created_at, subject_digest, os, architecture, variant
                  FROM manifests WHERE did = ?1 AND repository = ?2 AND digest = ?3",
                 key,
             )
@@ -425,6 +435,14 @@ impl Index {
             hold_did: r.get(6)?,
             created_at: r.get(7)?,
             subject: r.get(8)?,
+            platform: match (r.get::<Option<String>>(9)?, r.get::<Option<String>>(10)?) {
+                (None, None) => None,
+                (os, architecture) => Some(Platform {
+                    os,
+                    architecture,
+                    variant: r.get(11)?,
+                }),
+            },
             annotations: BTreeMap::new(),
             layers: Vec::new(),
             children: Vec::new(),
@@ -449,8 +467,13 @@ impl Index {
         drop(rows);
         let mut rows = conn
             .query(
-                "SELECT digest, size, media_type, os, architecture, variant FROM manifest_references
-                 WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3 ORDER BY position",
+                "SELECT mr.digest, mr.size, mr.media_type, mr.os, mr.architecture, mr.variant,
+                    c.total_size
+                 FROM manifest_references mr
+                 LEFT JOIN manifests c ON c.did = mr.did AND c.repository = mr.repository
+                      AND c.digest = mr.digest
+                 WHERE mr.did = ?1 AND mr.repository = ?2 AND mr.manifest_digest = ?3
+                 ORDER BY mr.position",
                 key,
             )
             .await?;
@@ -466,6 +489,7 @@ impl Index {
                 size: r.get(1)?,
                 media_type: r.get(2)?,
                 platform: has.then_some(p),
+                image_size: r.get(6)?,
             });
         }
         drop(rows);
@@ -603,9 +627,12 @@ impl Index {
         if let Some(a) = &filters.architecture {
             params.push(a.clone().into());
             let n = params.len();
+            // An index's children, or a single image's own platform (from its config).
             conds.push(format!(
                 "(EXISTS (SELECT 1 FROM manifest_references mr WHERE mr.did = r.did
-                    AND mr.repository = r.name AND mr.architecture = ?{n}))"
+                    AND mr.repository = r.name AND mr.architecture = ?{n})
+                  OR EXISTS (SELECT 1 FROM manifests m WHERE m.did = r.did
+                    AND m.repository = r.name AND m.architecture = ?{n}))"
             ));
         }
         if filters.critical {
@@ -762,28 +789,55 @@ impl Index {
     }
 }
 
+/// The platforms a tag's manifest stands for, with each child's image size for an index:
+/// an index's children (attestations, `unknown/unknown`, left out), else the single image's
+/// own platform from its config.
 async fn platforms(
     conn: &libsql::Connection,
     did: &str,
     repo: &str,
     digest: &str,
-) -> Result<Vec<Platform>> {
+) -> Result<(Vec<Platform>, Vec<Option<i64>>)> {
     let mut rows = conn
         .query(
-            "SELECT os, architecture, variant FROM manifest_references
-             WHERE did = ?1 AND repository = ?2 AND manifest_digest = ?3
-               AND (os IS NOT NULL OR architecture IS NOT NULL)
-             ORDER BY position",
+            "SELECT mr.os, mr.architecture, mr.variant, c.total_size FROM manifest_references mr
+             LEFT JOIN manifests c ON c.did = mr.did AND c.repository = mr.repository
+                  AND c.digest = mr.digest
+             WHERE mr.did = ?1 AND mr.repository = ?2 AND mr.manifest_digest = ?3
+               AND (mr.os IS NOT NULL OR mr.architecture IS NOT NULL)
+               AND NOT (COALESCE(mr.os, '') = 'unknown' AND COALESCE(mr.architecture, '') = 'unknown')
+             ORDER BY mr.position",
             (did, repo, digest),
         )
         .await?;
-    let mut out = Vec::new();
+    let (mut out, mut sizes) = (Vec::new(), Vec::new());
     while let Some(r) = rows.next().await? {
         out.push(Platform {
             os: r.get(0)?,
             architecture: r.get(1)?,
             variant: r.get(2)?,
         });
+        sizes.push(r.get(3)?);
     }
-    Ok(out)
+    drop(rows);
+    if out.is_empty() {
+        let mut rows = conn
+            .query(
+                "SELECT os, architecture, variant FROM manifests
+                 WHERE did = ?1 AND repository = ?2 AND digest = ?3 AND architecture IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM manifest_references mr WHERE mr.did = ?1
+                       AND mr.repository = ?2 AND mr.manifest_digest = ?3)",
+                (did, repo, digest),
+            )
+            .await?;
+        if let Some(r) = rows.next().await? {
+            out.push(Platform {
+                os: r.get(0)?,
+                architecture: r.get(1)?,
+                variant: r.get(2)?,
+            });
+            sizes.clear();
+        }
+    }
+    Ok((out, sizes))
 }

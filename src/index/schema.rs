@@ -3,7 +3,13 @@
 //! version is appended instead.
 
 /// (version, SQL). Versions are consecutive from 1.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4_SCANS)];
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4_SCANS),
+    (5, V5_IMAGE_PLATFORM),
+];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
 /// backfill) except `repository_stats` pull counts, which only this AppView sees, and
@@ -199,4 +205,14 @@ CREATE TABLE scans (
     scanned_at TEXT NOT NULL
 );
 CREATE INDEX scans_critical ON scans(critical) WHERE critical > 0;
+"#;
+
+/// The platform of single-platform images, read from their image config (an index names
+/// its children's platforms itself, in `manifest_references`). NULL: not read yet, or the
+/// config is not stored on this server.
+const V5_IMAGE_PLATFORM: &str = r#"
+ALTER TABLE manifests ADD COLUMN os TEXT;
+ALTER TABLE manifests ADD COLUMN architecture TEXT;
+ALTER TABLE manifests ADD COLUMN variant TEXT;
+CREATE INDEX manifests_architecture ON manifests(did, repository, architecture);
 "#;

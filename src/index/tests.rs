@@ -12,6 +12,8 @@ fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::for_data_dir(dir);
     // Nothing listens there: identity lookups of test DIDs fail at once, offline.
     c.identity.plc_url = "http://127.0.0.1:9".into();
+    // Owners are network identities here (local mode keys them by name instead).
+    c.auth.mode = "atproto".into();
     c
 }
 
@@ -172,7 +174,11 @@ async fn records_fill_every_query() {
     );
     assert_eq!(tags[0].platforms.len(), 2);
     assert_eq!(tags[0].platforms[1].variant.as_deref(), Some("v8"));
+    // Each child's image size (config + layers), not its manifest's 500 bytes.
+    assert_eq!(tags[0].image_sizes, [Some(3100), Some(3100)]);
+    // No config source here: a single image's platform stays unknown, not guessed.
     assert!(tags[1].platforms.is_empty());
+    assert!(tags[1].image_sizes.is_empty());
     assert_eq!(ix.tags(ALICE, "app", 1, 1).await.unwrap()[0].tag, "v2");
 
     // manifest(): layers, children, annotations, referrers, tags.
@@ -200,6 +206,9 @@ async fn records_fill_every_query() {
         .unwrap()
         .unwrap();
     assert_eq!(idx.children.len(), 2);
+    assert_eq!(idx.children[0].size, 500);
+    assert_eq!(idx.children[0].image_size, Some(3100));
+    assert!(idx.platform.is_none());
     assert_eq!(
         idx.children[0]
             .platform

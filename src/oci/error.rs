@@ -341,6 +341,7 @@ impl From<crate::auth::AuthError> for OciError {
         let detail = e.to_string();
         match e {
             A::Required
+            | A::LoginToPush(_)
             | A::BadCredentials(_)
             | A::BadToken(_)
             | A::Identity { .. }

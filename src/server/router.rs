@@ -68,7 +68,10 @@ fn table() -> &'static matchit::Router<RouteId> {
             ("/login", RouteId::Web(WebPage::Login)),
             ("/logout", RouteId::Web(WebPage::Logout)),
             ("/search", RouteId::Web(WebPage::Search)),
+            ("/r/{owner}", RouteId::Web(WebPage::Repo)), // -> /u/<owner>
+            ("/r/{owner}/", RouteId::Web(WebPage::Repo)),
             ("/r/{owner}/{*rest}", RouteId::Web(WebPage::Repo)), // <repo...>[/manifests/<digest>]
+            ("/favicon.ico", RouteId::Web(WebPage::Favicon)),
             ("/star", RouteId::Web(WebPage::Star)),
             ("/u/{handle}", RouteId::Web(WebPage::User)),
             ("/avatar/{did}", RouteId::Web(WebPage::Avatar)),
@@ -253,7 +256,7 @@ fn request_id<B>(req: &Request<B>) -> String {
 fn metrics_endpoint<B>(state: &AppState, req: &Request<B>) -> Response<Body> {
     let config = &state.config.metrics;
     if !config.enabled {
-        return crate::web::not_found();
+        return crate::web::not_found(state);
     }
     if !config.token.0.is_empty() {
         use subtle::ConstantTimeEq;
@@ -369,7 +372,7 @@ async fn route(
                     .with_status(StatusCode::NOT_FOUND),
             )
         }
-        Err(_) => crate::web::not_found(),
+        Err(_) => crate::web::not_found(&state),
     };
     if path.starts_with("/v2") {
         resp.headers_mut().insert(
@@ -425,7 +428,7 @@ async fn guard<B>(
         }
         Err(r) => r,
     };
-    let mut resp = oci_error(&OciError::from(refusal.error));
+    let mut resp = crate::auth::handler::refusal_response(refusal.error);
     if let Some(c) = refusal.challenge {
         if let Ok(v) = http::HeaderValue::from_str(&c) {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);

@@ -153,45 +153,67 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
         .usage_by_identity()
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
-    // Repositories are named by handle or DID; fold both onto the DID.
+    // Repositories are named by handle or DID; fold both onto the DID (a name that does not
+    // resolve stays as it is), so one user is one row with one count.
     let resolver = state.auth.resolver();
-    let mut by_did: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    let mut top: Vec<UsageRow> = Vec::new();
+    let mut by_user: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for (ident, (blobs, bytes)) in &usage {
         let did = if ident.starts_with("did:") {
             ident.clone()
         } else {
             resolver.resolve_did_of(ident).await.unwrap_or_default()
         };
-        if !did.is_empty() {
-            let e = by_did.entry(did).or_default();
-            e.0 += blobs;
-            e.1 += bytes;
+        let e = by_user
+            .entry(if did.is_empty() { ident.clone() } else { did })
+            .or_default();
+        e.0 += blobs;
+        e.1 += bytes;
+    }
+    let mut by_did: std::collections::BTreeMap<String, (u64, u64)> = by_user
+        .iter()
+        .filter(|(k, _)| k.starts_with("did:"))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let (usage_source, crew_unit) = match layer_usage(hold).await? {
+        Some(layers) => {
+            by_did = layers;
+            (
+                "Usage: the distinct layers each member pushed, from the hold's io.atcr.hold.layer records (what quotas count).",
+                "layers",
+            )
         }
-        top.push(UsageRow {
-            who: ident.clone(),
+        None => (
+            "Usage: the distinct blobs (layers and configs) in each member's repositories on this registry (the hold has no io.atcr.hold.layer records yet).",
+            "blobs",
+        ),
+    };
+    let crew_members: Vec<CrewMember> = crew_records(hold).await?;
+    let is_crew = |did: &str| crew_members.iter().any(|c| c.member == did);
+    let mut sizes: Vec<(&String, &(u64, u64))> = by_user.iter().collect();
+    sizes.sort_by_key(|(_, (_, bytes))| std::cmp::Reverse(*bytes));
+    let mut top_users = Vec::new();
+    for (key, (blobs, bytes)) in sizes.into_iter().take(10) {
+        let (who, did) = if key.starts_with("did:") {
+            let handle = match resolver.resolve(key).await {
+                Ok(id) => id.handle.unwrap_or_else(|| key.clone()),
+                Err(_) => key.clone(),
+            };
+            (handle, key.clone())
+        } else {
+            (key.clone(), String::new())
+        };
+        top_users.push(UsageRow {
+            not_crew: did.is_empty() || !is_crew(&did),
+            who,
+            did,
             blobs: *blobs,
             size: human_size(*bytes),
         });
     }
-    let usage_source = match layer_usage(hold).await? {
-        Some(layers) => {
-            by_did = layers;
-            "Usage: unique layers per member from the hold's io.atcr.hold.layer records."
-        }
-        None => "Usage: distinct blobs in each member's repositories on this registry (the hold has no io.atcr.hold.layer records yet).",
-    };
-    let mut sizes: Vec<(u64, UsageRow)> = usage
-        .values()
-        .zip(top)
-        .map(|((_, b), row)| (*b, row))
-        .collect();
-    sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
-    let top_users = sizes.into_iter().take(10).map(|(_, r)| r).collect();
 
     let tiers = state.hold_api.as_ref().map(|h| h.tiers());
     let mut crew = Vec::new();
-    for c in crew_records(hold).await? {
+    for c in crew_members {
         let handle = match resolver.resolve(&c.member).await {
             Ok(id) => id.handle.unwrap_or_else(|| c.member.clone()),
             Err(_) => c.member.clone(),
@@ -226,9 +248,16 @@ pub async fn dashboard(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>
         .storage_totals()
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
+    let owner_handle = match resolver.resolve(&owner).await {
+        Ok(id) => id.handle.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     render(&AdminPage {
         chrome: ctx.chrome("Hold admin"),
         hold_did: hold.did().to_string(),
+        hold_name: super::views::hold_name(hold.did()),
+        owner_handle,
+        crew_unit: crew_unit.to_string(),
         owner,
         crew,
         public: flag("public"),

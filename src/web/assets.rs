@@ -32,6 +32,17 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../assets/static/htmx-2.0.11.min.js"),
     },
     Asset {
+        name: "favicon.svg",
+        mime: "image/svg+xml",
+        bytes: include_bytes!("../../assets/static/favicon.svg"),
+    },
+    // Also answered at /favicon.ico, where browsers look when a page names no icon.
+    Asset {
+        name: "favicon.ico",
+        mime: "image/vnd.microsoft.icon",
+        bytes: include_bytes!("../../assets/static/favicon.ico"),
+    },
+    Asset {
         name: "htmx-LICENSE.txt",
         mime: "text/plain; charset=utf-8",
         bytes: include_bytes!("../../assets/static/htmx-LICENSE.txt"),

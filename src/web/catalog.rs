@@ -12,8 +12,9 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::views::{
-    age, human_size, short_digest, ChildRow, HistoryRow, HomePage, LayerRow, ManifestPage,
-    RepoCard, RepoPage, SearchPage, SearchResults, TagRow, TagRows, UserPage,
+    age, hold_name, human_size, short_digest, size_range, AnnotationRow, ChildRow, HistoryRow,
+    HomePage, ImageConfigView, LayerRow, ManifestPage, RepoCard, RepoPage, SearchPage,
+    SearchResults, TagRow, TagRows, UserPage,
 };
 use super::{read_form, redirect, render, safe_next, Ctx, WebError, WebResult};
 use crate::app::http::{query, query_get};
@@ -57,7 +58,7 @@ fn card(r: &RepoSummary, now: u64) -> RepoCard {
         description: r
             .description
             .as_deref()
-            .map(|d| first_line(d, 200))
+            .map(|d| super::markdown::summary(d, 200))
             .unwrap_or_default(),
         stars: r.star_count.max(0) as u64,
         pulls: r.pull_count.max(0) as u64,
@@ -68,20 +69,6 @@ fn card(r: &RepoSummary, now: u64) -> RepoCard {
             .unwrap_or_default(),
         tag: r.latest_tag.clone().unwrap_or_default(),
         show_counts: true,
-    }
-}
-
-/// The first paragraph line of a README, cut at `max` characters, for cards.
-fn first_line(s: &str, max: usize) -> String {
-    let line = s
-        .lines()
-        .map(|l| l.trim().trim_start_matches('#').trim())
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).collect::<String>())
-    } else {
-        line.to_string()
     }
 }
 
@@ -188,10 +175,33 @@ pub async fn repo_or_manifest(
     tags_offset: u32,
 ) -> WebResult {
     let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return owner_redirect(owner);
+    }
     if let Some((repo, digest)) = rest.split_once("/manifests/") {
         return manifest(state, ctx, owner, repo, digest).await;
     }
     repo_page(state, ctx, owner, rest, tags_offset).await
+}
+
+/// `/r/<owner>` (no repository): the owner's page lists their repositories.
+pub fn owner_redirect(owner: &str) -> WebResult {
+    // Handles and DIDs only (`%` for did:web ports): nothing to escape in the Location.
+    if owner.is_empty()
+        || !owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:-_%".contains(&b))
+    {
+        return Err(WebError::NotFound(format!(
+            "No user {owner} is known here."
+        )));
+    }
+    Ok(http::Response::builder()
+        .status(http::StatusCode::MOVED_PERMANENTLY)
+        .header(http::header::LOCATION, format!("/u/{owner}"))
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(crate::app::http::empty())
+        .expect("valid redirect"))
 }
 
 fn tag_rows(
@@ -205,10 +215,8 @@ fn tag_rows(
         .map(|t| TagRow {
             href: format!("/r/{owner}/{repo}/manifests/{}", t.digest),
             short_digest: short_digest(&t.digest),
-            size: t
-                .total_size
-                .map(|s| human_size(s.max(0) as u64))
-                .unwrap_or_default(),
+            size: tag_size(&t).0,
+            size_note: tag_size(&t).1,
             age: age(unix_of(&t.pushed_at), now),
             platforms: t.platforms.iter().map(platform_str).collect(),
             pull: format!("docker pull {host}/{owner}/{repo}:{}", t.tag),
@@ -217,6 +225,41 @@ fn tag_rows(
             scan: Default::default(),
         })
         .collect()
+}
+
+/// A tag's size and what it means. A single image: config + layers as pushed (compressed),
+/// what a pull downloads. An index: each platform's image, as a range when they differ (a
+/// pull downloads one of them), else the sum over its children when their sizes are unknown.
+fn tag_size(t: &crate::index::TagInfo) -> (String, String) {
+    let known: Vec<u64> = t
+        .image_sizes
+        .iter()
+        .flatten()
+        .map(|s| (*s).max(0) as u64)
+        .collect();
+    let total = t
+        .total_size
+        .map(|s| human_size(s.max(0) as u64))
+        .unwrap_or_default();
+    if t.image_sizes.is_empty() {
+        let note = if total.is_empty() { "" } else { "compressed" };
+        (total, note.into())
+    } else if !known.is_empty() {
+        let n = t.platforms.len();
+        (
+            size_range(&known),
+            format!(
+                "{}, compressed",
+                if n == 1 {
+                    "1 platform".to_string()
+                } else {
+                    format!("each of {n} platforms")
+                }
+            ),
+        )
+    } else {
+        (total, "all platforms together, compressed".into())
+    }
 }
 
 async fn repo_page(
@@ -281,6 +324,7 @@ async fn repo_page(
             .unwrap_or_default(),
         None => String::new(),
     };
+    let hold_display = hold_name(&hold);
     let hold_health = match &state.hold {
         Some(h) if h.did() == hold => "ok".to_string(),
         _ => String::new(),
@@ -320,6 +364,7 @@ async fn repo_page(
         repo: repo.to_string(),
         tags: rows,
         hold,
+        hold_name: hold_display,
         hold_health,
         more_tags_href,
     })
@@ -376,6 +421,67 @@ pub fn config_history(config: &[u8]) -> (Vec<HistoryRow>, String) {
         })
         .unwrap_or_default();
     (rows, platform)
+}
+
+/// The runtime settings of an image config (`config.Entrypoint`, `Cmd`, `Env`,
+/// `ExposedPorts`, `User`, `WorkingDir`, `Labels`); empty when there are none.
+pub fn image_config(config: &[u8]) -> ImageConfigView {
+    use serde_json::Value;
+    let Ok(v) = serde_json::from_slice::<Value>(config) else {
+        return ImageConfigView::default();
+    };
+    let Some(c) = v.get("config").filter(|c| c.is_object()) else {
+        return ImageConfigView::default();
+    };
+    let text = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Exec form, as the Dockerfile would write it.
+    let exec = |k: &str| match c.get(k) {
+        Some(a @ Value::Array(items)) if !items.is_empty() => a.to_string(),
+        _ => String::new(),
+    };
+    let mut exposed_ports: Vec<String> = c
+        .get("ExposedPorts")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    exposed_ports.sort();
+    ImageConfigView {
+        entrypoint: exec("Entrypoint"),
+        cmd: exec("Cmd"),
+        env: c
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        exposed_ports,
+        user: text("User"),
+        working_dir: text("WorkingDir"),
+        labels: c
+            .get("Labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// An annotation value worth a link: an http(s) URL without spaces or quotes.
+fn is_link(v: &str) -> bool {
+    (v.starts_with("https://") || v.starts_with("http://"))
+        && v.len() <= 2048
+        && !v.contains(|c: char| c.is_whitespace() || c == '"' || c == '<' || c == '>')
 }
 
 /// Reads the config blob through a repository that links it (named by handle or DID).
@@ -436,6 +542,7 @@ async fn manifest(
     let mut history = Vec::new();
     let mut history_note = String::new();
     let mut platform = String::new();
+    let mut config = ImageConfigView::default();
     if let Some(cd) = m
         .config_digest
         .as_deref()
@@ -447,7 +554,10 @@ async fn manifest(
             format!("{who}/{repo}"),
         ];
         match read_config(state, &names, &cd).await {
-            Ok(bytes) => (history, platform) = config_history(&bytes),
+            Ok(bytes) => {
+                (history, platform) = config_history(&bytes);
+                config = image_config(&bytes);
+            }
             Err(e) => history_note = e,
         }
     } else if !m.children.is_empty() {
@@ -463,6 +573,7 @@ async fn manifest(
         .layers
         .iter()
         .map(|l| LayerRow {
+            short_digest: short_digest(&l.digest),
             digest: l.digest.clone(),
             media_type: l.media_type.clone(),
             size: human_size(l.size.max(0) as u64),
@@ -480,10 +591,15 @@ async fn manifest(
                 .map(platform_str)
                 .unwrap_or_else(|| "unknown".into()),
             href: href(&c.digest),
+            short_digest: short_digest(&c.digest),
             digest: c.digest.clone(),
             size: human_size(c.size.max(0) as u64),
             kind: String::new(),
             kind_class: "",
+            image_size: c
+                .image_size
+                .map(|s| human_size(s.max(0) as u64))
+                .unwrap_or_default(),
         })
         .collect();
     let mut referrers: Vec<ChildRow> = Vec::new();
@@ -500,10 +616,12 @@ async fn manifest(
         referrers.push(ChildRow {
             platform: t,
             href: href(&r.digest),
+            short_digest: short_digest(&r.digest),
             digest: r.digest.clone(),
             size: String::new(),
             kind: kind.to_string(),
             kind_class,
+            image_size: String::new(),
         });
     }
     // cosign's tag scheme (`sha256-<hex>.sig` / `.att` / `.sbom`) before OCI referrers.
@@ -512,6 +630,7 @@ async fn manifest(
             referrers.push(ChildRow {
                 platform: format!("tag {}", t.tag),
                 href: href(&t.digest),
+                short_digest: short_digest(&t.digest),
                 digest: t.digest.clone(),
                 size: String::new(),
                 kind: kind.to_string(),
@@ -522,6 +641,7 @@ async fn manifest(
                 } else {
                     "kind-att"
                 },
+                image_size: String::new(),
             });
         }
     }
@@ -554,10 +674,26 @@ async fn manifest(
         Some(t) => format!(":{t}"),
         None => format!("@{}", m.digest),
     };
+    if platform.is_empty() {
+        if let Some(p) = &m.platform {
+            platform = platform_str(p);
+        }
+    }
+    let source_url = m
+        .annotations
+        .get("org.opencontainers.image.source")
+        .filter(|v| is_link(v))
+        .cloned()
+        .unwrap_or_default();
     render(&ManifestPage {
         chrome: ctx.chrome(format!("{owner}/{repo} {}", short_digest(&m.digest))),
         repo_href: format!("/r/{owner}/{repo}"),
         pull: format!("docker pull {}/{owner}/{repo}{pull_ref}", ctx.host),
+        pull_digest: format!("docker pull {}/{owner}/{repo}@{}", ctx.host, m.digest),
+        short_digest: short_digest(&m.digest),
+        tags: m.tags.clone(),
+        config,
+        source_url,
         owner,
         repo: repo.to_string(),
         digest: m.digest.clone(),
@@ -571,7 +707,15 @@ async fn manifest(
         children,
         history,
         history_note,
-        annotations: m.annotations.into_iter().collect(),
+        annotations: m
+            .annotations
+            .into_iter()
+            .map(|(key, value)| AnnotationRow {
+                link: is_link(&value),
+                key,
+                value,
+            })
+            .collect(),
         referrers,
         scan,
     })

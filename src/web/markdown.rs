@@ -57,6 +57,45 @@ pub fn to_html(markdown: &str) -> String {
     out
 }
 
+/// A one-paragraph plain-text summary of a README for repository cards: the text of the
+/// first paragraph (headings, code blocks, HTML, images and badges skipped), whitespace
+/// collapsed, cut at `max` characters with an ellipsis. Empty when there is no prose.
+pub fn summary(markdown: &str, max: usize) -> String {
+    let mut end = markdown.len().min(MAX_README_BYTES);
+    while !markdown.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut text = String::new();
+    let (mut in_paragraph, mut skip) = (false, 0usize);
+    for event in Parser::new_ext(&markdown[..end], Options::ENABLE_TABLES) {
+        match event {
+            Event::Start(Tag::Paragraph) => in_paragraph = true,
+            Event::End(TagEnd::Paragraph) => {
+                in_paragraph = false;
+                if !text.trim().is_empty() {
+                    break;
+                }
+                text.clear();
+            }
+            // Headings, images (badges) and tables are not the description.
+            Event::Start(Tag::Heading { .. } | Tag::Image { .. } | Tag::Table(_)) => skip += 1,
+            Event::End(TagEnd::Heading(_) | TagEnd::Image | TagEnd::Table) => {
+                skip = skip.saturating_sub(1)
+            }
+            Event::Text(t) | Event::Code(t) if in_paragraph && skip == 0 => text.push_str(&t),
+            Event::SoftBreak | Event::HardBreak if in_paragraph && skip == 0 => text.push(' '),
+            _ => {}
+        }
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > max {
+        let cut: String = text.chars().take(max).collect();
+        format!("{}…", cut.trim_end())
+    } else {
+        text
+    }
+}
+
 /// The link target if its scheme is harmless, else `#`.
 fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
     let lower = url.trim_start().to_ascii_lowercase();
@@ -75,7 +114,22 @@ fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::to_html;
+    use super::{summary, to_html};
+
+    #[test]
+    fn card_summary_is_the_first_paragraph_not_the_heading() {
+        let md = "# App one\n\n[![build](https://ci/x.svg)](https://ci)\n\nRun it with `docker run app01`.\nIt is\n*small*.\n\nSecond paragraph.";
+        assert_eq!(
+            summary(md, 200),
+            "Run it with docker run app01. It is small."
+        );
+        assert_eq!(summary("# Only a heading", 200), "");
+        assert_eq!(summary("```\ncode\n```\n\nText", 200), "Text");
+        assert_eq!(summary("<div>\nraw block\n</div>\n\nplain", 200), "plain");
+        assert_eq!(summary("<b>bold</b> text", 200), "bold text");
+        assert_eq!(summary("A long description here", 6), "A long…");
+        assert_eq!(summary("", 10), "");
+    }
 
     #[test]
     fn renders_markdown() {

@@ -43,6 +43,8 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub enum WebPage {
     Home,
     Static,
+    /// `/favicon.ico` (the embedded icon).
+    Favicon,
     Login,
     Logout,
     Search,
@@ -137,6 +139,8 @@ pub struct Ctx {
     pub host: String,
     pub peer: SocketAddr,
     pub htmx: bool,
+    /// Local mode: no sign-in, and every page says authentication is off.
+    pub local_mode: bool,
 }
 
 impl Ctx {
@@ -196,6 +200,7 @@ impl Ctx {
                 peer.port(),
             ),
             htmx: h("hx-request") == Some("true"),
+            local_mode: is_local(state),
         })
     }
 
@@ -210,6 +215,7 @@ impl Ctx {
             host: host.to_string(),
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             htmx: false,
+            local_mode: false,
         }
     }
 
@@ -250,6 +256,7 @@ impl Ctx {
             css_v: assets::version("app.css"),
             js_v: assets::version("app.js"),
             htmx_v: assets::version("htmx.min.js"),
+            local_mode: self.local_mode,
         }
     }
 
@@ -355,7 +362,12 @@ pub fn safe_next(next: &str) -> &str {
     }
 }
 
-fn error_page(ctx: Option<&Ctx>, e: &WebError) -> Response<Body> {
+/// Local mode (`auth.mode = "local"`): authentication is off.
+pub fn is_local(state: &AppState) -> bool {
+    state.auth.mode() == crate::auth::AuthMode::None
+}
+
+fn error_page(ctx: Option<&Ctx>, local_mode: bool, e: &WebError) -> Response<Body> {
     let status = e.status();
     if let WebError::Internal(msg) = e {
         tracing::warn!(error = %msg, "web page failed");
@@ -379,7 +391,10 @@ fn error_page(ctx: Option<&Ctx>, e: &WebError) -> Response<Body> {
     };
     let chrome = match ctx {
         Some(c) => c.chrome(title),
-        None => views::Chrome::bare(title),
+        None => views::Chrome {
+            local_mode,
+            ..views::Chrome::bare(title)
+        },
     };
     let t = views::ErrorPage {
         chrome,
@@ -393,9 +408,10 @@ fn error_page(ctx: Option<&Ctx>, e: &WebError) -> Response<Body> {
 }
 
 /// The HTML 404 for paths no route matches (browsers; `/v2` keeps its JSON errors).
-pub fn not_found() -> Response<Body> {
+pub fn not_found(state: &AppState) -> Response<Body> {
     error_page(
         None,
+        is_local(state),
         &WebError::NotFound("There is no page at this address.".into()),
     )
 }
@@ -422,19 +438,22 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok());
     let head = req.method() == Method::HEAD;
     if page == WebPage::Static {
-        return assets::serve(&param("file"), inm, head).unwrap_or_else(not_found);
+        return assets::serve(&param("file"), inm, head).unwrap_or_else(|| not_found(state));
+    }
+    if page == WebPage::Favicon {
+        return assets::serve("favicon.ico", inm, head).unwrap_or_else(|| not_found(state));
     }
     if page == WebPage::Avatar {
         let q = crate::app::http::query(req.uri());
         let repo = crate::app::http::query_get(&q, "repo");
         return match catalog::avatar(state, &param("did"), repo, inm, head).await {
             Ok(r) => r,
-            Err(e) => error_page(None, &e),
+            Err(e) => error_page(None, is_local(state), &e),
         };
     }
     let ctx = match Ctx::from_request(state, &req, peer).await {
         Ok(c) => c,
-        Err(e) => return error_page(None, &e),
+        Err(e) => return error_page(None, is_local(state), &e),
     };
     let method = req.method().clone();
     let result = match (page, method) {
@@ -451,7 +470,7 @@ pub async fn handle(
                     let q = req.uri().query().unwrap_or("").to_string();
                     let (_, shown) = match catalog::owner_of(state, &param("owner")).await {
                         Ok(o) => o,
-                        Err(e) => return ctx.finish(error_page(Some(&ctx), &e)),
+                        Err(e) => return ctx.finish(error_page(Some(&ctx), ctx.local_mode, &e)),
                     };
                     scans::sbom_page(state, &ctx, &shown, repo, digest, &q).await
                 }
@@ -513,7 +532,7 @@ pub async fn handle(
     };
     let resp = match result {
         Ok(r) => r,
-        Err(e) => error_page(Some(&ctx), &e),
+        Err(e) => error_page(Some(&ctx), ctx.local_mode, &e),
     };
     ctx.finish(resp)
 }

@@ -24,6 +24,11 @@ const EXPORT_COLLECTIONS: [&str; 6] = [
     "io.atcr.repo.page",
     "io.atcr.sailor.webhook",
 ];
+/// Why there is no sign-in in local mode, and what to do about it.
+const LOCAL_MODE_LOGIN: &str = "This registry runs in local mode (auth.mode = \"local\"): there \
+are no accounts and no sign-in, and pushes need no login. To sign in with an ATProto handle and \
+an app password, start atcr without --local (auth.mode = \"atproto\").";
+
 /// Records per collection in one export (100 pages of `listRecords`).
 const EXPORT_MAX_PAGES: usize = 100;
 
@@ -37,6 +42,11 @@ pub fn login_form<B>(
 ) -> WebResult {
     let q = query(req.uri());
     let next = safe_next(query_get(&q, "next").unwrap_or(if admin { "/admin" } else { "/" }));
+    let error = if ctx.local_mode && error.is_empty() {
+        LOCAL_MODE_LOGIN
+    } else {
+        error
+    };
     render(&LoginPage {
         chrome: ctx.chrome(if admin { "Hold admin login" } else { "Log in" }),
         admin,
@@ -96,7 +106,7 @@ pub async fn login(
             &next,
             &identifier,
             StatusCode::BAD_REQUEST,
-            "Logins are off on this server (auth.mode = \"none\").",
+            LOCAL_MODE_LOGIN,
         );
     }
     if identifier.is_empty() || form.get("password").is_empty() {
@@ -245,6 +255,7 @@ pub async fn settings(state: &Arc<AppState>, ctx: &Ctx, req_uri: &http::Uri) -> 
                 left if left < 86_400 => "under a day".into(),
                 left => format!("{} days", (left + 43_200) / 86_400),
             },
+            browser: super::views::browser_name(&e.session.user_agent),
             user_agent: if e.session.user_agent.is_empty() {
                 "unknown browser".into()
             } else {

@@ -14,12 +14,16 @@ pub struct Chrome {
     pub css_v: &'static str,
     pub js_v: &'static str,
     pub htmx_v: &'static str,
+    /// Local mode (`auth.mode = "local"`): every page carries the "authentication is off"
+    /// banner.
+    pub local_mode: bool,
 }
 
 impl Chrome {
     /// For pages rendered without a request context (early errors).
     pub fn bare(title: &str) -> Chrome {
         Chrome {
+            local_mode: false,
             title: title.into(),
             user: None,
             csrf: String::new(),
@@ -143,6 +147,8 @@ pub struct TagRow {
     pub pull: String,
     /// Severity badge of the tag's scan (empty class: not scanned).
     pub scan: super::scans::Badge,
+    /// What `size` means ("compressed", "each platform, compressed").
+    pub size_note: String,
 }
 
 #[derive(Template)]
@@ -170,6 +176,8 @@ pub struct RepoPage {
     pub can_star: bool,
     pub pulls: u64,
     pub hold: String,
+    /// The hold for people: `did:web:registry.example.com` -> `registry.example.com`.
+    pub hold_name: String,
     /// "ok", "down" or "" (unknown).
     pub hold_health: String,
     pub more_tags_href: String,
@@ -185,6 +193,7 @@ pub struct TagRows {
 #[derive(Debug, Clone)]
 pub struct LayerRow {
     pub digest: String,
+    pub short_digest: String,
     pub media_type: String,
     pub size: String,
     pub step: String,
@@ -194,11 +203,15 @@ pub struct LayerRow {
 pub struct ChildRow {
     pub platform: String,
     pub digest: String,
+    pub short_digest: String,
     pub href: String,
+    /// The child manifest's own size (referrers: empty).
     pub size: String,
     /// For referrers: what it is (`SBOM (SPDX)`, `Signature (cosign)`, ...), when known.
     pub kind: String,
     pub kind_class: &'static str,
+    /// The child image's size (config + layers); empty when the child is not indexed.
+    pub image_size: String,
 }
 
 #[derive(Debug, Clone)]
@@ -223,11 +236,48 @@ pub struct ManifestPage {
     pub history: Vec<HistoryRow>,
     /// Why the history is missing, when it is.
     pub history_note: String,
-    pub annotations: Vec<(String, String)>,
+    pub annotations: Vec<AnnotationRow>,
     pub referrers: Vec<ChildRow>,
     pub pull: String,
     /// The vulnerabilities section.
     pub scan: super::scans::ScanSection,
+    // newcomer (issue 22): digest copy, pull by digest, tags, image config, source link.
+    pub short_digest: String,
+    /// `docker pull host/owner/repo@sha256:...`.
+    pub pull_digest: String,
+    /// Tags pointing at this digest.
+    pub tags: Vec<String>,
+    /// The image config's runtime settings (single images whose config is stored here).
+    pub config: ImageConfigView,
+    /// `org.opencontainers.image.source` when it is an http(s) URL.
+    pub source_url: String,
+}
+
+/// One annotation; `link` when the value is an http(s) URL (shown as a link).
+#[derive(Debug, Clone)]
+pub struct AnnotationRow {
+    pub key: String,
+    pub value: String,
+    pub link: bool,
+}
+
+/// What an image runs with, from its config's `config` object (`docker inspect` shows the
+/// same): exec forms as JSON arrays, everything else as written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageConfigView {
+    pub entrypoint: String,
+    pub cmd: String,
+    pub env: Vec<String>,
+    pub exposed_ports: Vec<String>,
+    pub user: String,
+    pub working_dir: String,
+    pub labels: Vec<(String, String)>,
+}
+
+impl ImageConfigView {
+    pub fn is_empty(&self) -> bool {
+        *self == ImageConfigView::default()
+    }
 }
 
 #[derive(Template)]
@@ -292,6 +342,8 @@ pub struct SessionRow {
     /// Time left, rounded to days.
     pub expires: String,
     pub user_agent: String,
+    /// "Chrome 131 on Linux" (the raw User-Agent when it is not recognised).
+    pub browser: String,
 }
 
 // ---- hold admin ---------------------------------------------------------------------------
@@ -315,9 +367,15 @@ pub struct CrewRow {
 
 #[derive(Debug, Clone)]
 pub struct UsageRow {
+    /// Handle (or the name's first segment when it does not resolve).
     pub who: String,
+    /// The DID, when known.
+    pub did: String,
+    /// Distinct blobs (layers and configs) in this user's repositories.
     pub blobs: u64,
     pub size: String,
+    /// The user is not a crew member of this hold (their blobs are here all the same).
+    pub not_crew: bool,
 }
 
 #[derive(Template)]
@@ -325,6 +383,12 @@ pub struct UsageRow {
 pub struct AdminPage {
     pub chrome: Chrome,
     pub hold_did: String,
+    /// The hold's host (`did:web:` decoded), for people.
+    pub hold_name: String,
+    /// The captain's handle, when it resolves.
+    pub owner_handle: String,
+    /// What the crew's counts count: "layers" (the hold's layer records) or "blobs".
+    pub crew_unit: String,
     pub owner: String,
     pub crew: Vec<CrewRow>,
     pub public: bool,
@@ -402,6 +466,70 @@ pub fn age(then_unix: u64, now_unix: u64) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+/// A hold DID for people: `did:web:host%3A5000` -> `host:5000`; other DIDs as they are.
+pub fn hold_name(did: &str) -> String {
+    match did.strip_prefix("did:web:") {
+        Some(host) => host.replace("%3A", ":").replace("%3a", ":"),
+        None => did.to_string(),
+    }
+}
+
+/// Sizes of the platforms of an index: `1.2 MiB`, or `1.2 – 3.4 MiB` when they differ.
+pub fn size_range(sizes: &[u64]) -> String {
+    match (sizes.iter().min(), sizes.iter().max()) {
+        (Some(lo), Some(hi)) if human_size(*lo) == human_size(*hi) => human_size(*lo),
+        (Some(lo), Some(hi)) => format!("{} – {}", human_size(*lo), human_size(*hi)),
+        _ => String::new(),
+    }
+}
+
+/// "Chrome 131 on Linux" from a User-Agent; the raw string (cut to 80 characters) when no
+/// known browser is named. Order matters: Edge and Opera say Chrome too, Chrome says Safari.
+pub fn browser_name(ua: &str) -> String {
+    let version = |token: &str| -> Option<String> {
+        let start = ua.find(token)? + token.len();
+        let v: String = ua[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        Some(v)
+    };
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("HeadlessChrome/", "Headless Chrome"),
+        ("Chromium/", "Chromium"),
+        ("Chrome/", "Chrome"),
+        ("CriOS/", "Chrome"),
+        ("FxiOS/", "Firefox"),
+    ]
+    .iter()
+    .find_map(|(token, name)| version(token).map(|v| format!("{name} {v}")))
+    .or_else(|| {
+        (ua.contains("Safari/") && ua.contains("Version/"))
+            .then(|| format!("Safari {}", version("Version/").unwrap_or_default()))
+    });
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(token, _)| ua.contains(token))
+    .map(|(_, name)| *name);
+    match (browser, os) {
+        (Some(b), Some(os)) => format!("{} on {os}", b.trim_end()),
+        (Some(b), None) => b.trim_end().to_string(),
+        _ if ua.trim().is_empty() => "unknown browser".into(),
+        _ => ua.chars().take(80).collect(),
+    }
+}
+
 /// `sha256:0123456789ab` (12 hex digits), for tables.
 pub fn short_digest(d: &str) -> String {
     match d.split_once(':') {
@@ -428,5 +556,38 @@ mod tests {
             short_digest("sha256:0123456789abcdef"),
             "sha256:0123456789ab"
         );
+    }
+
+    #[test]
+    fn hold_names_sizes_and_browsers() {
+        assert_eq!(hold_name("did:web:localhost%3A5000"), "localhost:5000");
+        assert_eq!(hold_name("did:web:hold.example.com"), "hold.example.com");
+        assert_eq!(hold_name("did:plc:abc"), "did:plc:abc");
+        assert_eq!(size_range(&[2048, 2048]), "2.0 KiB");
+        assert_eq!(
+            size_range(&[5120, 5140]),
+            "5.0 KiB",
+            "equal as shown: one figure"
+        );
+        assert_eq!(size_range(&[2048, 3 * 1024 * 1024]), "2.0 KiB – 3.0 MiB");
+        assert_eq!(size_range(&[]), "");
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        assert_eq!(browser_name(chrome), "Chrome 131 on Linux");
+        let headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.6099.224 Safari/537.36";
+        assert_eq!(browser_name(headless), "Headless Chrome 120 on Linux");
+        let firefox =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0";
+        assert_eq!(browser_name(firefox), "Firefox 121 on Windows");
+        let safari = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15";
+        assert_eq!(browser_name(safari), "Safari 17 on macOS");
+        let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91";
+        assert_eq!(browser_name(edge), "Edge 120 on Windows");
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+        assert_eq!(browser_name(iphone), "Safari 17 on iOS");
+        assert_eq!(
+            browser_name("Other-Browser/1.0 (atcr test)"),
+            "Other-Browser/1.0 (atcr test)"
+        );
+        assert_eq!(browser_name(""), "unknown browser");
     }
 }

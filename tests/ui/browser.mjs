@@ -91,6 +91,17 @@ async function fitsWidth(page) {
   expect(sw <= cw + 1, `page is ${sw}px wide in a ${cw}px viewport`);
 }
 
+// ---- newcomer (issue 22) helpers ----
+/** Every size cell is one line (never broken between number and unit). */
+async function sizesOnOneLine(page) {
+  const broken = await page.evaluate(() =>
+    [...document.querySelectorAll("td.size .nowrap, td.size.nowrap")]
+      .filter((e) => e.getClientRects().length !== 1 || e.getBoundingClientRect().height > 2 * parseFloat(getComputedStyle(e).lineHeight || "20"))
+      .map((e) => e.textContent),
+  );
+  expect(broken.length === 0, `sizes broken across lines: ${broken.join(", ")}`);
+}
+
 if (mode === "flow") {
   const ALICE = env("ALICE");
   const ALICE_PW = env("ALICE_PW");
@@ -229,6 +240,126 @@ if (mode === "flow") {
     expect(page.url().includes("critical=1"), `url: ${page.url()}`);
   });
 
+  // ---- newcomer (issue 22): the UI gaps ------------------------------------------------
+  console.log("== newcomer: platforms, sizes, long strings, manifest details, cards, favicon");
+  const LONG_TAG = env("LONG_TAG");
+  const LONG_VALUE = env("LONG_VALUE");
+  await check("single-platform images show their platform from the image config", async () => {
+    await page.goto(`${BASE}/r/${ALICE}/app01`);
+    await page.locator("tbody .badge", { hasText: "linux/amd64" }).first().waitFor();
+    await page.goto(`${BASE}/r/${ALICE}/armonly`);
+    await page.locator("tbody .badge", { hasText: "linux/arm64" }).first().waitFor();
+    expect((await page.locator("tbody .badge", { hasText: "amd64" }).count()) === 0, "armonly shows amd64");
+  });
+  await check("the search's architecture filter finds single-platform images", async () => {
+    await page.goto(`${BASE}/search`);
+    await page.locator("select[name=arch]").selectOption("arm64");
+    await page.getByRole("button", { name: "Search", exact: true }).click();
+    await page.locator("#results").getByRole("link", { name: `${ALICE}/armonly` }).waitFor();
+    const names = await page.locator("#results article.card h3").allTextContents();
+    expect(names.some((n) => n.includes("/multi")), `the index is missing: ${names}`);
+    expect(!names.some((n) => n.includes("/app01")), `amd64-only app01 listed for arm64: ${names}`);
+  });
+  await check("tag rows say what their size means; an index's children show image sizes", async () => {
+    await page.goto(`${BASE}/r/${ALICE}/app01`);
+    const single = await page.locator("tbody td.size").first().textContent();
+    expect(/KiB\s*compressed/.test(single), `single image size cell: ${single}`);
+    const header = await page.locator("thead th", { hasText: "Size" }).getAttribute("title");
+    expect(header && header.includes("config + layers"), `size header title: ${header}`);
+    await page.goto(`${BASE}/r/${ALICE}/multi`);
+    const multi = await page.locator("tbody td.size").first().textContent();
+    expect(/KiB\s*each of 2 platforms, compressed/.test(multi), `index size cell: ${multi}`);
+    await page.locator("td.digest a").first().click();
+    await page.getByRole("heading", { name: "Platforms" }).waitFor();
+    const cells = await page.locator("section:has(#plat-h) tbody td.size").allTextContents();
+    expect(cells.length === 2, `children: ${cells.length}`);
+    for (const c of cells) {
+      // "2.1 KiB  manifest 480 B": the image, not the child manifest's own bytes.
+      const m = c.match(/^\s*([\d.]+) (B|KiB|MiB)\s*manifest (\d+) B/);
+      expect(m && m[2] !== "B", `child size cell: ${c}`);
+    }
+  });
+  await check("digests are shortened with a copy control that copies the full digest", async () => {
+    await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+    await page.goto(`${BASE}/r/${ALICE}/app01`);
+    const link = page.locator("td.mono.digest a").first();
+    const shown = await link.textContent();
+    const full = await link.getAttribute("title");
+    expect(/^sha256:[0-9a-f]{12}$/.test(shown) && full.startsWith(shown) && full.length === 71, `${shown} / ${full}`);
+    const copy = page.locator("td.mono.digest button.copy").first();
+    await copy.click();
+    await page.waitForFunction(() => document.querySelector("td.mono.digest button.copy").textContent === "Copied");
+    const clip = await page.evaluate(() => navigator.clipboard.readText());
+    expect(clip === full, `clipboard holds ${clip}`);
+  });
+  let configuredManifest = null;
+  await check("manifest page: image config, pull by digest, tags, source link", async () => {
+    await page.goto(`${BASE}/r/${ALICE}/configured`);
+    await page.locator("td.digest a").first().click();
+    await page.locator("#image-config").waitFor();
+    configuredManifest = new URL(page.url()).pathname;
+    const digest = decodeURIComponent(configuredManifest.split("/manifests/")[1]);
+    const dl = await page.locator("#image-config").innerText();
+    for (const want of ['["/bin/hello"]', '["--port","8080"]', "MODE=demo", "PATH=/usr/bin", "8080/tcp", "app", "/srv", "org.example.team", "tools"]) {
+      expect(dl.includes(want), `image config lacks ${want}: ${dl}`);
+    }
+    for (const term of ["Entrypoint", "Cmd", "Env", "Exposed ports", "User", "Working dir", "Labels"]) {
+      expect((await page.locator("#image-config dt", { hasText: term }).count()) === 1, `no ${term}`);
+    }
+    const byDigest = await page.locator("#pull-digest code").textContent();
+    expect(byDigest === `docker pull ${HOST}/${ALICE}/configured@${digest}`, `pull by digest: ${byDigest}`);
+    await page.locator("#manifest-tags a.badge", { hasText: "v1" }).waitFor();
+    expect((await page.locator("#source-link").getAttribute("href")) === "https://example.com/atcr/configured", "source link");
+    const annLink = page.locator("table.annotations a[href='https://example.com/atcr/configured']");
+    expect((await annLink.count()) === 1, "the source annotation is a link in the table");
+    expect((await page.locator("h1.digest-head .mono").textContent()) === digest.slice(0, 19), "h1 shows the short digest");
+  });
+  await check("repository cards show the description, not the README's first heading", async () => {
+    await page.goto(`${BASE}/search?q=app01`);
+    const card = page.locator("#results article.card", { has: page.getByRole("link", { name: `${ALICE}/app01` }) });
+    const text = await card.locator("p").first().textContent();
+    expect(text === "Run it with docker run app01.", `app01 card: ${text}`);
+    await page.goto(`${BASE}/search?q=configured`);
+    const c2 = await page.locator("#results article.card p").first().textContent();
+    expect(c2 === "A configured test image", `configured card (description annotation): ${c2}`);
+  });
+  await check("/r/<owner> goes to /u/<owner>", async () => {
+    await page.goto(`${BASE}/r/${ALICE}`);
+    expect(new URL(page.url()).pathname === `/u/${ALICE}`, page.url());
+    await page.getByRole("heading", { name: "Repositories" }).waitFor();
+  });
+  await check("a favicon: linked from every page and at /favicon.ico", async () => {
+    await page.goto(`${BASE}/`);
+    const href = await page.locator("link[rel=icon]").getAttribute("href");
+    const svg = await page.request.get(`${BASE}${href}`);
+    expect(svg.status() === 200 && svg.headers()["content-type"] === "image/svg+xml", `svg ${svg.status()}`);
+    const ico = await page.request.get(`${BASE}/favicon.ico`);
+    expect(ico.status() === 200 && ico.headers()["content-type"] === "image/vnd.microsoft.icon", `ico ${ico.status()}`);
+  });
+  await check("no horizontal overflow at 390 px from long tags, annotation values, search strings, digests", async () => {
+    const { ctx: c, page: p } = await newPage(390, "light");
+    const longQuery = "x".repeat(200);
+    for (const url of [
+      `/r/${ALICE}/longtag`,
+      configuredManifest,
+      `/search?q=${longQuery}`,
+      `/r/${ALICE}/multi`,
+    ]) {
+      await p.goto(`${BASE}${url}`);
+      await fitsWidth(p);
+      await sizesOnOneLine(p);
+    }
+    await p.goto(`${BASE}/r/${ALICE}/longtag`);
+    expect((await p.locator("strong.tag").first().textContent()) === LONG_TAG, "long tag shown whole");
+    const tagBox = await p.locator("strong.tag").first().boundingBox();
+    expect(tagBox.width <= 390, `tag is ${tagBox.width}px wide`);
+    await p.goto(`${BASE}${configuredManifest}`);
+    const cell = p.locator("table.annotations td", { hasText: LONG_VALUE.slice(0, 40) });
+    const box = await cell.boundingBox();
+    expect(box.x + box.width <= 391, `annotation value cell ends at ${box.x + box.width}px`);
+    await shot(p, "newcomer-long-strings-390-light");
+    await c.close();
+  });
   console.log("== log in and star");
   await check("README from an io.atcr.repo.page record written to the PDS: rendered markdown, raw HTML as text", async () => {
     // browser.sh put the record straight into alice's PDS; it reaches the index through the
@@ -313,10 +444,12 @@ if (mode === "flow") {
     expect(stars[0].value.subject.endsWith("/io.atcr.repo.page/app01"), stars[0].value.subject);
     // app01..app11 share one image, so one manifest record; plus the multi-arch index.
     expect(doc.collections["io.atcr.manifest"].length >= 2, "manifests in export");
-    expect(doc.collections["io.atcr.tag"].length === 12, "tags in export");
+    // 12 from the first pushes, 3 more for the newcomer checks (armonly, longtag, configured).
+    expect(doc.collections["io.atcr.tag"].length === 15, "tags in export");
   });
   await check("settings lists the signed-in browsers; signing out the other one ends its session", async () => {
-    const other = await browser.newContext({ userAgent: "Other-Browser/1.0 (atcr test)" });
+    const FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0";
+    const other = await browser.newContext({ userAgent: FIREFOX });
     other.setDefaultTimeout(10000);
     const op = await other.newPage();
     await op.goto(`${BASE}/login`);
@@ -329,8 +462,11 @@ if (mode === "flow") {
     const rows = section.locator("tbody tr");
     expect((await rows.count()) === 2, `sessions listed: ${await rows.count()}`);
     const mine = await rows.filter({ hasText: "this browser" }).textContent();
-    expect(mine.includes("Chrome"), `this browser's row: ${mine}`);
-    await rows.filter({ hasText: "Other-Browser/1.0" }).getByRole("button", { name: "Sign out" }).click();
+    // Human-readable names; the raw User-Agent stays in the title.
+    expect(/Chrome \d+ on Linux/.test(mine), `this browser's row: ${mine}`);
+    const theirs = rows.filter({ hasText: "Firefox 121 on Windows" });
+    expect((await theirs.locator(".browser").getAttribute("title")) === FIREFOX, "raw User-Agent in the title");
+    await theirs.getByRole("button", { name: "Sign out" }).click();
     await page.getByText("Signed out 1 session.").waitFor();
     expect((await rows.count()) === 1, "the other session is still listed");
     await shot(page, "settings-sessions-1280-light");
@@ -390,6 +526,11 @@ if (mode === "flow") {
     await page.getByText(`Added ${BOB} as write.`).waitFor();
     await page.getByRole("heading", { name: /Crew \(2\)/ }).waitFor();
   });
+  await check("bob, write crew now, pushes an image (newcomer: data of a later non-member)", async () => {
+    const { execFileSync } = await import("node:child_process");
+    execFileSync("skopeo", ["--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-creds", `${BOB}:${env("BOB_PW")}`,
+      `oci:${env("IMG_LAYOUT")}:v1`, `docker://${HOST}/${BOB}/tools:v1`], { stdio: "pipe" });
+  });
   await check("edit bob: drop write, set tier bosun", async () => {
     const form = page.getByRole("form", { name: `Permissions of ${BOB}` });
     await form.getByLabel("write").uncheck();
@@ -408,6 +549,24 @@ if (mode === "flow") {
     await page.getByRole("button", { name: `Remove ${BOB}` }).click();
     await page.getByText(/^Removed /).waitFor();
     await page.getByRole("heading", { name: /Crew \(1\)/ }).waitFor();
+  });
+  await check("admin counts are labelled; non-crew users marked; handles next to DIDs; the hold's name", async () => {
+    const ALICE_DID = env("ALICE_DID");
+    const crewCount = await page.locator(".crew-count").first().textContent();
+    expect(/^\d+ (layers|blobs)$/.test(crewCount), `crew count: ${crewCount}`);
+    const total = await page.locator("#storage-total").textContent();
+    expect(/in \d+ blobs stored/.test(total), `storage: ${total}`);
+    await page.locator("th", { hasText: "Blobs in their repositories" }).waitFor();
+    const storage = page.locator("section", { has: page.getByRole("heading", { name: "Storage" }) });
+    const bobRow = storage.locator("tbody tr", { hasText: BOB });
+    await bobRow.locator(".badge", { hasText: "not crew" }).waitFor();
+    const aliceRow = storage.locator("tbody tr", { hasText: ALICE });
+    expect((await aliceRow.locator(".badge", { hasText: "not crew" }).count()) === 0, "the captain marked as not crew");
+    expect((await aliceRow.textContent()).includes(ALICE_DID), "alice's DID next to her handle");
+    const holdName = await page.locator(".hold-name").textContent();
+    // did:web:localhost%3A<port> reads as the host it names.
+    expect(holdName === HOST, `hold name: ${holdName}`);
+    await shot(page, "admin-counts-1280-light");
   });
   await check("toggle allowAllCrew in the captain record", async () => {
     const box = page.locator("input[name=allowAllCrew]");
@@ -466,6 +625,14 @@ if (mode === "flow") {
     ["scan-sbom", `/r/${BOB}/scanned/manifests/${env("SCAN_V2")}/sbom`],
     ["scan-compare", `/compare/${BOB}/scanned?a=v1&b=v2`],
   ];
+  // newcomer (issue 22): the pages the UI-gap checks are about, in the matrix too.
+  pages.push(
+    ["repo-single-arm64", `/r/${ALICE}/armonly`],
+    ["repo-long-tag", `/r/${ALICE}/longtag`],
+    ["manifest-config", configuredManifest],
+    ["search-arch", "/search?q=&arch=arm64"],
+    ["search-long", `/search?q=${"x".repeat(200)}`],
+  );
   // Manifest URLs come from the multi-arch repository page.
   await check("manifest URLs from the multi-arch repository page", async () => {
     const { ctx: c, page: p } = await newPage(1280, "light", STATE);
@@ -484,6 +651,7 @@ if (mode === "flow") {
           const want = name === "not-found" ? 404 : 200;
           expect(resp.status() === want, `status ${resp.status()}`);
           await fitsWidth(p);
+          await sizesOnOneLine(p);
           await shot(p, `${name}-${width}-${scheme}`);
         });
       }
@@ -496,6 +664,40 @@ if (mode === "flow") {
       });
       await c2.close();
       await c.close();
+    }
+  }
+} else if (mode === "local") {
+  // newcomer (issue 22): local mode (`atcr serve --local`): pushes show like any other, and
+  // every page, errors included, says that authentication is off.
+  const LOCAL = env("LOCAL_BASE");
+  for (const width of [1280, 390]) {
+    for (const scheme of ["light", "dark"]) {
+      const { ctx, page } = await newPage(width, scheme);
+      await check(`local mode at ${width}px ${scheme}: the banner on every page, the push listed`, async () => {
+        for (const [name, url, status] of [
+          ["home", "/", 200],
+          ["repo", "/r/alice/hello", 200],
+          ["install", "/install", 200],
+          ["login", "/login", 200],
+          ["not-found", "/no/such/page", 404],
+        ]) {
+          const r = await page.goto(`${LOCAL}${url}`);
+          expect(r.status() === status, `${url}: status ${r.status()}`);
+          const banner = page.locator("#local-mode-banner");
+          expect(await banner.isVisible(), `${url}: no banner`);
+          expect((await banner.textContent()).includes("authentication is off"), `${url}: banner text`);
+          const bg = await banner.evaluate((e) => getComputedStyle(e).backgroundColor);
+          expect(bg !== "rgba(0, 0, 0, 0)", `${url}: the banner is not highlighted`);
+          expect((await page.getByRole("link", { name: "Log in" }).count()) === 0, `${url}: a Log in link`);
+          await fitsWidth(page);
+          if (name === "home") await page.getByRole("link", { name: "alice/hello" }).first().waitFor();
+          if (name === "repo") await page.locator("tbody .badge", { hasText: "linux/amd64" }).waitFor();
+          if (name === "install") await page.getByText("docker import").first().waitFor();
+          if (name === "login") await page.getByText("This registry runs in local mode").waitFor();
+          await shot(page, `local-${name}-${width}-${scheme}`);
+        }
+      });
+      await ctx.close();
     }
   }
 } else if (mode === "pds-down") {
@@ -524,6 +726,7 @@ if (mode === "flow") {
     await p2.fill("input[name=password]", "x");
     await p2.getByRole("button", { name: "Log in" }).click();
     await p2.locator(".flash.error").waitFor();
+    await fitsWidth(p2); // newcomer: the long error (a URL) wraps
     await shot(p2, "pds-down-login-390-dark");
   });
   await c2.close();

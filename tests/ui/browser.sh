@@ -27,7 +27,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 STARTED=$(date +%s)
 
 need=()
-for t in chromium skopeo jq curl python3 node npm; do
+for t in chromium skopeo buildah jq curl python3 node npm; do
     command -v "$t" >/dev/null || need+=("$t")
 done
 if ((${#need[@]})); then
@@ -169,10 +169,41 @@ jq -n --arg did "$ALICE_DID" --arg now "$NOW" --arg md "$README" \
     curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $JWT" -H 'Content-Type: application/json' \
         --data-binary @- "$PDS/xrpc/com.atproto.repo.putRecord"
 
+# ---- newcomer (issue 22): images for the UI-gap checks ----------------------------------
+# A single-platform arm64 image (its platform is only in its config), a 128-character tag,
+# and an image with a runtime config, a source annotation and a very long annotation value.
+"${SK[@]}" --override-arch arm64 --override-os linux "oci:$T/multi:v1" "docker://$REG/alice.test/armonly:v1" >/dev/null
+LONG_TAG="v1.$(printf 'x%.0s' $(seq 125))"
+"${SK[@]}" "oci:$T/img:v1" "docker://$REG/alice.test/longtag:$LONG_TAG" >/dev/null
+BA=(buildah --root "$T/storage" --runroot "$T/runroot" --storage-driver vfs)
+LONG_VALUE="https://example.com/$(printf 'averyveryverylongpathsegment%.0s' $(seq 20))"
+ctr="$("${BA[@]}" from scratch)"
+echo "hello from atcr" >"$T/hello.txt"
+"${BA[@]}" copy "$ctr" "$T/hello.txt" /hello.txt >/dev/null
+"${BA[@]}" config --entrypoint '["/bin/hello"]' --cmd '["--port","8080"]' --env MODE=demo --env PATH=/usr/bin \
+    --port 8080/tcp --user app --workingdir /srv --label org.example.team=tools \
+    --annotation org.opencontainers.image.source=https://example.com/atcr/configured \
+    --annotation "org.opencontainers.image.description=A configured test image" \
+    --annotation "org.example.long=$LONG_VALUE" "$ctr"
+"${BA[@]}" commit -q --format oci "$ctr" localhost/configured:v1 >/dev/null
+"${BA[@]}" push -q --tls-verify=false --creds "alice.test:$ALICE_PW" localhost/configured:v1 "docker://$REG/alice.test/configured:v1"
+"${BA[@]}" rm -a >/dev/null; "${BA[@]}" rmi -a -f >/dev/null 2>&1 || true
+BOB_PW="$(jq -r '.accounts[] | select(.handle=="bob.test") | .appPassword' "$T/atnet.json")"
+export LONG_TAG LONG_VALUE BOB_PW IMG_LAYOUT="$T/img"
+
 export BASE="http://$REG" HOST="$REG" ALICE=alice.test ALICE_DID BOB=bob.test ALICE_PW ORPHAN OUT STATE="$T/state.json" SCAN_V2
 rc=0
 echo "== browser: flow and screenshots"
 node "$HERE/browser.mjs" flow || rc=1
+# newcomer (issue 22): local mode, a second atcr without accounts; every page warns.
+LOCAL_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+ATCR_SERVER_LISTEN="127.0.0.1:$LOCAL_PORT" ATCR_SERVER_DATA_DIR="$T/data-local" "$ATCR_BIN" serve --local >"$T/atcr-local.log" 2>&1 &
+LOCAL_PID=$!
+for _ in $(seq 100); do curl -sS -o /dev/null "http://127.0.0.1:$LOCAL_PORT/_health" 2>/dev/null && break; sleep 0.1; done
+skopeo --insecure-policy copy --dest-tls-verify=false "oci:$T/img:v1" "docker://127.0.0.1:$LOCAL_PORT/alice/hello:v1" >/dev/null
+echo "== browser: local mode"
+LOCAL_BASE="http://127.0.0.1:$LOCAL_PORT" node "$HERE/browser.mjs" local || rc=1
+kill "$LOCAL_PID" 2>/dev/null || true; wait "$LOCAL_PID" 2>/dev/null || true
 echo "== browser: PDS down"
 sh "$ATNET" down >/dev/null 2>&1 || true
 node "$HERE/browser.mjs" pds-down || rc=1

@@ -171,7 +171,7 @@ check "the sailor profile names this registry and podman (the last known client)
     curl -fsS '$PDS/xrpc/com.atproto.repo.getRecord?repo=$ALICE_DID&collection=io.atcr.sailor.profile&rkey=self' |
     jq -e '.value.ociClient==\"podman\" and (.value.registryDomain|startswith(\"localhost:\"))' >/dev/null"
 # Stats are batched (one hold commit per 10 s): wait for the batch with the pulls.
-HOLD_DID="did:web:localhost%3A$PORT"
+HOLD_DID="$(curl -fsS "http://$REG/.well-known/did.json" | jq -r .id)"
 stats() { curl -fsS "http://$REG/xrpc/com.atproto.repo.listRecords?repo=localhost&collection=io.atcr.hold.stats&limit=100"; }
 for _ in $(seq 30); do
     stats | jq -e '.records[] | select(.value.repository=="app" and .value.pullCount==3)' >/dev/null 2>&1 && break

@@ -471,6 +471,8 @@ impl Auth {
             .await
         {
             attempt.succeeded();
+            // The hook keeps the profile's `ociClient` current (it skips logins it has seen).
+            self.after_login(&who.did, user_agent).await;
             return Ok(who);
         }
         let session = match self

@@ -37,6 +37,10 @@ pub struct PdsRecords {
     registry_domain: String,
     /// Record keys of manifests written through other AppViews (firehose, backfill).
     index: OnceLock<crate::index::Index>,
+    /// DID -> the client (`ociClient`, or "" for none known) whose login last brought the
+    /// sailor profile up to date, so repeated logins (Docker asks for a token per push)
+    /// do not read the profile from the PDS each time.
+    profiles_checked: crate::ttl_map::TtlMap<String>,
 }
 
 fn unavailable(did: &str, e: impl std::fmt::Display) -> RecordsError {
@@ -99,6 +103,10 @@ impl PdsRecords {
             hold_did,
             registry_domain,
             index: OnceLock::new(),
+            profiles_checked: crate::ttl_map::TtlMap::new(
+                std::time::Duration::from_secs(3600),
+                10_000,
+            ),
         }
     }
 
@@ -406,6 +414,10 @@ async fn scan(
 #[async_trait::async_trait]
 impl crate::auth::LoginHook for PdsRecords {
     async fn after_login(&self, did: &str, user_agent: Option<&str>) {
+        let client = user_agent.and_then(oci_client_of).unwrap_or("");
+        if self.profiles_checked.get(did).as_deref() == Some(client) {
+            return;
+        }
         let r = self
             .sessions
             .with_agent(
@@ -413,8 +425,9 @@ impl crate::auth::LoginHook for PdsRecords {
                 |a| async move { self.ensure_profile(&a, user_agent).await },
             )
             .await;
-        if let Err(e) = r {
-            tracing::warn!(%did, error = %e, "cannot create the sailor profile");
+        match r {
+            Ok(()) => self.profiles_checked.put(did, client.to_string()),
+            Err(e) => tracing::warn!(%did, error = %e, "cannot create the sailor profile"),
         }
     }
 }

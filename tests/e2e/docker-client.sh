@@ -87,10 +87,12 @@ account() { jq -r --arg h "$1" --arg k "$2" '.accounts[] | select(.handle==$h) |
 ALICE_PW="$(account alice.test appPassword)"
 ALICE_MAIN="$(account alice.test password)"
 BOB_PW="$(account bob.test appPassword)"
+ALICE_DID="$(account alice.test did)"
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 REG="127.0.0.1:$PORT"
-env -u ATCR_BIN ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" \
+# alice is the hold's captain (a hold without one admits no pushes).
+env -u ATCR_BIN ATCR_SERVER_LISTEN="$REG" ATCR_SERVER_DATA_DIR="$T/data" ATCR_HOLD_OWNER_DID="$ALICE_DID" \
     ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" RUST_LOG="${RUST_LOG:-atcr=debug}" \
     "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!

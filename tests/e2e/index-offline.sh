@@ -96,7 +96,7 @@ wait_for() {
 }
 push() { "${SK[@]}" copy --dest-tls-verify=false "oci:$T/img:v1" "docker://$REG/alice.test/app:$1"; }
 pull() { "${SK[@]}" copy --src-tls-verify=false "docker://$REG/alice.test/app:$1" "oci:$T/pulled-$1:$1"; }
-ui_tags() { curl -fsS "http://$REG/r/alice.test/app" | grep -o '>v[0-9]<' | tr -d '<>' | sort | tr '\n' ' '; }
+ui_tags() { curl -fsS "http://$REG/r/alice.test/app" | grep -o 'class="tag">v[0-9]<' | grep -o 'v[0-9]' | sort | tr '\n' ' '; }
 RO_ENV=(ATCR_INDEX_PRIMARY_URL="http://127.0.0.1:$CLOSED" ATCR_INDEX_AUTH_TOKEN="$TOKEN" ATCR_INDEX_SYNC_INTERVAL_SECS=1)
 
 python3 "$HERE/mkimage.py" "$T/img" v1 --layers 4096,20000 >/dev/null

@@ -515,6 +515,14 @@ if (mode === "flow") {
     await page.fill("input[name=password]", ALICE_PW);
     await page.getByRole("button", { name: "Log in" }).click();
     await page.waitForURL(/\/admin$/);
+    // The hold admits all crew: bob's first push (the scanned images) enrolled him.
+    await page.getByRole("heading", { name: /Crew \(2\)/ }).waitFor();
+  });
+  await check("remove bob, enrolled by his first push (allow all crew)", async () => {
+    await page.getByRole("link", { name: "Remove…" }).click();
+    await page.getByRole("heading", { name: "Remove crew member?" }).waitFor();
+    await page.getByRole("button", { name: `Remove ${BOB}` }).click();
+    await page.getByText(/^Removed /).waitFor();
     await page.getByRole("heading", { name: /Crew \(1\)/ }).waitFor();
   });
   await check("add bob by handle as write crew with a tier", async () => {

@@ -98,7 +98,7 @@ ATCR_SERVER_DATA_DIR="$T/data" "$ATCR_BIN" vulndb import "$ROOT/tests/fixtures/s
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 REG="localhost:$PORT"
 ATCR_AUTH_MODE=atproto ATCR_SERVER_LISTEN="127.0.0.1:$PORT" ATCR_SERVER_DATA_DIR="$T/data" \
-ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" ATCR_HOLD_OWNER_DID="$ALICE_DID" \
+ATCR_IDENTITY_PLC_URL="$PLC" ATCR_IDENTITY_HANDLE_RESOLVER="$PDS" ATCR_HOLD_OWNER_DID="$ALICE_DID" ATCR_HOLD_ALLOW_ALL_CREW=true \
 ATCR_INDEX_FIREHOSE="ws://${PDS#http://}" \
 RUST_LOG="${RUST_LOG:-atcr=info}" "$ATCR_BIN" serve >"$T/atcr.log" 2>&1 &
 SERVER_PID=$!

@@ -30,6 +30,10 @@ fn split(v: &str) -> (u64, &str, Option<&str>) {
 
 /// rpm's `rpmvercmp` on one version or release string.
 pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
+    // rpm's C code sees a NUL as the end of the string; so do we (the byte loop below uses
+    // 0 as its end marker, and an embedded NUL made the order asymmetric: found by fuzzing).
+    let a = a.split('\0').next().unwrap_or("");
+    let b = b.split('\0').next().unwrap_or("");
     if a == b {
         return Ordering::Equal;
     }
@@ -130,6 +134,13 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
 mod tests {
     use super::{compare, rpmvercmp};
     use std::cmp::Ordering::*;
+
+    #[test]
+    fn embedded_nul_ends_the_version() {
+        let a = "\0\0\0\0\0\0\0\r.0";
+        assert_eq!(rpmvercmp(a, "v2"), rpmvercmp("v2", a).reverse());
+        assert_eq!(rpmvercmp("1.0\0junk", "1.0"), std::cmp::Ordering::Equal);
+    }
 
     #[test]
     fn rpmvercmp_known_orderings() {

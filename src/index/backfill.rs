@@ -11,7 +11,8 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use atrium_api::com::atproto::{repo::describe_repo, sync::list_repos};
+use atrium_api::types::LimitedNonZeroU16;
 
 use super::apply::{RecordChange, COLLECTIONS, MANIFEST_NSID, PAGE_NSID, STAR_NSID, TAG_NSID};
 use super::{Index, IndexError, Result};
@@ -30,25 +31,8 @@ pub struct BackfillReport {
     pub failures: usize,
 }
 
-#[derive(Deserialize)]
-struct RepoList {
-    #[serde(default)]
-    cursor: Option<String>,
-    repos: Vec<ListedRepo>,
-}
-
-#[derive(Deserialize)]
-struct ListedRepo {
-    did: String,
-    #[serde(default)]
-    active: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Describe {
-    #[serde(default)]
-    collections: Vec<String>,
-}
+/// Repositories asked for per `listRepos` page.
+const LIST_REPOS_PAGE: u16 = 500;
 
 impl Index {
     /// Backfill every repository the hosts list.
@@ -59,20 +43,21 @@ impl Index {
             let xrpc = self.resolver().xrpc().clone();
             let mut cursor: Option<String> = None;
             for _ in 0..MAX_PAGES {
-                let mut params = vec![("limit", "500")];
-                if let Some(c) = &cursor {
-                    params.push(("cursor", c.as_str()));
-                }
-                let page: RepoList = xrpc
-                    .query(host, "com.atproto.sync.listRepos", &params, None)
+                let params = list_repos::ParametersData {
+                    cursor: cursor.clone(),
+                    limit: LimitedNonZeroU16::try_from(LIST_REPOS_PAGE).ok(),
+                };
+                let page: list_repos::OutputData = xrpc
+                    .query_params(host, list_repos::NSID, &params, None)
                     .await
                     .map_err(|e| IndexError::Network(format!("{host}: listRepos: {e}")))?;
                 for r in &page.repos {
-                    if r.active == Some(false) || !seen.insert(r.did.clone()) {
+                    let did = r.did.as_str();
+                    if r.active == Some(false) || !seen.insert(did.to_string()) {
                         continue;
                     }
                     report.repos_seen += 1;
-                    match self.backfill_repo(&r.did).await {
+                    match self.backfill_repo(did).await {
                         Ok(0) => {}
                         Ok(n) => {
                             report.repos_indexed += 1;
@@ -80,7 +65,7 @@ impl Index {
                         }
                         Err(IndexError::Network(m)) => {
                             report.failures += 1;
-                            tracing::warn!(did = %r.did, error = %m, "backfill of a repository failed");
+                            tracing::warn!(did = %did, error = %m, "backfill of a repository failed");
                         }
                         Err(e) => return Err(e),
                     }
@@ -103,19 +88,28 @@ impl Index {
             .await
             .map_err(|e| IndexError::Network(format!("resolving {did}: {e}")))?;
         let xrpc = self.resolver().xrpc().clone();
-        let collections: Vec<&str> = match xrpc
-            .query::<Describe>(
-                &id.pds,
-                "com.atproto.repo.describeRepo",
-                &[("repo", did)],
-                None,
-            )
-            .await
-        {
+        // A repository that cannot be described (or a DID that is no valid `repo`
+        // parameter) is listed collection by collection.
+        let described = match did.parse() {
+            Ok(repo) => {
+                xrpc.query_params::<describe_repo::OutputData, _>(
+                    &id.pds,
+                    describe_repo::NSID,
+                    &describe_repo::ParametersData { repo },
+                    None,
+                )
+                .await
+            }
+            Err(e) => Err(crate::atproto::xrpc::XrpcError::Invalid {
+                method: describe_repo::NSID.into(),
+                detail: format!("repo {did:?}: {e}"),
+            }),
+        };
+        let collections: Vec<&str> = match described {
             Ok(d) => COLLECTIONS
                 .iter()
                 .copied()
-                .filter(|c| d.collections.iter().any(|x| x == c))
+                .filter(|c| d.collections.iter().any(|x| x.as_str() == *c))
                 .collect(),
             Err(_) => COLLECTIONS.to_vec(),
         };

@@ -2,9 +2,21 @@
 //! makes against users' PDSes. Every response body is read with a size cap, every call has
 //! a timeout, and XRPC errors keep the server's error name (`AuthenticationRequired`,
 //! `InvalidToken`, `ExpiredToken`, ...).
+//!
+//! The parameters, inputs and outputs of the calls are atrium-api's generated
+//! `com::atproto::*::{ParametersData, InputData, OutputData}` types; the transport (size caps,
+//! timeouts, DPoP, metrics, error bodies) is ours. Strings going out are parsed into
+//! atrium's checked formats (`Did`, `Nsid`, `RecordKey`, `Cid`, ...) first: a malformed one
+//! is [`XrpcError::Invalid`] and the request is not sent. Callers keep plain strings and
+//! `serde_json::Value` records ([`Session`], [`Record`], [`RecordRef`], [`BlobRef`]), converted
+//! at this boundary.
 
+use std::str::FromStr;
 use std::time::Duration;
 
+use atrium_api::com::atproto::{identity, repo, server, sync};
+use atrium_api::types::string::{AtIdentifier, Cid, Did, Handle, Nsid, RecordKey};
+use atrium_api::types::{LimitedNonZeroU8, Unknown};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,6 +40,10 @@ pub enum XrpcError {
     TooLarge { method: String, limit: usize },
     #[error("{method}: unexpected response: {detail}")]
     Decode { method: String, detail: String },
+    /// A parameter or record that the call's lexicon does not allow (a malformed DID, NSID,
+    /// record key or CID, a float in a record): refused before anything is sent.
+    #[error("{method}: invalid request, not sent: {detail}")]
+    Invalid { method: String, detail: String },
     #[error("invalid service URL {0:?}")]
     BadUrl(String),
 }
@@ -131,6 +147,30 @@ pub struct Session {
     pub refresh_jwt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+}
+
+impl From<server::create_session::OutputData> for Session {
+    fn from(o: server::create_session::OutputData) -> Session {
+        Session {
+            did: o.did.into(),
+            handle: o.handle.into(),
+            access_jwt: o.access_jwt,
+            refresh_jwt: o.refresh_jwt,
+            active: o.active,
+        }
+    }
+}
+
+impl From<server::refresh_session::OutputData> for Session {
+    fn from(o: server::refresh_session::OutputData) -> Session {
+        Session {
+            did: o.did.into(),
+            handle: o.handle.into(),
+            access_jwt: o.access_jwt,
+            refresh_jwt: o.refresh_jwt,
+            active: o.active,
+        }
+    }
 }
 
 /// A blob reference as returned by `uploadBlob`, embedded in records verbatim.
@@ -274,6 +314,78 @@ fn transport(method: &str, e: reqwest::Error) -> XrpcError {
     }
 }
 
+/// Parses a string into one of atrium's checked formats; a malformed one is
+/// [`XrpcError::Invalid`] naming the parameter.
+fn arg<T>(method: &str, what: &str, s: &str) -> Result<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    T::from_str(s).map_err(|e| XrpcError::Invalid {
+        method: method.into(),
+        detail: format!("{what} {s:?}: {e}"),
+    })
+}
+
+/// A record going out: `serde_json::Value` -> atrium's `Unknown` (the ATProto data model:
+/// a float is refused here, as the PDS would refuse it).
+fn record_in(method: &str, record: &serde_json::Value) -> Result<Unknown> {
+    serde_json::from_value(record.clone()).map_err(|e| XrpcError::Invalid {
+        method: method.into(),
+        detail: format!("record: {e}"),
+    })
+}
+
+/// A record coming back: atrium's `Unknown` -> `serde_json::Value`. Kept as `Value` for the
+/// callers, which read records tolerantly (unknown fields, older shapes); atrium's
+/// `TryFromUnknown` would do the same round trip through JSON but unwraps its errors.
+fn record_out(method: &str, value: &Unknown) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| XrpcError::Decode {
+        method: method.into(),
+        detail: format!("record: {e}"),
+    })
+}
+
+impl From<repo::put_record::OutputData> for RecordRef {
+    fn from(o: repo::put_record::OutputData) -> RecordRef {
+        RecordRef {
+            uri: o.uri,
+            cid: o.cid.as_ref().to_string(),
+        }
+    }
+}
+
+impl From<repo::create_record::OutputData> for RecordRef {
+    fn from(o: repo::create_record::OutputData) -> RecordRef {
+        RecordRef {
+            uri: o.uri,
+            cid: o.cid.as_ref().to_string(),
+        }
+    }
+}
+
+impl BlobRef {
+    /// From `uploadBlob`'s output. The legacy untyped form (`{cid, mimeType}`) has no size
+    /// and is never returned by a current PDS: refused.
+    fn from_atrium(method: &str, b: atrium_api::types::BlobRef) -> Result<BlobRef> {
+        use atrium_api::types::{BlobRef as A, TypedBlobRef};
+        match b {
+            A::Typed(TypedBlobRef::Blob(b)) => Ok(BlobRef {
+                type_: "blob".into(),
+                link: CidLink {
+                    link: b.r#ref.0.to_string(),
+                },
+                mime_type: b.mime_type,
+                size: b.size as u64,
+            }),
+            A::Untyped(_) => Err(XrpcError::Decode {
+                method: method.into(),
+                detail: "legacy untyped blob reference".into(),
+            }),
+        }
+    }
+}
+
 impl XrpcClient {
     pub fn new(cfg: XrpcConfig) -> XrpcClient {
         let http = reqwest::Client::builder()
@@ -398,6 +510,18 @@ impl XrpcClient {
         params: &[(&str, &str)],
         token: Option<&Credential>,
     ) -> Result<T> {
+        self.query_params(service, method, params, token).await
+    }
+
+    /// A query whose parameters are anything `serde_urlencoded` writes, such as an atrium
+    /// `ParametersData`.
+    pub async fn query_params<T: DeserializeOwned, P: Serialize + ?Sized>(
+        &self,
+        service: &str,
+        method: &str,
+        params: &P,
+        token: Option<&Credential>,
+    ) -> Result<T> {
         let url = Self::url(service, method)?;
         let req = self.http.get(url).query(params).timeout(self.cfg.timeout);
         let resp = self.send(method, req, token).await?;
@@ -431,29 +555,31 @@ impl XrpcClient {
         identifier: &str,
         password: &str,
     ) -> Result<Session> {
-        self.procedure(
-            pds,
-            "com.atproto.server.createSession",
-            &serde_json::json!({"identifier": identifier, "password": password}),
-            None,
-        )
-        .await
+        use server::create_session::{InputData, OutputData, NSID};
+        let input = InputData {
+            allow_takendown: None,
+            auth_factor_token: None,
+            identifier: identifier.into(),
+            password: password.into(),
+        };
+        let out: OutputData = self.procedure(pds, NSID, &input, None).await?;
+        Ok(out.into())
     }
 
     pub async fn refresh_session(&self, pds: &str, refresh_jwt: &str) -> Result<Session> {
-        let url = Self::url(pds, "com.atproto.server.refreshSession")?;
+        use server::refresh_session::{OutputData, NSID};
+        let url = Self::url(pds, NSID)?;
         let req = self.http.post(url).timeout(self.cfg.timeout);
         let auth = Credential::Bearer(refresh_jwt.to_string());
-        let resp = self
-            .send("com.atproto.server.refreshSession", req, Some(&auth))
-            .await?;
-        Self::json("com.atproto.server.refreshSession", resp).await
+        let resp = self.send(NSID, req, Some(&auth)).await?;
+        let out: OutputData = Self::json(NSID, resp).await?;
+        Ok(out.into())
     }
 
     /// Ends a session at the PDS (`deleteSession` with its refresh JWT): used to throw away a
     /// session made with a main password, which this registry refuses to keep.
     pub async fn delete_session(&self, pds: &str, refresh_jwt: &str) -> Result<()> {
-        const M: &str = "com.atproto.server.deleteSession";
+        const M: &str = server::delete_session::NSID;
         let url = Self::url(pds, M)?;
         let req = self.http.post(url).timeout(self.cfg.timeout);
         let auth = Credential::Bearer(refresh_jwt.to_string());
@@ -470,26 +596,20 @@ impl XrpcClient {
         lxm: Option<&str>,
         exp: Option<u64>,
     ) -> Result<String> {
-        let exp_s = exp.map(|e| e.to_string());
-        let mut params = vec![("aud", aud)];
-        if let Some(l) = lxm {
-            params.push(("lxm", l));
-        }
-        if let Some(e) = &exp_s {
-            params.push(("exp", e));
-        }
-        #[derive(Deserialize)]
-        struct Out {
-            token: String,
-        }
-        let out: Out = self
-            .query(
-                pds,
-                "com.atproto.server.getServiceAuth",
-                &params,
-                Some(auth),
-            )
-            .await?;
+        use server::get_service_auth::{OutputData, ParametersData, NSID};
+        let params = ParametersData {
+            aud: aud.into(),
+            exp: exp
+                .map(|e| {
+                    i64::try_from(e).map_err(|_| XrpcError::Invalid {
+                        method: NSID.into(),
+                        detail: format!("exp {e}: out of range"),
+                    })
+                })
+                .transpose()?,
+            lxm: lxm.map(|l| arg::<Nsid>(NSID, "lxm", l)).transpose()?,
+        };
+        let out: OutputData = self.query_params(pds, NSID, &params, Some(auth)).await?;
         Ok(out.token)
     }
 
@@ -504,7 +624,7 @@ impl XrpcClient {
         body: impl Into<reqwest::Body>,
         len: Option<u64>,
     ) -> Result<BlobRef> {
-        const M: &str = "com.atproto.repo.uploadBlob";
+        use repo::upload_blob::{OutputData, NSID as M};
         let url = Self::url(pds, M)?;
         let mut req = self
             .http
@@ -516,15 +636,12 @@ impl XrpcClient {
             req = req.header(reqwest::header::CONTENT_LENGTH, n);
         }
         let resp = self.send(M, req, Some(auth)).await?;
-        #[derive(Deserialize)]
-        struct Out {
-            blob: BlobRef,
-        }
-        let out: Out = Self::json(M, resp).await?;
-        Ok(out.blob)
+        let out: OutputData = Self::json(M, resp).await?;
+        BlobRef::from_atrium(M, out.blob)
     }
 
-    /// `putRecord` without lexicon validation (the PDS does not know `io.atcr.*`).
+    /// `putRecord` (lexicon validation left to the PDS's default: it does not know
+    /// `io.atcr.*` and stores such records unvalidated).
     pub async fn put_record(
         &self,
         pds: &str,
@@ -534,13 +651,8 @@ impl XrpcClient {
         rkey: &str,
         record: &serde_json::Value,
     ) -> Result<RecordRef> {
-        self.procedure(
-            pds,
-            "com.atproto.repo.putRecord",
-            &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey, "record": record}),
-            Some(auth),
-        )
-        .await
+        self.put_record_inner(pds, auth, repo, collection, rkey, record, None)
+            .await
     }
 
     /// `putRecord` that only replaces the record whose CID is `swap_record` (`InvalidSwap`
@@ -556,14 +668,35 @@ impl XrpcClient {
         record: &serde_json::Value,
         swap_record: &str,
     ) -> Result<RecordRef> {
-        self.procedure(
-            pds,
-            "com.atproto.repo.putRecord",
-            &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey,
-                "record": record, "swapRecord": swap_record}),
-            Some(auth),
-        )
-        .await
+        self.put_record_inner(pds, auth, repo, collection, rkey, record, Some(swap_record))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_record_inner(
+        &self,
+        pds: &str,
+        auth: &Credential,
+        repo: &str,
+        collection: &str,
+        rkey: &str,
+        record: &serde_json::Value,
+        swap_record: Option<&str>,
+    ) -> Result<RecordRef> {
+        use repo::put_record::{InputData, OutputData, NSID};
+        let input = InputData {
+            collection: arg::<Nsid>(NSID, "collection", collection)?,
+            record: record_in(NSID, record)?,
+            repo: arg::<AtIdentifier>(NSID, "repo", repo)?,
+            rkey: arg::<RecordKey>(NSID, "rkey", rkey)?,
+            swap_commit: None,
+            swap_record: swap_record
+                .map(|c| arg::<Cid>(NSID, "swapRecord", c))
+                .transpose()?,
+            validate: None,
+        };
+        let out: OutputData = self.procedure(pds, NSID, &input, Some(auth)).await?;
+        Ok(out.into())
     }
 
     /// `createRecord` under a chosen rkey: fails when a record with that key exists, so it
@@ -577,13 +710,17 @@ impl XrpcClient {
         rkey: &str,
         record: &serde_json::Value,
     ) -> Result<RecordRef> {
-        self.procedure(
-            pds,
-            "com.atproto.repo.createRecord",
-            &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey, "record": record}),
-            Some(auth),
-        )
-        .await
+        use repo::create_record::{InputData, OutputData, NSID};
+        let input = InputData {
+            collection: arg::<Nsid>(NSID, "collection", collection)?,
+            record: record_in(NSID, record)?,
+            repo: arg::<AtIdentifier>(NSID, "repo", repo)?,
+            rkey: Some(arg::<RecordKey>(NSID, "rkey", rkey)?),
+            swap_commit: None,
+            validate: None,
+        };
+        let out: OutputData = self.procedure(pds, NSID, &input, Some(auth)).await?;
+        Ok(out.into())
     }
 
     pub async fn delete_record(
@@ -594,14 +731,16 @@ impl XrpcClient {
         collection: &str,
         rkey: &str,
     ) -> Result<()> {
-        let _: serde_json::Value = self
-            .procedure(
-                pds,
-                "com.atproto.repo.deleteRecord",
-                &serde_json::json!({"repo": repo, "collection": collection, "rkey": rkey}),
-                Some(auth),
-            )
-            .await?;
+        use repo::delete_record::{InputData, OutputData, NSID};
+        let input = InputData {
+            collection: arg::<Nsid>(NSID, "collection", collection)?,
+            repo: arg::<AtIdentifier>(NSID, "repo", repo)?,
+            rkey: arg::<RecordKey>(NSID, "rkey", rkey)?,
+            swap_commit: None,
+            swap_record: None,
+        };
+        // Older PDSes answer with an empty body (`None`), newer ones with the commit.
+        let _: Option<OutputData> = self.procedure(pds, NSID, &input, Some(auth)).await?;
         Ok(())
     }
 
@@ -613,16 +752,22 @@ impl XrpcClient {
         collection: &str,
         rkey: &str,
     ) -> Result<Option<Record>> {
+        use repo::get_record::{OutputData, ParametersData, NSID};
+        let params = ParametersData {
+            cid: None,
+            collection: arg::<Nsid>(NSID, "collection", collection)?,
+            repo: arg::<AtIdentifier>(NSID, "repo", repo)?,
+            rkey: arg::<RecordKey>(NSID, "rkey", rkey)?,
+        };
         match self
-            .query(
-                pds,
-                "com.atproto.repo.getRecord",
-                &[("repo", repo), ("collection", collection), ("rkey", rkey)],
-                None,
-            )
+            .query_params::<OutputData, _>(pds, NSID, &params, None)
             .await
         {
-            Ok(r) => Ok(Some(r)),
+            Ok(r) => Ok(Some(Record {
+                value: record_out(NSID, &r.value)?,
+                uri: r.uri,
+                cid: r.cid.map(|c| c.as_ref().to_string()),
+            })),
             Err(XrpcError::Remote { error, .. }) if error == "RecordNotFound" => Ok(None),
             Err(XrpcError::Remote { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -637,17 +782,31 @@ impl XrpcClient {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<RecordList> {
-        let limit = limit.clamp(1, 100).to_string();
-        let mut params = vec![
-            ("repo", repo),
-            ("collection", collection),
-            ("limit", limit.as_str()),
-        ];
-        if let Some(c) = cursor {
-            params.push(("cursor", c));
-        }
-        self.query(pds, "com.atproto.repo.listRecords", &params, None)
-            .await
+        use repo::list_records::{OutputData, ParametersData, NSID};
+        let limit = LimitedNonZeroU8::<100>::try_from(limit.clamp(1, 100) as u8).ok();
+        let params = ParametersData {
+            collection: arg::<Nsid>(NSID, "collection", collection)?,
+            cursor: cursor.map(str::to_string),
+            limit,
+            repo: arg::<AtIdentifier>(NSID, "repo", repo)?,
+            reverse: None,
+        };
+        let out: OutputData = self.query_params(pds, NSID, &params, None).await?;
+        let records = out
+            .records
+            .iter()
+            .map(|r| {
+                Ok(Record {
+                    uri: r.uri.clone(),
+                    cid: Some(r.cid.as_ref().to_string()),
+                    value: record_out(NSID, &r.value)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordList {
+            records,
+            cursor: out.cursor,
+        })
     }
 
     pub async fn apply_writes(
@@ -657,14 +816,59 @@ impl XrpcClient {
         repo: &str,
         writes: &[Write],
     ) -> Result<()> {
-        let _: serde_json::Value = self
-            .procedure(
-                pds,
-                "com.atproto.repo.applyWrites",
-                &serde_json::json!({"repo": repo, "writes": writes}),
-                Some(auth),
-            )
-            .await?;
+        use repo::apply_writes::{
+            CreateData, DeleteData, InputData, InputWritesItem, OutputData, UpdateData, NSID,
+        };
+        let nsid = |c: &str| arg::<Nsid>(NSID, "collection", c);
+        let rkey = |k: &str| arg::<RecordKey>(NSID, "rkey", k);
+        let writes = writes
+            .iter()
+            .map(|w| {
+                Ok(match w {
+                    Write::Create {
+                        collection,
+                        rkey: k,
+                        value,
+                    } => InputWritesItem::Create(Box::new(
+                        CreateData {
+                            collection: nsid(collection)?,
+                            rkey: Some(rkey(k)?),
+                            value: record_in(NSID, value)?,
+                        }
+                        .into(),
+                    )),
+                    Write::Update {
+                        collection,
+                        rkey: k,
+                        value,
+                    } => InputWritesItem::Update(Box::new(
+                        UpdateData {
+                            collection: nsid(collection)?,
+                            rkey: rkey(k)?,
+                            value: record_in(NSID, value)?,
+                        }
+                        .into(),
+                    )),
+                    Write::Delete {
+                        collection,
+                        rkey: k,
+                    } => InputWritesItem::Delete(Box::new(
+                        DeleteData {
+                            collection: nsid(collection)?,
+                            rkey: rkey(k)?,
+                        }
+                        .into(),
+                    )),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let input = InputData {
+            repo: arg::<AtIdentifier>(NSID, "repo", repo)?,
+            swap_commit: None,
+            validate: None,
+            writes,
+        };
+        let _: Option<OutputData> = self.procedure(pds, NSID, &input, Some(auth)).await?;
         Ok(())
     }
 
@@ -672,31 +876,28 @@ impl XrpcClient {
 
     /// Downloads a blob, refusing more than `limit` bytes.
     pub async fn get_blob(&self, pds: &str, did: &str, cid: &str, limit: usize) -> Result<Bytes> {
-        const M: &str = "com.atproto.sync.getBlob";
+        use sync::get_blob::{ParametersData, NSID as M};
+        let params = ParametersData {
+            cid: arg::<Cid>(M, "cid", cid)?,
+            did: arg::<Did>(M, "did", did)?,
+        };
         let url = Self::url(pds, M)?;
         let req = self
             .http
             .get(url)
-            .query(&[("did", did), ("cid", cid)])
+            .query(&params)
             .timeout(self.cfg.blob_timeout);
         let resp = self.send(M, req, None).await?;
         read_limited(resp, limit, M).await
     }
 
     pub async fn resolve_handle(&self, service: &str, handle: &str) -> Result<String> {
-        #[derive(Deserialize)]
-        struct Out {
-            did: String,
-        }
-        let out: Out = self
-            .query(
-                service,
-                "com.atproto.identity.resolveHandle",
-                &[("handle", handle)],
-                None,
-            )
-            .await?;
-        Ok(out.did)
+        use identity::resolve_handle::{OutputData, ParametersData, NSID};
+        let params = ParametersData {
+            handle: arg::<Handle>(NSID, "handle", handle)?,
+        };
+        let out: OutputData = self.query_params(service, NSID, &params, None).await?;
+        Ok(out.did.into())
     }
 }
 
@@ -737,6 +938,105 @@ mod tests {
         assert!(e.to_string().contains("AuthenticationRequired"));
         assert!(e.is_auth_failure());
         assert_eq!(truncate("héllo".into(), 2), "h");
+    }
+
+    #[test]
+    fn atrium_inputs_and_outputs_keep_the_wire_shapes() {
+        use repo::put_record::InputData;
+        let record = serde_json::json!({"$type": "io.atcr.tag", "repository": "app", "tag": "latest",
+            "n": 7, "nested": {"ref": {"$link": "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy"}}});
+        let input = InputData {
+            collection: arg("m", "collection", "io.atcr.tag").unwrap(),
+            record: record_in("m", &record).unwrap(),
+            repo: arg("m", "repo", "did:plc:abc").unwrap(),
+            rkey: arg("m", "rkey", "app:latest").unwrap(),
+            swap_commit: None,
+            swap_record: Some(
+                arg(
+                    "m",
+                    "swapRecord",
+                    "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
+                )
+                .unwrap(),
+            ),
+            validate: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&input).unwrap(),
+            serde_json::json!({"repo": "did:plc:abc", "collection": "io.atcr.tag", "rkey": "app:latest",
+                "record": record, "swapRecord": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"})
+        );
+        // A record comes back as it went out.
+        let back: Unknown = serde_json::from_value(record.clone()).unwrap();
+        assert_eq!(record_out("m", &back).unwrap(), record);
+        // Query parameters are written as the pairs were.
+        let params = repo::list_records::ParametersData {
+            collection: arg("m", "collection", "io.atcr.manifest").unwrap(),
+            cursor: Some("3k a".into()),
+            limit: LimitedNonZeroU8::try_from(100).ok(),
+            repo: arg("m", "repo", "alice.test").unwrap(),
+            reverse: None,
+        };
+        let client = reqwest::Client::new();
+        let req = client
+            .get("http://x/xrpc/m")
+            .query(&params)
+            .build()
+            .unwrap();
+        assert_eq!(
+            req.url().query(),
+            Some("collection=io.atcr.manifest&cursor=3k+a&limit=100&repo=alice.test")
+        );
+    }
+
+    #[test]
+    fn malformed_arguments_are_refused_before_sending() {
+        let e = arg::<RecordKey>("com.atproto.repo.getRecord", "rkey", "a/b").unwrap_err();
+        assert!(matches!(e, XrpcError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("rkey"), "{e}");
+        assert!(arg::<Nsid>("m", "collection", "not an nsid").is_err());
+        assert!(arg::<Did>("m", "did", "alice").is_err());
+        assert!(arg::<Cid>("m", "cid", "sha256:00").is_err());
+        assert!(arg::<AtIdentifier>("m", "repo", "did:plc:abc").is_ok());
+        // Floats are not in the ATProto data model.
+        let e = record_in("m", &serde_json::json!({"x": 1.5})).unwrap_err();
+        assert!(matches!(e, XrpcError::Invalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn sessions_and_blob_refs_from_atrium_outputs() {
+        let out: server::create_session::OutputData = serde_json::from_value(serde_json::json!({
+            "did": "did:plc:abc", "handle": "alice.test", "accessJwt": "a", "refreshJwt": "r",
+            "active": true, "email": "a@example.com", "didDoc": {"id": "did:plc:abc"}}))
+        .unwrap();
+        let s: Session = out.into();
+        assert_eq!(
+            s,
+            Session {
+                did: "did:plc:abc".into(),
+                handle: "alice.test".into(),
+                access_jwt: "a".into(),
+                refresh_jwt: "r".into(),
+                active: Some(true),
+            }
+        );
+        // A malformed DID in a response is a decode error, not a panic.
+        let bad = serde_json::from_value::<server::refresh_session::OutputData>(
+            serde_json::json!({"did": "nope", "handle": "alice.test", "accessJwt": "a", "refreshJwt": "r"}),
+        );
+        assert!(bad.is_err());
+        let blob = serde_json::json!({"$type": "blob",
+            "ref": {"$link": "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy"},
+            "mimeType": "application/json", "size": 42});
+        let out: repo::upload_blob::OutputData =
+            serde_json::from_value(serde_json::json!({ "blob": blob })).unwrap();
+        let ours = BlobRef::from_atrium("m", out.blob).unwrap();
+        assert_eq!(serde_json::to_value(&ours).unwrap(), blob);
+        let legacy: repo::upload_blob::OutputData = serde_json::from_value(
+            serde_json::json!({"blob": {"cid": "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy", "mimeType": "x/y"}}),
+        )
+        .unwrap();
+        assert!(BlobRef::from_atrium("m", legacy.blob).is_err());
     }
 
     #[test]

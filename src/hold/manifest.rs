@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::quota::Usage;
 use super::{HoldApiError, HoldService, Result, LAYER, POST, STATS};
+use crate::atproto::records::{HoldLayer, HoldStats, LexiconRecord};
 use crate::atproto::repo::{Blockstore, Repo, Tid, Write};
 use crate::pds::permissions::{Action, Captain, CrewMember};
 use crate::pds::records::{crew_rkey, stats_rkey, CAPTAIN, CREW, SELF};
@@ -444,15 +445,15 @@ fn plan_push<S: Blockstore>(
             if exists {
                 continue;
             }
-            let rec = json!({
-                "$type": LAYER,
-                "digest": layer.digest,
-                "size": layer.size,
-                "mediaType": layer.media_type,
-                "manifest": uri,
-                "userDid": req.user_did,
-                "createdAt": now,
-            });
+            let rec = HoldLayer {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                media_type: layer.media_type.clone(),
+                manifest: uri.clone(),
+                user_did: req.user_did.clone(),
+                created_at: now.to_string(),
+            }
+            .to_value();
             writes.push(Write::Create {
                 collection: LAYER.into(),
                 rkey: tid.to_string(),
@@ -477,13 +478,16 @@ pub fn stats_write<S: Blockstore>(
     let existing = repo.get_record(STATS, &rkey)?;
     let mut rec = match &existing {
         Some((_, b)) => record_json(b)?,
-        None => json!({
-            "$type": STATS,
-            "ownerDid": owner,
-            "repository": repository,
-            "pullCount": 0,
-            "pushCount": 0,
-        }),
+        None => HoldStats {
+            owner_did: owner.to_string(),
+            repository: repository.to_string(),
+            pull_count: 0,
+            push_count: 0,
+            last_pull: None,
+            last_push: None,
+            updated_at: now.to_string(),
+        }
+        .to_value(),
     };
     change(&mut rec);
     rec["updatedAt"] = json!(now);

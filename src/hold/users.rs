@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::manifest::{collection_where, stats_write, usage_of, user_layers};
 use super::{check_did, HoldApiError, HoldService, Result, LAYER, POST, STATS};
+use crate::atproto::records::{HoldCrew, LexiconRecord};
 use crate::atproto::repo::Write;
 use crate::pds::permissions::{role_permissions, Action, Decision, Permission};
 use crate::pds::records::{crew_rkey, CREW};
@@ -91,17 +92,14 @@ impl HoldService {
         perms.sort_unstable();
         perms.dedup();
         let rkey = crew_rkey(caller);
-        let mut rec = json!({
-            "$type": CREW,
-            "member": caller,
-            "role": role,
-            "permissions": perms,
-            "addedAt": now_rfc3339(),
-        });
-        if !self.tiers.default_tier.is_empty() {
-            rec["tier"] = json!(self.tiers.default_tier);
-        }
-        let record = record_cbor(&rec)?;
+        let rec = HoldCrew {
+            member: caller.to_string(),
+            role: role.to_string(),
+            permissions: perms.iter().map(|p| p.to_string()).collect(),
+            added_at: now_rfc3339(),
+            tier: (!self.tiers.default_tier.is_empty()).then(|| self.tiers.default_tier.clone()),
+        };
+        let record = record_cbor(&rec.to_value())?;
         let committed = self
             .pds
             .apply_writes(vec![Write::Create {

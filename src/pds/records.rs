@@ -15,6 +15,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{record_cbor, record_json, HoldError, Identity};
+use crate::atproto::records::{HoldCaptain, HoldCrew, LexiconRecord};
 use crate::atproto::repo::{Blockstore, Repo, Write};
 use crate::config::HoldConfig;
 
@@ -113,12 +114,17 @@ pub fn bootstrap_writes<S: Blockstore>(
     };
     match repo.get_record(CAPTAIN, SELF)? {
         None => {
-            let mut rec = wanted.clone();
-            if let Some(obj) = rec.as_object_mut() {
-                obj.retain(|_, v| *v != unset);
+            let set = |s: &str| (!s.is_empty()).then(|| s.to_string());
+            let rec = HoldCaptain {
+                owner: owner_of(ident, cfg),
+                public: cfg.public,
+                allow_all_crew: cfg.allow_all_crew,
+                enable_bluesky_posts: cfg.enable_bluesky_posts,
+                deployed_at: now.into(),
+                region: set(&cfg.region),
+                successor: set(&cfg.successor),
             }
-            rec["$type"] = CAPTAIN.into();
-            rec["deployedAt"] = now.into();
+            .to_value();
             writes.push(Write::Create {
                 collection: CAPTAIN.into(),
                 rkey: SELF.into(),
@@ -155,16 +161,14 @@ pub fn bootstrap_writes<S: Blockstore>(
         let rkey = crew_rkey(&cfg.owner_did);
         match repo.get_record(CREW, &rkey)? {
             None => {
-                let mut rec = serde_json::json!({
-                    "$type": CREW,
-                    "member": cfg.owner_did,
-                    "role": "owner",
-                    "permissions": ALL_PERMISSIONS,
-                    "addedAt": now,
-                });
-                if !cfg.default_tier.is_empty() {
-                    rec["tier"] = cfg.default_tier.clone().into();
+                let rec = HoldCrew {
+                    member: cfg.owner_did.clone(),
+                    role: "owner".into(),
+                    permissions: ALL_PERMISSIONS.iter().map(|p| p.to_string()).collect(),
+                    added_at: now.into(),
+                    tier: (!cfg.default_tier.is_empty()).then(|| cfg.default_tier.clone()),
                 }
+                .to_value();
                 writes.push(Write::Create {
                     collection: CREW.into(),
                     rkey,

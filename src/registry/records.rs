@@ -24,15 +24,19 @@
 //! described by a valid record. In ATProto mode such a push is refused with a clear error
 //! ([`check_describable`]); without a PDS (`auth.mode = "none"`) sha512 works as usual.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use crate::atproto::records::{
+    Annotations, BlobReference, LexiconRecord, Manifest, ManifestReference, Platform, RepoPage,
+    SailorProfile, Tag,
+};
 use crate::oci::types::{Digest, Name, Reference};
 
-pub const MANIFEST_NSID: &str = "io.atcr.manifest";
-pub const TAG_NSID: &str = "io.atcr.tag";
-pub const PROFILE_NSID: &str = "io.atcr.sailor.profile";
-pub const PAGE_NSID: &str = "io.atcr.repo.page";
-pub const STAR_NSID: &str = "io.atcr.sailor.star";
+pub const MANIFEST_NSID: &str = Manifest::NSID;
+pub const TAG_NSID: &str = Tag::NSID;
+pub const PROFILE_NSID: &str = SailorProfile::NSID;
+pub const PAGE_NSID: &str = RepoPage::NSID;
+pub const STAR_NSID: &str = crate::atproto::records::SailorStar::NSID;
 /// The annotation a repository page's first description comes from.
 pub const DESCRIPTION_ANNOTATION: &str = "org.opencontainers.image.description";
 /// Longest `digest` the lexicons allow.
@@ -145,12 +149,6 @@ pub fn parse_at_uri(uri: &str) -> Option<(&str, &str, &str)> {
     (!a.is_empty() && !c.is_empty() && !r.is_empty() && !r.contains('/')).then_some((a, c, r))
 }
 
-fn copy_str(from: &Map<String, Value>, key: &str, to: &mut Map<String, Value>, as_key: &str) {
-    if let Some(v) = from.get(key).filter(|v| v.is_string()) {
-        to.insert(as_key.into(), v.clone());
-    }
-}
-
 /// `scheme:rest` with an RFC 3986 scheme: what the lexicon's `uri` format accepts.
 fn looks_like_uri(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once(':') else {
@@ -168,81 +166,86 @@ fn looks_like_uri(s: &str) -> bool {
 }
 
 /// Only string->string annotation maps are kept (the lexicon's map of strings).
-fn annotations(from: &Map<String, Value>) -> Option<Value> {
+fn annotations(from: &Map<String, Value>) -> Option<Annotations> {
     let a = from.get("annotations")?.as_object()?;
-    let m: Map<String, Value> = a
+    let m: Annotations = a
         .iter()
-        .filter(|(_, v)| v.is_string())
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .collect();
-    (!m.is_empty()).then_some(Value::Object(m))
+    (!m.is_empty()).then_some(m)
 }
 
-/// `#blobReference`: mediaType, size, digest, urls?, annotations?
-fn blob_reference(d: &Value) -> Option<Value> {
+/// `#blobReference`: mediaType, size, digest, urls?, annotations? A descriptor without an
+/// integer size or a digest is left out (validated manifests have both).
+fn blob_reference(d: &Value) -> Option<BlobReference> {
     let d = d.as_object()?;
-    let mut out = Map::new();
-    copy_str(d, "mediaType", &mut out, "mediaType");
-    out.insert("size".into(), d.get("size")?.clone());
-    copy_str(d, "digest", &mut out, "digest");
     // The lexicon's `uri` format: a scheme, a colon, something after it.
-    let uris: Vec<Value> = d
+    let uris: Vec<String> = d
         .get("urls")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter(|u| u.as_str().is_some_and(looks_like_uri))
-                .cloned()
+                .filter_map(Value::as_str)
+                .filter(|u| looks_like_uri(u))
+                .map(str::to_string)
                 .collect()
         })
         .unwrap_or_default();
-    if !uris.is_empty() {
-        out.insert("urls".into(), Value::Array(uris));
-    }
-    if let Some(a) = annotations(d) {
-        out.insert("annotations".into(), a);
-    }
-    Some(Value::Object(out))
+    Some(BlobReference {
+        media_type: d
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        size: d.get("size")?.as_i64()?,
+        digest: d.get("digest")?.as_str()?.to_string(),
+        urls: (!uris.is_empty()).then_some(uris),
+        annotations: annotations(d),
+    })
 }
 
 /// `#manifestReference`: mediaType, size, digest, platform?, annotations?
-fn manifest_reference(d: &Value) -> Option<Value> {
+fn manifest_reference(d: &Value) -> Option<ManifestReference> {
     let obj = d.as_object()?;
-    let mut out = blob_reference(d)?.as_object()?.clone();
-    out.remove("urls");
+    let b = blob_reference(d)?;
     // The record is a summary (the exact bytes are the manifestBlob): platform fields
     // beyond the lexicon's lengths are left out rather than making the record invalid.
-    if let Some(p) = obj.get("platform").and_then(Value::as_object) {
-        let short = |k: &str, max: usize| {
-            p.get(k)
-                .and_then(Value::as_str)
-                .filter(|s| s.len() <= max)
-                .map(|s| Value::String(s.to_string()))
-        };
-        if let (Some(arch), Some(os)) = (short("architecture", 32), short("os", 32)) {
-            let mut plat = Map::new();
-            plat.insert("architecture".into(), arch);
-            plat.insert("os".into(), os);
-            if let Some(v) = short("variant", 32) {
-                plat.insert("variant".into(), v);
-            }
-            if let Some(v) = short("os.version", 64) {
-                plat.insert("osVersion".into(), v);
-            }
-            if let Some(f) = p.get("os.features").and_then(Value::as_array) {
-                let features: Vec<Value> = f
-                    .iter()
-                    .filter(|x| x.as_str().is_some_and(|s| s.len() <= 64))
-                    .cloned()
-                    .collect();
-                if !features.is_empty() {
-                    plat.insert("osFeatures".into(), Value::Array(features));
-                }
-            }
-            out.insert("platform".into(), Value::Object(plat));
-        }
-    }
-    Some(Value::Object(out))
+    let platform = obj
+        .get("platform")
+        .and_then(Value::as_object)
+        .and_then(|p| {
+            let short = |k: &str, max: usize| {
+                p.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|s| s.len() <= max)
+                    .map(str::to_string)
+            };
+            let features: Vec<String> = p
+                .get("os.features")
+                .and_then(Value::as_array)
+                .map(|f| {
+                    f.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|s| s.len() <= 64)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Platform {
+                architecture: short("architecture", 32)?,
+                os: short("os", 32)?,
+                variant: short("variant", 32),
+                os_version: short("os.version", 64),
+                os_features: (!features.is_empty()).then_some(features),
+            })
+        });
+    Some(ManifestReference {
+        media_type: b.media_type,
+        size: b.size,
+        digest: b.digest,
+        platform,
+        annotations: b.annotations,
+    })
 }
 
 /// The `io.atcr.manifest` record for validated manifest bytes.
@@ -259,45 +262,31 @@ pub fn manifest_record(
         .ok()
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
-    let mut rec = Map::new();
-    rec.insert("$type".into(), json!(MANIFEST_NSID));
-    rec.insert("repository".into(), json!(repository));
-    rec.insert("digest".into(), json!(digest.to_string()));
-    rec.insert("mediaType".into(), json!(media_type));
-    rec.insert(
-        "schemaVersion".into(),
-        json!(raw
+    Manifest {
+        repository: repository.to_string(),
+        digest: digest.to_string(),
+        media_type: media_type.to_string(),
+        schema_version: raw
             .get("schemaVersion")
             .and_then(Value::as_i64)
-            .unwrap_or(2)),
-    );
-    rec.insert("manifestBlob".into(), manifest_blob.clone());
-    if let Some(c) = raw.get("config").and_then(blob_reference) {
-        rec.insert("config".into(), c);
+            .unwrap_or(2),
+        created_at: created_at.to_string(),
+        hold_did: (!hold_did.is_empty()).then(|| hold_did.to_string()),
+        hold_endpoint: None,
+        manifest_blob: Some(manifest_blob.clone()),
+        config: raw.get("config").and_then(blob_reference),
+        layers: raw
+            .get("layers")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(blob_reference).collect()),
+        manifests: raw
+            .get("manifests")
+            .and_then(Value::as_array)
+            .map(|m| m.iter().filter_map(manifest_reference).collect()),
+        subject: raw.get("subject").and_then(blob_reference),
+        annotations: annotations(&raw),
     }
-    if let Some(layers) = raw.get("layers").and_then(Value::as_array) {
-        rec.insert(
-            "layers".into(),
-            Value::Array(layers.iter().filter_map(blob_reference).collect()),
-        );
-    }
-    if let Some(ms) = raw.get("manifests").and_then(Value::as_array) {
-        rec.insert(
-            "manifests".into(),
-            Value::Array(ms.iter().filter_map(manifest_reference).collect()),
-        );
-    }
-    if let Some(s) = raw.get("subject").and_then(blob_reference) {
-        rec.insert("subject".into(), s);
-    }
-    if let Some(a) = annotations(&raw) {
-        rec.insert("annotations".into(), a);
-    }
-    if !hold_did.is_empty() {
-        rec.insert("holdDid".into(), json!(hold_did));
-    }
-    rec.insert("createdAt".into(), json!(created_at));
-    Value::Object(rec)
+    .to_value()
 }
 
 pub fn tag_record(
@@ -307,17 +296,16 @@ pub fn tag_record(
     media_type: &str,
     updated_at: &str,
 ) -> Value {
-    let mut v = json!({
-        "$type": TAG_NSID,
-        "repository": repository,
-        "tag": tag,
-        "manifest": manifest_uri,
-        "updatedAt": updated_at,
-    });
-    if !media_type.is_empty() && media_type.len() <= 255 {
-        v["mediaType"] = json!(media_type);
+    Tag {
+        repository: repository.to_string(),
+        tag: tag.to_string(),
+        manifest: Some(manifest_uri.to_string()),
+        manifest_digest: None,
+        media_type: (!media_type.is_empty() && media_type.len() <= 255)
+            .then(|| media_type.to_string()),
+        updated_at: Some(updated_at.to_string()),
     }
-    v
+    .to_value()
 }
 
 /// The sailor profile created at a user's first login here. `oci_client` is one of the
@@ -328,18 +316,16 @@ pub fn profile_record(
     oci_client: Option<&str>,
     created_at: &str,
 ) -> Value {
-    let mut v = json!({
-        "$type": PROFILE_NSID,
-        "defaultHold": default_hold,
-        "createdAt": created_at,
-    });
-    if !registry_domain.is_empty() && registry_domain.len() <= 255 {
-        v["registryDomain"] = json!(registry_domain);
+    SailorProfile {
+        created_at: created_at.to_string(),
+        updated_at: None,
+        default_hold: Some(default_hold.to_string()),
+        auto_remove_untagged: None,
+        oci_client: oci_client.map(str::to_string),
+        registry_domain: (!registry_domain.is_empty() && registry_domain.len() <= 255)
+            .then(|| registry_domain.to_string()),
     }
-    if let Some(c) = oci_client {
-        v["ociClient"] = json!(c);
-    }
-    v
+    .to_value()
 }
 
 /// The lexicon's `ociClient` value for a login's `User-Agent`, when it names a known
@@ -369,16 +355,17 @@ pub fn oci_client_of(user_agent: &str) -> Option<&'static str> {
 
 /// The `io.atcr.repo.page` record a repository gets on its first push.
 pub fn page_record(repository: &str, description: Option<&str>, now: &str) -> Value {
-    let mut v = json!({
-        "$type": PAGE_NSID,
-        "repository": repository,
-        "createdAt": now,
-        "updatedAt": now,
-    });
-    if let Some(d) = description.filter(|d| !d.trim().is_empty()) {
-        v["description"] = json!(truncate_utf8(d, MAX_PAGE_DESCRIPTION));
+    RepoPage {
+        repository: repository.to_string(),
+        created_at: now.to_string(),
+        updated_at: now.to_string(),
+        description: description
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| truncate_utf8(d, MAX_PAGE_DESCRIPTION).to_string()),
+        avatar: None,
+        user_edited: None,
     }
-    v
+    .to_value()
 }
 
 /// The `org.opencontainers.image.description` annotation of manifest bytes, if any.
@@ -479,6 +466,7 @@ pub fn now_datetime() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tag_rkeys_are_injective_and_valid() {

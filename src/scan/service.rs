@@ -31,6 +31,7 @@ use super::report::Summary;
 use super::sbom::ImageRef;
 use super::vulndb::VulnDb;
 use super::walk::Limits;
+use crate::atproto::records::{HoldScan, LexiconRecord};
 use crate::atproto::repo::Write;
 use crate::blob::{BlobError, BlobStore, ChunkStream};
 use crate::oci::types::{Algorithm, Digest};
@@ -756,29 +757,26 @@ impl Inner {
         let sbom = blob_ref(out.sbom.clone(), super::sbom::MEDIA_TYPE);
         let report = blob_ref(out.report.clone(), super::report::MEDIA_TYPE);
         let s = out.summary;
-        let mut rec = json!({
-            "$type": SCAN,
-            "manifest": req.manifest_uri,
-            "repository": crate::scan::inventory::clip(&req.repository, 256),
-            "userDid": req.user_did,
-            "critical": s.critical,
-            "high": s.high,
-            "medium": s.medium,
-            "low": s.low,
-            "total": s.total,
-            "scannerVersion": engine::SCANNER_VERSION,
-            "scannedAt": now,
-            "status": out.status.as_str(),
-        });
-        if let Some(r) = &out.reason {
-            rec["reason"] = json!(crate::scan::inventory::clip(r, 256));
+        let rec = HoldScan {
+            manifest: req.manifest_uri.clone(),
+            repository: crate::scan::inventory::clip(&req.repository, 256),
+            user_did: req.user_did.clone(),
+            critical: s.critical,
+            high: s.high,
+            medium: s.medium,
+            low: s.low,
+            total: s.total,
+            scanner_version: engine::SCANNER_VERSION.to_string(),
+            scanned_at: now,
+            sbom_blob: sbom,
+            vuln_report_blob: report,
+            status: Some(out.status.as_str().to_string()),
+            reason: out
+                .reason
+                .as_deref()
+                .map(|r| crate::scan::inventory::clip(r, 256)),
         }
-        if let Some(b) = sbom {
-            rec["sbomBlob"] = b;
-        }
-        if let Some(b) = report {
-            rec["vulnReportBlob"] = b;
-        }
+        .to_value();
         let rkey = rkey_of(&req.manifest_digest);
         let cbor = match record_cbor(&rec) {
             Ok(c) => c,

@@ -936,11 +936,11 @@ pub async fn star(state: &Arc<AppState>, ctx: &Ctx, req: Request<Incoming>) -> W
     match (form.get("action"), existing) {
         ("star", None) => {
             let rkey = crate::atproto::repo::tid::Tid::now().as_str().to_string();
-            let record = serde_json::json!({
-                "$type": STAR_NSID,
-                "subject": crate::registry::records::at_uri(&owner, PAGE_NSID, &repo),
-                "createdAt": crate::pds::now_rfc3339(),
-            });
+            let record = crate::atproto::records::SailorStar {
+                subject: crate::registry::records::at_uri(&owner, PAGE_NSID, &repo),
+                created_at: crate::pds::now_rfc3339(),
+            };
+            let record = crate::atproto::records::LexiconRecord::to_value(&record);
             state
                 .auth
                 .sessions

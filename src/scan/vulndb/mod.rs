@@ -664,4 +664,76 @@ mod tests {
         assert!(import(&db_dir, &[tmp.path().join("missing.zip")], false).is_err());
         assert_eq!(live_generation(&db_dir), Some(3));
     }
+
+    /// Serves `body` with `status` to every connection on a loopback port (a real HTTP/1.1
+    /// server, one response per connection); returns the base URL.
+    async fn serve_once_per_connection(status: &'static str, body: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/zip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn refresh_from_urls_downloads_and_replaces_and_a_failure_keeps_the_live_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db_dir = tmp.path().join("vulndb");
+        let mut zip_bytes = Vec::new();
+        {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut zip_bytes));
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            z.start_file("GHSA-9.json", opts).unwrap();
+            z.write_all(br#"{"id":"GHSA-9","affected":[{"package":{"ecosystem":"npm","name":"left-pad"},"versions":["1.0.0"]}]}"#).unwrap();
+            z.finish().unwrap();
+        }
+        let ok = serve_once_per_connection("200 OK", zip_bytes).await;
+        let r = refresh_from_urls(&db_dir, &[format!("{ok}/npm/all.zip")])
+            .await
+            .unwrap();
+        assert_eq!((r.generation, r.imported, r.advisories), (1, 1, 1));
+        // One handle, as the server keeps (a generation's file is opened once).
+        let vdb = VulnDb::new(&db_dir);
+        let reader = vdb.reader().unwrap();
+        assert_eq!(reader.lookup("npm", "left-pad").unwrap()[0].id, "GHSA-9");
+        // The staged download is removed after the import.
+        assert_eq!(
+            std::fs::read_dir(db_dir.join("download")).unwrap().count(),
+            0
+        );
+
+        // A URL that answers 404 fails the refresh, names the URL, and leaves generation 1.
+        let missing = serve_once_per_connection("404 Not Found", b"no".to_vec()).await;
+        let url = format!("{missing}/PyPI/all.zip");
+        let err = refresh_from_urls(&db_dir, &[format!("{ok}/npm/all.zip"), url.clone()])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&url), "{err}");
+        assert!(err.to_string().contains("404"), "{err}");
+        assert_eq!(live_generation(&db_dir), Some(1));
+        assert_eq!(vdb.reload().unwrap(), None);
+        let reader = vdb.reader().unwrap();
+        assert_eq!(reader.lookup("npm", "left-pad").unwrap()[0].id, "GHSA-9");
+    }
 }

@@ -219,11 +219,11 @@ echo "$tprops" | sed 's/^/    guest: /'
 check "atcr-backup.timer enabled, waiting, persistent, next run scheduled" \
   sh -c 'echo "$1" | grep -qx UnitFileState=enabled && echo "$1" | grep -qx SubState=waiting && echo "$1" | grep -qx Persistent=yes && echo "$1" | grep -q "^NextElapseUSecRealtime=.\+"' _ "$tprops"
 G 'sudo systemctl start atcr-backup.service' || true
-bprops=$(G 'systemctl show -p Result -p ExecMainStatus atcr-backup.service; sudo journalctl -u atcr-backup.service -o cat --no-pager; sudo stat -c "%a %U %n" /var/backups/atcr/atcr-backup-*')
+bprops=$(G 'systemctl show -p Result -p ExecMainStatus atcr-backup.service; sudo journalctl -u atcr-backup.service -o cat --no-pager; sudo sh -c "stat -c \"%a %U %n\" /var/backups/atcr/atcr-backup-*"' || true)
 echo "$bprops" | sed 's/^/    guest: /'
 check "systemctl start atcr-backup: success, online snapshot, backup dir 0700 root" \
   sh -c 'echo "$1" | grep -qx Result=success && echo "$1" | grep -q "online snapshot" && echo "$1" | grep -q "^700 root /var/backups/atcr/atcr-backup-"' _ "$bprops"
-bk=$(G 'sudo sh -c "ls -d /var/backups/atcr/atcr-backup-* | tail -n1"')
+bk=$(G 'sudo sh -c "ls -d /var/backups/atcr/atcr-backup-* | tail -n1"' || true)
 check "atcr restore --verify-only $bk" \
   sh -c '"$@" | grep -q "sizes and SHA-256 match"' _ "${SSH[@]}" "sudo atcr restore --config /etc/atcr/config.toml --verify-only $bk"
 # Restore with the service stopped (files owned by the service's dynamic user afterwards).
@@ -238,7 +238,7 @@ check "pull after the restore: manifest digest = pushed" sh -c \
 # A configuration error stops the service with status 2 and no restart loop.
 G 'sudo mkdir -p /run/systemd/system/atcr.service.d && printf "[Service]\nEnvironment=ATCR_HOLD_OWNER_DID=did:plc:REPLACE-ME\n" | sudo tee /run/systemd/system/atcr.service.d/bad.conf >/dev/null && sudo systemctl daemon-reload && sudo systemctl restart atcr.service' || true
 sleep 12   # > RestartSec: a restart would have happened by now
-badprops=$(G 'systemctl show -p ActiveState -p Result -p ExecMainStatus -p NRestarts atcr.service; sudo journalctl -u atcr.service -n 3 -o cat --no-pager')
+badprops=$(G 'systemctl show -p ActiveState -p Result -p ExecMainStatus -p NRestarts atcr.service; sudo journalctl -u atcr.service -n 8 -o cat --no-pager' || true)
 echo "$badprops" | sed 's/^/    guest: /'
 check "bad config: failed with exit status 2, not restarted, the journal names the key" \
   sh -c 'echo "$1" | grep -qx ActiveState=failed && echo "$1" | grep -qx ExecMainStatus=2 && echo "$1" | grep -qx NRestarts=0 && echo "$1" | grep -q "hold.owner_did"' _ "$badprops"

@@ -101,7 +101,8 @@ as_run() { sed -e "s|cargo run --release -- |\"\$ATCR_EXE\" |" -e "s|127\.0\.0\.
 
 section "1. run the registry (local mode, embedded defaults, no config file)"
 # The README's command; only the listen address is moved off 5000 (ATCR_SERVER_LISTEN).
-( export ATCR_SERVER_LISTEN="$REG"; eval "$(as_run <<<"$SERVE")" ) >"$T/serve.log" 2>&1 &
+# exec: the background job is atcr itself, so cleanup's kill reaches it (not just a subshell).
+( export ATCR_SERVER_LISTEN="$REG"; eval "exec $(as_run <<<"$SERVE")" ) >"$T/serve.log" 2>&1 &
 SERVER_PID=$!
 check "atcr answers on $REG" wait_health "$REG"
 check "the data is in ./data of the clone" test -f data/registry.redb -a -f data/index.db

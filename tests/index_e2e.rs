@@ -300,7 +300,9 @@ async fn firehose_cursor_and_backfill_against_the_reference_pds() {
         let (ix, did, repo) = (ix.clone(), alice.did.clone(), repo.clone());
         async move {
             matches!(ix.repository(&did, &repo).await.unwrap(), Some(r)
-                if r.tag_count == 1 && r.summary.star_count == 1 && r.description_source.as_deref() == Some("page"))
+                if r.tag_count == 1 && r.summary.star_count == 1 && r.description_source.as_deref() == Some("page")
+                    // The handle comes from resolving the DID, a task of its own: wait for it too.
+                    && r.summary.handle.as_deref() == Some("alice.test"))
         }
     })
     .await;

@@ -195,15 +195,20 @@ struct Session {
 }
 
 impl Session {
-    /// A chunk must start exactly where the upload stands (Content-Range start), else 416.
     fn check_start(&self, start: Option<u64>) -> Result<()> {
-        match start {
-            Some(given) if given != self.len => Err(RegistryError::UploadOutOfOrder {
-                expected: self.len,
-                given,
-            }),
-            _ => Ok(()),
-        }
+        check_chunk_start(self.len, start)
+    }
+}
+
+/// A chunk must start exactly where the upload stands (`len`, the Content-Range start), else
+/// 416; shared by local sessions and sessions streamed to a remote hold.
+fn check_chunk_start(len: u64, start: Option<u64>) -> Result<()> {
+    match start {
+        Some(given) if given != len => Err(RegistryError::UploadOutOfOrder {
+            expected: len,
+            given,
+        }),
+        _ => Ok(()),
     }
 }
 

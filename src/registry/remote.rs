@@ -101,13 +101,7 @@ impl RemoteSession {
     }
 
     fn check_start(&self, start: Option<u64>) -> Result<()> {
-        match start {
-            Some(given) if given != self.len => Err(RegistryError::UploadOutOfOrder {
-                expected: self.len,
-                given,
-            }),
-            _ => Ok(()),
-        }
+        super::check_chunk_start(self.len, start)
     }
 }
 

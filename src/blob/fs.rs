@@ -31,7 +31,7 @@ const READ_CHUNK: usize = 1 << 20;
 const WRITEBACK_EVERY: u64 = 16 << 20;
 /// Bytes read from the socket while the previous batch is written (and the most one write
 /// takes): memory per upload stays about twice this.
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 512 << 10;
 
 /// How often a running upload re-checks the free-space watermark.
 const WATERMARK_CHECK_EVERY: u64 = 32 << 20;

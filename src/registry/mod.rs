@@ -873,30 +873,13 @@ impl Registry {
 
     // ---- manifests ----------------------------------------------------------------------------
 
-    async fn resolve(&self, name: &Name, reference: &Reference) -> Result<Digest> {
-        match reference {
-            Reference::Digest(d) => Ok(d.clone()),
-            Reference::Tag(t) => {
-                let (repo, tag) = (name.to_string(), t.to_string());
-                self.store
-                    .run(move |s| s.resolve_tag(&repo, &tag))
-                    .await?
-                    .ok_or(RegistryError::ManifestUnknown)
-            }
-        }
-    }
-
     pub async fn manifest_get(&self, name: &Name, reference: &Reference) -> Result<StoredManifest> {
-        let local = match self.resolve(name, reference).await {
-            Ok(digest) => {
-                let repo = name.to_string();
-                self.store
-                    .run(move |s| s.get_manifest(&repo, &digest))
-                    .await?
-            }
-            Err(RegistryError::ManifestUnknown) => None,
-            Err(e) => return Err(e),
-        };
+        // A point read of two small keys, run on this thread: redb serves hot pages from its
+        // own cache in microseconds, less than the two thread handoffs of `store.run` cost a
+        // pull under load (manifest GET at 32 connections: benches/manifest-get.sh).
+        let local = self
+            .store
+            .get_manifest_by_reference(name.as_str(), reference)?;
         if let Some(m) = local {
             return Ok(m);
         }

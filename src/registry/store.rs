@@ -31,7 +31,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::oci::types::manifest::{Descriptor, ParsedManifest};
-use crate::oci::types::{Digest, Name};
+use crate::oci::types::{Digest, Name, Reference};
 
 mod holds;
 
@@ -505,6 +505,39 @@ impl MetaStore {
         let (meta, bytes) = v.value();
         Ok(Some(StoredManifest {
             digest: digest.clone(),
+            meta: serde_json::from_slice(meta)?,
+            bytes: bytes.to_vec(),
+        }))
+    }
+
+    /// A manifest by tag or digest in one read transaction: a pull's `GET` by tag costs one
+    /// trip to a blocking thread, not two, and sees one snapshot (no tag moving in between).
+    pub fn get_manifest_by_reference(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => {
+                let t = txn.open_table(TAGS)?;
+                match t
+                    .get((repo, tag.as_str()))?
+                    .and_then(|v| v.value().parse().ok())
+                {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let t = txn.open_table(MANIFESTS)?;
+        let Some(v) = t.get((repo, digest.to_string().as_str()))? else {
+            return Ok(None);
+        };
+        let (meta, bytes) = v.value();
+        Ok(Some(StoredManifest {
+            digest,
             meta: serde_json::from_slice(meta)?,
             bytes: bytes.to_vec(),
         }))

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Memory per upload in flight: atcr vs distribution, one run, one table.
+
+Driven by benches/upload-memory.sh (which builds atcr, starts the servers and passes their
+PIDs and URLs). For each server and scenario it:
+  1. waits for the server to settle and reads its idle RSS (median of 1 s of samples);
+  2. runs the scenario's pushes at once, each with curl: POST, one streaming PATCH of the
+     whole blob (-T streams from the file, nothing buffered in the client), PUT ?digest=;
+  3. samples the server's VmRSS every 10 ms from /proc meanwhile: the peak over idle is the
+     memory the uploads cost, divided by the uploads in flight: the cost per upload;
+  4. after the last PUT, measures how long RSS takes to come back within 2 MiB of idle
+     (capped at SETTLE_MAX seconds).
+Every blob is random (a fresh digest per push) so nothing is short-circuited by dedup.
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+SCENARIOS = os.environ.get("SCENARIOS", "4x500,1x200").split(",")
+SETTLE_MAX = float(os.environ.get("SETTLE_MAX", "30"))
+TMP = os.environ["BENCH_TMP"]
+SERVERS = json.loads(os.environ["BENCH_SERVERS"])  # [{"name","pid","url"}]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop_flag = pid, 0, False
+
+    def run(self):
+        while not self.stop_flag:
+            self.peak = max(self.peak, rss_kib(self.pid))
+            time.sleep(0.01)
+
+
+def idle_rss(pid, secs=1.0):
+    samples = []
+    end = time.time() + secs
+    while time.time() < end:
+        samples.append(rss_kib(pid))
+        time.sleep(0.02)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def make_blob(path, mb):
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = mb * 1_000_000
+        while left:
+            n = min(left, 4 << 20)
+            chunk = os.urandom(n)
+            h.update(chunk)
+            f.write(chunk)
+            left -= n
+    return "sha256:" + h.hexdigest()
+
+
+def curl_headers(args):
+    out = subprocess.run(["curl", "-fsS", "-D", "-", "-o", "/dev/null"] + args,
+                         check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.lower().startswith("location:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def push(base, repo, path, digest, errors):
+    try:
+        loc = curl_headers(["-X", "POST", f"{base}/v2/{repo}/blobs/uploads/"])
+        loc = loc if loc.startswith("http") else base + loc
+        loc = curl_headers(["-X", "PATCH", "-H", "Content-Type: application/octet-stream",
+                            "-T", path, loc])
+        loc = loc if loc.startswith("http") else base + loc
+        sep = "&" if "?" in loc else "?"
+        subprocess.run(["curl", "-fsS", "-X", "PUT", "-o", "/dev/null", f"{loc}{sep}digest={digest}"],
+                       check=True)
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        errors.append(repr(e))
+
+
+def run(server, count, mb, blobs):
+    pid, base = server["pid"], server["url"]
+    time.sleep(1.0)
+    idle = idle_rss(pid)
+    sampler = Sampler(pid)
+    sampler.start()
+    errors = []
+    t0 = time.time()
+    threads = [threading.Thread(target=push, args=(base, "bench/mem", p, d, errors)) for p, d in blobs[:count]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    secs = time.time() - t0
+    sampler.stop_flag = True
+    sampler.join()
+    settle_t0 = time.time()
+    settled = None
+    while time.time() - settle_t0 < SETTLE_MAX:
+        if rss_kib(pid) <= idle + 2048:
+            settled = time.time() - settle_t0
+            break
+        time.sleep(0.05)
+    after = rss_kib(pid)
+    return {
+        "idle": idle, "peak": sampler.peak, "over": sampler.peak - idle,
+        "per": (sampler.peak - idle) / count, "mbps": count * mb / secs,
+        "settle": settled, "after": after, "errors": errors,
+    }
+
+
+def main():
+    print(f"machine: {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // (1 << 30)} GiB RAM")
+    rows = []
+    for sc in SCENARIOS:
+        count, mb = (int(x) for x in sc.split("x"))
+        # fresh random blobs per scenario and server: no dedup between servers either
+        for server in SERVERS:
+            blobs = []
+            for i in range(count):
+                p = os.path.join(TMP, f"blob-{server['name']}-{sc}-{i}")
+                blobs.append((p, make_blob(p, mb)))
+            r = run(server, count, mb, blobs)
+            for p, _ in blobs:
+                os.unlink(p)
+            rows.append((server["name"], sc, r))
+            print(f"  {server['name']:<22} {sc:>6}: idle {r['idle']/1024:.1f} MiB, peak {r['peak']/1024:.1f} MiB,"
+                  f" {r['mbps']:.0f} MB/s, errors {len(r['errors'])}", flush=True)
+    print()
+    hdr = (f"{'server':<22} {'uploads':>8} {'idle MiB':>9} {'peak MiB':>9} {'over idle':>10}"
+           f" {'per upload':>11} {'MB/s':>7} {'back to idle':>13}")
+    print(hdr)
+    print("-" * len(hdr))
+    failed = False
+    for name, sc, r in rows:
+        settle = f"{r['settle']:.1f} s" if r["settle"] is not None else f">{SETTLE_MAX:.0f} s ({r['after']/1024:.0f})"
+        print(f"{name:<22} {sc + ' MB':>8} {r['idle']/1024:>9.1f} {r['peak']/1024:>9.1f} {r['over']/1024:>9.1f}M"
+              f" {r['per']/1024:>10.1f}M {r['mbps']:>7.0f} {settle:>13}")
+        if r["errors"]:
+            failed = True
+            print(f"   errors: {r['errors'][:3]}")
+    print("\ngoals (issue 17): <= 4 MiB per upload in flight; 4 x 500 MB <= 16 MiB over idle; "
+          "back to idle (within 2 MiB) in <= 5 s")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

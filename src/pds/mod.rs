@@ -467,10 +467,17 @@ impl HoldPds {
         export::car_stream(self.store.clone(), self.latest_commit().0)
     }
 
-    /// The whole repo as a CAR, on the calling thread (CLI).
+    /// The whole repo as a CAR, built in memory on the calling thread (tests; the CLI
+    /// streams with [`HoldPds::write_car_blocking`]).
     pub fn export_car_blocking(&self) -> Result<Vec<u8>, HoldError> {
         let r = self.repo.read().map_err(poisoned)?;
         Ok(r.export_car()?)
+    }
+
+    /// The repo at the current head as a CAR written to `w` block by block (the walk of
+    /// `getRepo`, bounded memory). Returns the bytes written. Blocking.
+    pub fn write_car_blocking(&self, w: &mut dyn std::io::Write) -> Result<u64, HoldError> {
+        export::write_car_to(&self.store, self.latest_commit().0, w)
     }
 
     /// `com.atproto.sync.getRecord`: the proof CAR for one record (or its absence).

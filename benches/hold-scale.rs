@@ -310,7 +310,8 @@ fn main() {
         // One record, one commit.
         let mut times = Vec::new();
         for k in 0..SAMPLES as u64 {
-            let rec = layer_record(cp * 3 + k);
+            // Records of manifests past the generated ones (getLayersForManifest counts 5).
+            let rec = layer_record((1 << 41) + cp * 1000 + k);
             let rkey = tid.to_string();
             tid = tid.successor();
             let t0 = Instant::now();

@@ -862,12 +862,12 @@ fn hold_command(command: HoldCommand) -> ExitCode {
     };
     let result = match command {
         HoldCommand::Export { .. } => atcr::pds::HoldPds::open_unsynced(&config).and_then(|hold| {
-            let car = hold.export_car_blocking()?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&car)
-                .and_then(|()| out.flush())
+            // Streamed block by block (bounded memory whatever the repo size).
+            let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
+            let written = hold.write_car_blocking(&mut out)?;
+            out.flush()
                 .map_err(|e| atcr::pds::HoldError::Io(PathBuf::from("<stdout>"), e))?;
-            eprintln!("exported {} ({} bytes)", hold.did(), car.len());
+            eprintln!("exported {} ({written} bytes)", hold.did());
             Ok(())
         }),
         HoldCommand::Import { file, .. } => atcr::pds::read_import_file(&file).and_then(|car| {

@@ -1040,6 +1040,17 @@ async fn get_repo_streams_a_large_repo() {
         .unwrap();
     let (_, expected) = read_car_with_root(&full, CarLimits::default()).unwrap();
     assert_eq!(v.blocks, expected);
+    // `atcr hold export` writes the same walk to a writer.
+    let h = hold(&s);
+    let written = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let n = h.write_car_blocking(&mut out).unwrap();
+        assert_eq!(n, out.len() as u64);
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(written, car);
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use crate::atproto::records::{HoldLayer, HoldStats, LexiconRecord};
 use crate::atproto::repo::{Blockstore, Repo, Tid, Write};
 use crate::pds::permissions::{Action, Captain, CrewMember};
 use crate::pds::records::{crew_rkey, stats_rkey, CAPTAIN, CREW, SELF};
+use crate::pds::store::StagedStore;
 use crate::pds::{now_rfc3339, record_cbor, record_json, HoldError};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -171,17 +172,34 @@ impl NotifyManifest {
     }
 }
 
-/// Every `io.atcr.hold.layer` record of `user` as JSON (the hold repo is walked; it only
-/// holds hold-wide data, so this stays small next to the blobs it describes).
-pub fn user_layers<S: Blockstore>(
-    repo: &Repo<S>,
+/// Every `io.atcr.hold.layer` record of `user` as JSON, in rkey order: found through the
+/// layer index (`pds::layer_index`), O(the user's records), not a walk of the collection.
+pub fn user_layers(
+    repo: &Repo<StagedStore>,
     user: &str,
 ) -> Result<Vec<(String, Value)>, HoldError> {
-    collection_where(repo, LAYER, |v| v["userDid"] == user)
+    let rkeys = repo.store().inner().layer_rkeys_of_user(user)?;
+    layer_records(repo, rkeys)
+}
+
+/// The layer records with these keys (those still in the repo), as JSON.
+pub fn layer_records(
+    repo: &Repo<StagedStore>,
+    rkeys: impl IntoIterator<Item = String>,
+) -> Result<Vec<(String, Value)>, HoldError> {
+    let mut out = Vec::new();
+    for rkey in rkeys {
+        if let Some((_, bytes)) = repo.get_record(LAYER, &rkey)? {
+            out.push((rkey, record_json(&bytes)?));
+        }
+    }
+    Ok(out)
 }
 
 pub use crate::pds::collection_where;
 
+/// Usage computed from records (the definition the layer index keeps incrementally; tests
+/// compare the two).
 pub fn usage_of(layers: &[(String, Value)]) -> Usage {
     let mut u = Usage::default();
     for (_, v) in layers {
@@ -190,6 +208,18 @@ pub fn usage_of(layers: &[(String, Value)]) -> Usage {
         }
     }
     u
+}
+
+/// (used bytes, bytes `layers` would add) of `user`, from the layer index: O(layers).
+fn quota_figures(
+    repo: &Repo<StagedStore>,
+    user: &str,
+    layers: &[(String, u64)],
+) -> Result<(u64, u64), HoldError> {
+    let store = repo.store().inner();
+    let (_, used) = store.layer_usage(user)?;
+    let adding = store.layer_bytes_added(user, layers.iter().map(|(d, s)| (d.as_str(), *s)))?;
+    Ok((used, adding))
 }
 
 fn quota_error(user: &str, tier: &str, used: u64, adding: u64, limit: u64) -> HoldApiError {
@@ -217,9 +247,8 @@ impl HoldService {
                 let Some((tier, limit)) = shim.limit(repo, &this_user)? else {
                     return Ok(None);
                 };
-                let used = usage_of(&user_layers(repo, &this_user)?);
-                let adding = used.added_by(layers.iter().map(|(d, s)| (d.as_str(), *s)));
-                Ok((used.total() + adding > limit).then(|| (tier, used.total(), adding, limit)))
+                let (used, adding) = quota_figures(repo, &this_user, &layers)?;
+                Ok((used + adding > limit).then_some((tier, used, adding, limit)))
             })
             .await?;
         match verdict {
@@ -404,8 +433,8 @@ impl TiersOnly<'_> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn plan_push<S: Blockstore>(
-    repo: &Repo<S>,
+fn plan_push(
+    repo: &Repo<StagedStore>,
     tiers: &TiersOnly<'_>,
     req: &NotifyManifest,
     push: bool,
@@ -415,34 +444,32 @@ fn plan_push<S: Blockstore>(
 ) -> Result<Vec<Write>, HoldError> {
     let mut writes = Vec::new();
     if push {
-        let mine = user_layers(repo, &req.user_did)?;
         if let Some((tier, limit)) = tiers.limit(repo, &req.user_did)? {
-            let used = usage_of(&mine);
-            let adding = used.added_by(
-                req.manifest
-                    .layers
-                    .iter()
-                    .map(|d| (d.digest.as_str(), d.size)),
-            );
-            if used.total() + adding > limit {
-                *refusal = Some(quota_error(
-                    &req.user_did,
-                    &tier,
-                    used.total(),
-                    adding,
-                    limit,
-                ));
+            let layers: Vec<(String, u64)> = req
+                .manifest
+                .layers
+                .iter()
+                .map(|d| (d.digest.clone(), d.size))
+                .collect();
+            let (used, adding) = quota_figures(repo, &req.user_did, &layers)?;
+            if used + adding > limit {
+                *refusal = Some(quota_error(&req.user_did, &tier, used, adding, limit));
                 return Ok(Vec::new());
             }
         }
         let uri = req.manifest_uri();
+        // The manifest URI names the user (validate), so these are the user's records.
+        let recorded: std::collections::HashSet<String> = repo
+            .store()
+            .inner()
+            .layers_of_manifest(&uri)?
+            .into_iter()
+            .map(|(_, digest)| digest)
+            .collect();
         let mut tid = Tid::now();
         for layer in &req.manifest.layers {
             // A re-push of the same manifest records nothing twice.
-            let exists = mine.iter().any(|(_, v)| {
-                v["manifest"] == uri.as_str() && v["digest"] == layer.digest.as_str()
-            });
-            if exists {
+            if recorded.contains(&layer.digest) {
                 continue;
             }
             let rec = HoldLayer {

@@ -5,13 +5,13 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::manifest::{collection_where, stats_write, usage_of, user_layers};
+use super::manifest::{collection_where, layer_records, stats_write, user_layers};
 use super::{check_did, HoldApiError, HoldService, Result, LAYER, POST, STATS};
 use crate::atproto::records::{HoldCrew, LexiconRecord};
 use crate::atproto::repo::Write;
 use crate::pds::permissions::{role_permissions, Action, Decision, Permission};
 use crate::pds::records::{crew_rkey, CREW};
-use crate::pds::{now_rfc3339, record_cbor};
+use crate::pds::{now_rfc3339, record_cbor, HoldError};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RequestCrew {
@@ -131,13 +131,18 @@ impl HoldService {
         }
         self.require_self_or_admin(caller, user).await?;
         let u = user.to_string();
-        let layers = self.pds.read(move |repo| user_layers(repo, &u)).await?;
-        let usage = usage_of(&layers);
+        // O(1): the per-user totals of the layer index.
+        let (unique_blobs, total) = self
+            .pds
+            .store()
+            .run(move |s| s.layer_usage(&u))
+            .await
+            .map_err(HoldError::from)?;
         let captain = self.pds.captain().await?;
         let mut out = json!({
             "userDid": user,
-            "uniqueBlobs": usage.unique_blobs(),
-            "totalSize": usage.total(),
+            "uniqueBlobs": unique_blobs,
+            "totalSize": total,
         });
         let is_captain = captain.is_some_and(|c| c.owner == user);
         if !is_captain {
@@ -161,7 +166,10 @@ impl HoldService {
         let u = uri.to_string();
         let layers = self
             .pds
-            .read(move |repo| collection_where(repo, LAYER, |v| v["manifest"] == u.as_str()))
+            .read(move |repo| {
+                let rkeys = repo.store().inner().layers_of_manifest(&u)?;
+                layer_records(repo, rkeys.into_iter().map(|(rkey, _)| rkey))
+            })
             .await?;
         Ok(json!({"layers": layers.into_iter().map(|(_, v)| v).collect::<Vec<_>>()}))
     }
@@ -239,7 +247,7 @@ impl HoldService {
                         });
                         counts.0 = true;
                     }
-                    for (rkey, _) in user_layers(repo, &u)? {
+                    for rkey in repo.store().inner().layer_rkeys_of_user(&u)? {
                         writes.push(Write::Delete {
                             collection: LAYER.into(),
                             rkey,
@@ -324,14 +332,13 @@ impl HoldService {
 
     /// Every digest a layer record names (garbage collection keeps these blobs).
     pub async fn referenced_digests(&self) -> Result<std::collections::HashSet<String>> {
-        let layers = self
+        // The distinct (user, digest) pairs of the layer index, not every record.
+        let mut keep = self
             .pds
-            .read(|repo| collection_where(repo, LAYER, |_| true))
-            .await?;
-        let mut keep: std::collections::HashSet<String> = layers
-            .into_iter()
-            .filter_map(|(_, v)| v["digest"].as_str().map(str::to_string))
-            .collect();
+            .store()
+            .run(|s| s.layer_digests())
+            .await
+            .map_err(HoldError::from)?;
         keep.extend(self.unnotified_completions().await?);
         // SBOMs and vulnerability reports of scan records.
         for r in crate::scan::service::list_records(&self.pds).await? {

@@ -1,8 +1,15 @@
 //! `com.atproto.sync.getRepo` as a stream: the CAR is written block by block on a blocking
 //! thread into a bounded channel (8 chunks of ~64 KiB), so memory stays flat whatever the
 //! repo size and a slow client only slows the walk. Order: header, commit, then the MST in
-//! pre-order, each node followed by its records (each record block once). Blocks are
-//! immutable and never deleted, so the walk needs no lock once the head is read.
+//! pre-order, each node followed by its records. Blocks are immutable and never deleted, so
+//! the walk needs no lock once the head is read.
+//!
+//! Memory does not grow with the repo: the walk keeps the MST path it is on (depth x
+//! fanout CIDs), one chunk, and a bounded set of the record CIDs written last
+//! ([`RECENT_RECORDS`]) so a record block shared by neighbouring keys is written once; a
+//! block shared by keys further apart may be written twice, which CAR readers accept
+//! (CARv1 allows duplicate blocks; ours keeps one). `atcr hold export` writes the same walk
+//! to stdout ([`write_car_to`]).
 
 use std::collections::HashSet;
 
@@ -16,6 +23,8 @@ use crate::atproto::repo::{dagcbor, CarWriter, Cid, Commit, RepoError};
 use crate::blob::ChunkStream;
 
 const CHUNK: usize = 64 * 1024;
+/// Record CIDs remembered for de-duplication (then forgotten all at once): ~3 MiB at most.
+const RECENT_RECORDS: usize = 32 * 1024;
 /// Deeper than any MST over a hold-sized key set (keys sit on layer = leading zero
 /// 2-bit groups of their hash); a guard against a corrupt store.
 const MAX_NODES_ON_STACK: usize = 1 << 20;
@@ -32,15 +41,16 @@ struct Node {
     e: Vec<Entry>,
 }
 
-struct Out {
+struct Out<'a> {
     buf: Vec<u8>,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    /// Takes each full chunk; `Err(Gone)` stops the walk.
+    emit: Box<dyn FnMut(Bytes) -> Result<(), Gone> + 'a>,
 }
 
 /// The receiver went away (client disconnected): stop walking.
 struct Gone;
 
-impl Out {
+impl Out<'_> {
     fn block(&mut self, cid: &Cid, data: &[u8]) -> Result<(), Gone> {
         let cid_bytes = cid.to_bytes();
         let mut len = (cid_bytes.len() + data.len()) as u64;
@@ -62,11 +72,11 @@ impl Out {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| Gone)
+        (self.emit)(chunk)
     }
 }
 
-fn walk(store: &HoldStore, head: Cid, out: &mut Out) -> Result<Result<(), Gone>, HoldError> {
+fn walk(store: &HoldStore, head: Cid, out: &mut Out<'_>) -> Result<Result<(), Gone>, HoldError> {
     let get = |cid: Cid| -> Result<Bytes, HoldError> {
         store
             .get_block(&cid)?
@@ -78,7 +88,7 @@ fn walk(store: &HoldStore, head: Cid, out: &mut Out) -> Result<Result<(), Gone>,
     if out.block(&head, &commit_bytes).is_err() {
         return Ok(Err(Gone));
     }
-    let mut seen_records = HashSet::new();
+    let mut seen_records = HashSet::with_capacity(RECENT_RECORDS);
     let mut stack = vec![commit.data];
     while let Some(cid) = stack.pop() {
         let bytes = get(cid)?;
@@ -90,6 +100,9 @@ fn walk(store: &HoldStore, head: Cid, out: &mut Out) -> Result<Result<(), Gone>,
         let mut children = Vec::with_capacity(node.e.len() + 1);
         children.extend(node.l);
         for e in &node.e {
+            if seen_records.len() >= RECENT_RECORDS {
+                seen_records.clear();
+            }
             if seen_records.insert(e.v) {
                 let record = get(e.v)?;
                 if out.block(&e.v, &record).is_err() {
@@ -111,9 +124,10 @@ fn walk(store: &HoldStore, head: Cid, out: &mut Out) -> Result<Result<(), Gone>,
 pub fn car_stream(store: std::sync::Arc<HoldStore>, head: Cid) -> ChunkStream {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
+        let chunks = tx.clone();
         let mut out = Out {
             buf: Vec::with_capacity(CHUNK),
-            tx: tx.clone(),
+            emit: Box::new(move |chunk| chunks.blocking_send(Ok(chunk)).map_err(|_| Gone)),
         };
         if let Err(e) = walk(&store, head, &mut out) {
             tracing::warn!(error = %e, "repo export failed mid-stream");
@@ -123,4 +137,35 @@ pub fn car_stream(store: std::sync::Arc<HoldStore>, head: Cid) -> ChunkStream {
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
+}
+
+/// The same CAR as [`car_stream`], written to `w` on the calling thread (blocking). Returns
+/// the bytes written.
+pub fn write_car_to(
+    store: &HoldStore,
+    head: Cid,
+    w: &mut dyn std::io::Write,
+) -> Result<u64, HoldError> {
+    let mut written = 0u64;
+    let mut failed: Option<std::io::Error> = None;
+    let result = {
+        let mut out = Out {
+            buf: Vec::with_capacity(CHUNK),
+            emit: Box::new(|chunk: Bytes| {
+                written += chunk.len() as u64;
+                w.write_all(&chunk).map_err(|e| {
+                    failed = Some(e);
+                    Gone
+                })
+            }),
+        };
+        walk(store, head, &mut out)?
+    };
+    match (result, failed) {
+        (Ok(()), _) => Ok(written),
+        (Err(Gone), e) => Err(HoldError::Internal(format!(
+            "writing the CAR: {}",
+            e.map(|e| e.to_string()).unwrap_or_default()
+        ))),
+    }
 }

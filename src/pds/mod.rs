@@ -16,6 +16,7 @@
 //! the blocking pool.
 
 pub mod export;
+pub mod layer_index;
 pub mod permissions;
 pub mod records;
 pub mod service_auth;
@@ -233,6 +234,16 @@ impl HoldPds {
                 }
             }
             store.backfill_blob_refs(&refs, repo.rev())?;
+        }
+        if !store.layer_index_ready()? {
+            // A repo from before the layer index: build it from the records, once.
+            let started = std::time::Instant::now();
+            let n = rebuild_layer_index(&store, &repo)?;
+            tracing::info!(
+                records = n,
+                ms = started.elapsed().as_millis() as u64,
+                "built the hold's layer index"
+            );
         }
         let latest = Mutex::new((repo.head(), repo.rev().to_string()));
         let (shutdown, _) = watch::channel(false);
@@ -456,10 +467,17 @@ impl HoldPds {
         export::car_stream(self.store.clone(), self.latest_commit().0)
     }
 
-    /// The whole repo as a CAR, on the calling thread (CLI).
+    /// The whole repo as a CAR, built in memory on the calling thread (tests; the CLI
+    /// streams with [`HoldPds::write_car_blocking`]).
     pub fn export_car_blocking(&self) -> Result<Vec<u8>, HoldError> {
         let r = self.repo.read().map_err(poisoned)?;
         Ok(r.export_car()?)
+    }
+
+    /// The repo at the current head as a CAR written to `w` block by block (the walk of
+    /// `getRepo`, bounded memory). Returns the bytes written. Blocking.
+    pub fn write_car_blocking(&self, w: &mut dyn std::io::Write) -> Result<u64, HoldError> {
+        export::write_car_to(&self.store, self.latest_commit().0, w)
     }
 
     /// `com.atproto.sync.getRecord`: the proof CAR for one record (or its absence).
@@ -741,7 +759,8 @@ fn persist(
     let makers = frame_makers(announce, Some((did, result)), &time);
     let refs: Vec<store::EventMaker<'_>> = makers.iter().map(|m| m.as_ref()).collect();
     let blob_refs = blob_refs_of(store, &blocks, result)?;
-    let events = store.commit_change(&blocks, &head, &blob_refs, &refs)?;
+    let layers = layer_changes_of(store, &blocks, result)?;
+    let events = store.commit_change(&blocks, &head, &blob_refs, &layers, &refs)?;
     let last = events
         .last()
         .map(|(seq, _)| *seq)
@@ -809,6 +828,82 @@ fn blob_refs_of(
         });
     }
     Ok(out)
+}
+
+/// The layer index rows of the `io.atcr.hold.layer` records a commit touched.
+fn layer_changes_of(
+    store: &HoldStore,
+    pending: &crate::atproto::repo::BlockMap,
+    result: &CommitResult,
+) -> Result<Vec<layer_index::LayerChange>, HoldError> {
+    let prefix = concat!("io.atcr.hold.layer", "/");
+    let mut out = Vec::new();
+    for op in &result.ops {
+        let Some(rkey) = op.path.strip_prefix(prefix) else {
+            continue;
+        };
+        let now = match op.cid {
+            None => None,
+            Some(cid) => {
+                let bytes = match pending.get(&cid).or_else(|| result.new_blocks.get(&cid)) {
+                    Some(b) => b.clone(),
+                    None => store.get_block(&cid)?.unwrap_or_default(),
+                };
+                record_json(&bytes)
+                    .ok()
+                    .and_then(|v| layer_index::LayerFields::from_json(&v))
+            }
+        };
+        out.push(layer_index::LayerChange {
+            rkey: rkey.to_string(),
+            now,
+        });
+    }
+    Ok(out)
+}
+
+/// Fills the layer index from every layer record of `repo` (a hold from before it).
+fn rebuild_layer_index<S: crate::atproto::repo::Blockstore>(
+    store: &HoldStore,
+    repo: &Repo<S>,
+) -> Result<u64, HoldError> {
+    let collection = "io.atcr.hold.layer";
+    let mut cursor: Option<String> = None;
+    let mut pages = std::iter::from_fn(move || -> Option<Result<Vec<_>, HoldError>> {
+        let page = match repo.list_records(collection, 1000, cursor.as_deref(), false) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e.into())),
+        };
+        if page.is_empty() {
+            return None;
+        }
+        cursor = page.last().map(|e| e.rkey.clone());
+        Some(Ok(page
+            .into_iter()
+            .map(|e| {
+                let fields = record_json(&e.value)
+                    .ok()
+                    .and_then(|v| layer_index::LayerFields::from_json(&v));
+                (e.rkey, fields)
+            })
+            .collect()))
+    });
+    let mut failed = None;
+    let records = std::iter::from_fn(|| match pages.next() {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            failed = Some(e);
+            None
+        }
+        None => None,
+    })
+    .flatten()
+    .map(Ok);
+    let n = store.rebuild_layer_index(records)?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(n)
 }
 
 /// A frame builder borrowing what its events describe.

@@ -9,9 +9,11 @@
 //! uploads upload id -> JSON state of an io.atcr.hold multipart upload (hold/uploads.rs)
 //! completed_uploads digest -> unix time it was completed through the hold API
 //! record_blobs (record path, blob CID) -> rev of the commit that wrote the record
+//! layer_*  derived tables over the io.atcr.hold.layer records (see `layer_index`)
 //! ```
 //! A logical change (a commit) is written by [`HoldStore::commit_change`]: its blocks, the
-//! new head and rev, and its sequenced event in **one** write transaction, so a crash leaves
+//! new head and rev, its sequenced event and the changes of the derived tables
+//! (`record_blobs`, `layer_*`) in **one** write transaction, so a crash leaves
 //! either the old repo or the new one, never a head pointing at missing blocks or a commit
 //! without its event.
 //!
@@ -29,6 +31,7 @@ use crate::atproto::repo::{BlockMap, Blockstore, BlockstoreError, Cid};
 
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const META_TABLE: TableDefinition<&str, &[u8]> = META;
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 /// Digests completed through the hold's upload API -> unix time of completion.
@@ -154,9 +157,14 @@ impl HoldStore {
             txn.open_table(UPLOADS)?;
             txn.open_table(COMPLETED)?;
             txn.open_table(RECORD_BLOBS)?;
+            super::layer_index::apply_open_all(&txn)?;
         }
         txn.commit()?;
         Ok(Arc::new(HoldStore { db }))
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Runs blocking store work on the blocking pool.
@@ -189,7 +197,8 @@ impl HoldStore {
         }))
     }
 
-    /// One logical change in one write transaction: the blocks, the new head, and the events
+    /// One logical change in one write transaction: the blocks, the new head, the derived
+    /// rows of the records it changed (`record_blobs`, the layer index), and the events
     /// (each built from the seq it is assigned, in order: consecutive seqs). Returns the
     /// assigned seqs and the event bytes.
     pub fn commit_change(
@@ -197,12 +206,14 @@ impl HoldStore {
         blocks: &BlockMap,
         head: &Head,
         blob_refs: &[BlobRefs],
+        layers: &[super::layer_index::LayerChange],
         make_events: &[EventMaker<'_>],
     ) -> Result<Vec<(u64, Vec<u8>)>, HoldStoreError> {
         let txn = self.db.begin_write()?;
         let out;
         {
             replace_blob_refs(&txn, blob_refs, &head.rev)?;
+            super::layer_index::apply(&txn, layers)?;
             let mut t = txn.open_table(BLOCKS)?;
             for (cid, data) in blocks {
                 t.insert(cid.to_bytes().as_slice(), data.as_ref())?;
@@ -484,7 +495,13 @@ mod tests {
             cids: cids.iter().map(|c| c.to_string()).collect(),
         };
         let out = store
-            .commit_change(&blocks, &head, &[refs("a/1", &["bafyb", "bafya"])], &[&ev])
+            .commit_change(
+                &blocks,
+                &head,
+                &[refs("a/1", &["bafyb", "bafya"])],
+                &[],
+                &[&ev],
+            )
             .unwrap();
         assert_eq!(out[0].0, 1);
         let head2 = Head {
@@ -492,7 +509,13 @@ mod tests {
             ..head.clone()
         };
         let out = store
-            .commit_change(&blocks, &head2, &[refs("a/2", &["bafyc", "bafya"])], &[&ev])
+            .commit_change(
+                &blocks,
+                &head2,
+                &[refs("a/2", &["bafyc", "bafya"])],
+                &[],
+                &[&ev],
+            )
             .unwrap();
         assert_eq!(out[0].0, 2);
         let all = |since, cursor, n| store.list_blobs(since, cursor, n).unwrap();
@@ -501,7 +524,7 @@ mod tests {
         assert_eq!(all(Some("3jzfcijpj2z2a"), None, 10), vec!["bafya", "bafyc"]);
         // A record rewritten without blobs (or deleted) names none any more.
         store
-            .commit_change(&blocks, &head2, &[refs("a/1", &[])], &[])
+            .commit_change(&blocks, &head2, &[refs("a/1", &[])], &[], &[])
             .unwrap();
         assert_eq!(all(None, None, 10), vec!["bafya", "bafyc"]);
         let head = head2;
@@ -518,13 +541,13 @@ mod tests {
             ..head.clone()
         };
         assert!(store
-            .commit_change(&blocks, &other, &[], &[&ev, &bad])
+            .commit_change(&blocks, &other, &[], &[], &[&ev, &bad])
             .is_err());
         assert_eq!(store.head().unwrap(), Some(head));
         assert_eq!(store.last_seq().unwrap(), 2);
         // Several events of one change get consecutive seqs; events without a change too.
         let out = store
-            .commit_change(&blocks, &other, &[], &[&ev, &ev])
+            .commit_change(&blocks, &other, &[], &[], &[&ev, &ev])
             .unwrap();
         assert_eq!(out.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 4]);
         let out = store.append_events(&[&ev], Some(("k", b"v"))).unwrap();

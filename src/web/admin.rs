@@ -22,43 +22,18 @@ use crate::pds::permissions::{role_permissions, CrewMember, Permission};
 use crate::pds::records::{crew_rkey, CAPTAIN, CREW, SELF};
 use crate::pds::{record_cbor, HoldPds};
 
-/// Layer records read for usage figures (100 pages of 100).
-const MAX_LAYER_PAGES: usize = 100;
-const LAYER: &str = "io.atcr.hold.layer";
-
 /// Usage per member DID from `io.atcr.hold.layer` records (atcr-spec 5.4: the sum of each
-/// user's unique layer digests); `None` when the hold has no layer records.
+/// user's unique layer digests), read from the hold's layer index (per-user totals, kept in
+/// each commit); `None` when the hold has no layer records.
 async fn layer_usage(
     hold: &HoldPds,
 ) -> Result<Option<std::collections::BTreeMap<String, (u64, u64)>>, WebError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_LAYER_PAGES {
-        let page = hold
-            .list_records(LAYER, 100, cursor.as_deref(), false)
-            .await?;
-        let Some(last) = page.last() else { break };
-        cursor = Some(last.rkey.clone());
-        for r in &page {
-            let v = &r.value;
-            let (Some(user), Some(digest)) = (
-                v.get("userDid").and_then(|x| x.as_str()),
-                v.get("digest").and_then(|x| x.as_str()),
-            ) else {
-                continue;
-            };
-            let size = v.get("size").and_then(|x| x.as_u64()).unwrap_or(0);
-            if seen.insert((user.to_string(), digest.to_string())) {
-                let e = out.entry(user.to_string()).or_default();
-                e.0 += 1;
-                e.1 += size;
-            }
-        }
-        if page.len() < 100 {
-            break;
-        }
-    }
+    let all = hold
+        .store()
+        .run(|s| s.layer_usage_all())
+        .await
+        .map_err(|e: crate::pds::store::HoldStoreError| WebError::Internal(e.to_string()))?;
+    let out: std::collections::BTreeMap<String, (u64, u64)> = all.into_iter().collect();
     Ok((!out.is_empty()).then_some(out))
 }
 

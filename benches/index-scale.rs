@@ -546,7 +546,9 @@ fn main() {
     // The same changes applied 50 commits of one DID per transaction (what a consumer
     // that groups the frames it has read would do): the cost per transaction, apart.
     let grouped_cfg = config(&dir.join("firehose-grouped"));
-    let gx = rt.block_on(Index::open_beside_server(&grouped_cfg)).unwrap();
+    let gx = rt
+        .block_on(Index::open_beside_server(&grouped_cfg))
+        .unwrap();
     let mut by_did: Vec<Vec<RecordChange>> = vec![Vec::new(); dids];
     for (a, bytes) in &frames {
         let Frame::Commit(c) = parse_frame(bytes, 1 << 20).unwrap() else {

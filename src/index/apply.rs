@@ -123,6 +123,12 @@ async fn ensure_repository(conn: &Connection, did: &str, repo: &str, now: &str) 
         (did, repo, now),
     )
     .await?;
+    // Every repository has a stats row: the search's newest-first listing reads them.
+    conn.execute(
+        "INSERT OR IGNORE INTO repository_stats (did, repository) VALUES (?1, ?2)",
+        (did, repo),
+    )
+    .await?;
     Ok(())
 }
 

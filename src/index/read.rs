@@ -191,8 +191,7 @@ const REPO_SELECT: &str = "SELECT r.did, u.handle, r.name,
     COALESCE(p.description, (SELECT a.value FROM repository_annotations a
         WHERE a.did = r.did AND a.repository = r.name
           AND a.key = 'org.opencontainers.image.description')),
-    (SELECT COUNT(*) FROM stars s WHERE s.owner_did = r.did AND s.repository = r.name),
-    COALESCE(st.pull_count, 0), COALESCE(st.push_count, 0), st.last_push,
+    COALESCE(st.star_count, 0), COALESCE(st.pull_count, 0), COALESCE(st.push_count, 0), st.last_push,
     (SELECT t.tag FROM tags t WHERE t.did = r.did AND t.repository = r.name AND t.digest != ''
         ORDER BY t.updated_at DESC, t.tag LIMIT 1)
   FROM repositories r
@@ -201,16 +200,21 @@ const REPO_SELECT: &str = "SELECT r.did, u.handle, r.name,
   LEFT JOIN repository_stats st ON st.did = r.did AND st.repository = r.name";
 
 fn repo_summary(row: &libsql::Row) -> Result<RepoSummary> {
+    repo_summary_at(row, 0)
+}
+
+/// The [`REPO_SELECT`] columns from column `b` on.
+fn repo_summary_at(row: &libsql::Row, b: i32) -> Result<RepoSummary> {
     Ok(RepoSummary {
-        did: row.get(0)?,
-        handle: row.get(1)?,
-        name: row.get(2)?,
-        description: row.get(3)?,
-        star_count: row.get(4)?,
-        pull_count: row.get(5)?,
-        push_count: row.get(6)?,
-        last_push: row.get(7)?,
-        latest_tag: row.get(8)?,
+        did: row.get(b)?,
+        handle: row.get(b + 1)?,
+        name: row.get(b + 2)?,
+        description: row.get(b + 3)?,
+        star_count: row.get(b + 4)?,
+        pull_count: row.get(b + 5)?,
+        push_count: row.get(b + 6)?,
+        last_push: row.get(b + 7)?,
+        latest_tag: row.get(b + 8)?,
     })
 }
 
@@ -277,10 +281,14 @@ impl Index {
         Ok(out)
     }
 
-    /// Repositories by stars, then pulls, then recency.
+    /// Repositories with stars or pulls: by stars, then pulls, then recency (the top rows
+    /// of `repository_stats_popular`, whatever the number of repositories).
     pub async fn popular_repos(&self, limit: u32) -> Result<Vec<RepoSummary>> {
         self.repo_list(
-            "ORDER BY 5 DESC, 6 DESC, st.last_push DESC LIMIT ?1",
+            "WHERE (r.did, r.name) IN (SELECT did, repository FROM repository_stats
+                 WHERE star_count > 0 OR pull_count > 0
+                 ORDER BY star_count DESC, pull_count DESC, last_push DESC LIMIT ?1)
+             ORDER BY st.star_count DESC, st.pull_count DESC, st.last_push DESC, r.name",
             vec![page(limit).into()],
         )
         .await
@@ -615,10 +623,6 @@ impl Index {
         let fts = fts_query(query);
         if let Some(q) = &fts {
             params.push(q.clone().into());
-            conds.push(format!(
-                "r.rowid IN (SELECT rowid FROM search_fts WHERE search_fts MATCH ?{})",
-                params.len()
-            ));
         }
         if let Some(o) = &filters.owner_did {
             params.push(o.clone().into());
@@ -643,37 +647,87 @@ impl Index {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
+        // Text: the matches, each scored once by the FTS query (bm25 over the weighted
+        // columns: handle, name, description, annotations), best first, ties newest
+        // repository first; nothing but the FTS table is read for a page without filters.
+        // No text: the most recent push first, read down `repository_stats_last_push`
+        // (every repository has a stats row).
+        let fts_from = "FROM (SELECT rowid AS fid, bm25(search_fts, 2.0, 4.0, 1.0, 0.5) AS score
+                   FROM search_fts WHERE search_fts MATCH ?1) f";
+        let (from, page_from, order) = match (&fts, conds.is_empty()) {
+            (Some(_), true) => (
+                fts_from.to_string(),
+                fts_from.to_string(),
+                "f.score, f.fid DESC",
+            ),
+            (Some(_), false) => {
+                let f = format!("{fts_from} JOIN repositories r ON r.rowid = f.fid");
+                (f.clone(), f, "f.score, f.fid DESC")
+            }
+            (None, _) => (
+                "FROM repositories r".to_string(),
+                "FROM repository_stats st
+                 JOIN repositories r ON r.did = st.did AND r.name = st.repository"
+                    .to_string(),
+                "st.last_push DESC, r.name",
+            ),
+        };
+        let id = if fts.is_some() { "f.fid" } else { "r.rowid" };
+        let conn = self.reader().await;
         let total = {
-            let conn = self.reader().await;
             let mut rows = conn
-                .query(
-                    &format!("SELECT COUNT(*) FROM repositories r {filter}"),
-                    params.clone(),
-                )
+                .query(&format!("SELECT COUNT(*) {from} {filter}"), params.clone())
                 .await?;
             match rows.next().await? {
                 Some(r) => r.get::<i64>(0)?,
                 None => 0,
             }
         };
+        // The page's repositories first (row ids only), then their summaries: the
+        // per-repository subqueries run for the page, not for every match.
         let mut p = params;
         p.push(page(limit).into());
         p.push(i64::from(offset).into());
         let (nl, no) = (p.len() - 1, p.len());
-        let order = if fts.is_some() {
-            // Best match first: bm25 over the weighted columns (handle, name, description,
-            // annotations).
-            "(SELECT bm25(search_fts, 2.0, 4.0, 1.0, 0.5) FROM search_fts
-               WHERE search_fts.rowid = r.rowid AND search_fts MATCH ?1), st.last_push DESC"
-        } else {
-            "st.last_push DESC, r.name"
-        };
-        let results = self
-            .repo_list(
-                &format!("{filter} ORDER BY {order} LIMIT ?{nl} OFFSET ?{no}"),
-                p,
+        let mut ids: Vec<i64> = Vec::new();
+        {
+            let mut rows = conn
+                .query(
+                    &format!(
+                        "SELECT {id} {page_from} {filter} ORDER BY {order} LIMIT ?{nl} OFFSET ?{no}"
+                    ),
+                    p,
+                )
+                .await?;
+            while let Some(r) = rows.next().await? {
+                ids.push(r.get(0)?);
+            }
+        }
+        drop(conn);
+        if ids.is_empty() {
+            return Ok(SearchResults {
+                results: Vec::new(),
+                total,
+            });
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let conn = self.reader().await;
+        let mut rows = conn
+            .query(
+                &format!(
+                    "SELECT r.rowid, {} WHERE r.rowid IN ({marks})",
+                    REPO_SELECT.trim_start_matches("SELECT ")
+                ),
+                ids.iter()
+                    .map(|&i| libsql::Value::from(i))
+                    .collect::<Vec<_>>(),
             )
             .await?;
+        let mut by_id = std::collections::HashMap::new();
+        while let Some(r) = rows.next().await? {
+            by_id.insert(r.get::<i64>(0)?, repo_summary_at(&r, 1)?);
+        }
+        let results = ids.iter().filter_map(|id| by_id.remove(id)).collect();
         Ok(SearchResults { results, total })
     }
 

@@ -9,6 +9,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (3, V3),
     (4, V4_SCANS),
     (5, V5_IMAGE_PLATFORM),
+    (6, V6_STAR_COUNTS),
 ];
 
 /// The first schema. Every table is a cache of records on the network (rebuildable by the
@@ -215,4 +216,38 @@ ALTER TABLE manifests ADD COLUMN os TEXT;
 ALTER TABLE manifests ADD COLUMN architecture TEXT;
 ALTER TABLE manifests ADD COLUMN variant TEXT;
 CREATE INDEX manifests_architecture ON manifests(did, repository, architecture);
+"#;
+
+/// Star counts kept beside the pull counts (triggers on `stars`, so every write path and a
+/// primary shared by replicas keep them), so the home page's popular list reads the top of
+/// one index instead of counting stars for every repository; and tags by (repository,
+/// updated_at): a repository's latest tag is one index seek (every repository list shows it).
+/// Every repository gets a stats row (the search's newest-first listing reads them).
+const V6_STAR_COUNTS: &str = r#"
+ALTER TABLE repository_stats ADD COLUMN star_count INTEGER NOT NULL DEFAULT 0;
+INSERT OR IGNORE INTO repository_stats (did, repository)
+    SELECT DISTINCT owner_did, repository FROM stars;
+INSERT OR IGNORE INTO repository_stats (did, repository) SELECT did, name FROM repositories;
+UPDATE repository_stats SET star_count = (SELECT COUNT(*) FROM stars s
+    WHERE s.owner_did = repository_stats.did AND s.repository = repository_stats.repository);
+CREATE INDEX repository_stats_popular ON repository_stats(star_count, pull_count, last_push);
+CREATE TRIGGER stars_count_insert AFTER INSERT ON stars BEGIN
+    INSERT OR IGNORE INTO repository_stats (did, repository)
+        VALUES (NEW.owner_did, NEW.repository);
+    UPDATE repository_stats SET star_count = star_count + 1
+        WHERE did = NEW.owner_did AND repository = NEW.repository;
+END;
+CREATE TRIGGER stars_count_delete AFTER DELETE ON stars BEGIN
+    UPDATE repository_stats SET star_count = star_count - 1
+        WHERE did = OLD.owner_did AND repository = OLD.repository;
+END;
+CREATE TRIGGER stars_count_update AFTER UPDATE OF owner_did, repository ON stars BEGIN
+    UPDATE repository_stats SET star_count = star_count - 1
+        WHERE did = OLD.owner_did AND repository = OLD.repository;
+    INSERT OR IGNORE INTO repository_stats (did, repository)
+        VALUES (NEW.owner_did, NEW.repository);
+    UPDATE repository_stats SET star_count = star_count + 1
+        WHERE did = NEW.owner_did AND repository = NEW.repository;
+END;
+CREATE INDEX tags_latest ON tags(did, repository, updated_at);
 "#;

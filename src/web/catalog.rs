@@ -816,7 +816,8 @@ pub async fn avatar(
     Ok(resp)
 }
 
-pub async fn search(state: &Arc<AppState>, ctx: &Ctx, req: &Request<Incoming>) -> WebResult {
+/// Generic over the body (only the URI and headers are read), so benches can call it.
+pub async fn search<B>(state: &Arc<AppState>, ctx: &Ctx, req: &Request<B>) -> WebResult {
     let ix = index(state)?;
     let q = query(req.uri());
     let text = query_get(&q, "q")

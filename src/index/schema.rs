@@ -223,6 +223,9 @@ CREATE INDEX manifests_architecture ON manifests(did, repository, architecture);
 /// one index instead of counting stars for every repository; and tags by (repository,
 /// updated_at): a repository's latest tag is one index seek (every repository list shows it).
 /// Every repository gets a stats row (the search's newest-first listing reads them).
+/// The triggers insert a missing stats row with `WHERE NOT EXISTS`, not `OR IGNORE`: inside
+/// a trigger fired by an upsert's `DO UPDATE` (how stars are written), SQLite applies the
+/// outer statement's conflict policy, and the `OR IGNORE` failed with a UNIQUE error.
 const V6_STAR_COUNTS: &str = r#"
 ALTER TABLE repository_stats ADD COLUMN star_count INTEGER NOT NULL DEFAULT 0;
 INSERT OR IGNORE INTO repository_stats (did, repository)
@@ -232,8 +235,9 @@ UPDATE repository_stats SET star_count = (SELECT COUNT(*) FROM stars s
     WHERE s.owner_did = repository_stats.did AND s.repository = repository_stats.repository);
 CREATE INDEX repository_stats_popular ON repository_stats(star_count, pull_count, last_push);
 CREATE TRIGGER stars_count_insert AFTER INSERT ON stars BEGIN
-    INSERT OR IGNORE INTO repository_stats (did, repository)
-        VALUES (NEW.owner_did, NEW.repository);
+    INSERT INTO repository_stats (did, repository)
+        SELECT NEW.owner_did, NEW.repository WHERE NOT EXISTS (SELECT 1 FROM repository_stats
+            WHERE did = NEW.owner_did AND repository = NEW.repository);
     UPDATE repository_stats SET star_count = star_count + 1
         WHERE did = NEW.owner_did AND repository = NEW.repository;
 END;
@@ -244,8 +248,9 @@ END;
 CREATE TRIGGER stars_count_update AFTER UPDATE OF owner_did, repository ON stars BEGIN
     UPDATE repository_stats SET star_count = star_count - 1
         WHERE did = OLD.owner_did AND repository = OLD.repository;
-    INSERT OR IGNORE INTO repository_stats (did, repository)
-        VALUES (NEW.owner_did, NEW.repository);
+    INSERT INTO repository_stats (did, repository)
+        SELECT NEW.owner_did, NEW.repository WHERE NOT EXISTS (SELECT 1 FROM repository_stats
+            WHERE did = NEW.owner_did AND repository = NEW.repository);
     UPDATE repository_stats SET star_count = star_count + 1
         WHERE did = NEW.owner_did AND repository = NEW.repository;
 END;

@@ -286,6 +286,58 @@ async fn records_fill_every_query() {
         1
     );
 
+    // The same stars again (a backfill re-applies them: upserts firing the count triggers),
+    // then one moved to another repository: counts stay exact, nothing fails.
+    let star_count = |repo: &'static str| {
+        let ix = ix.clone();
+        async move {
+            ix.repository(ALICE, repo)
+                .await
+                .unwrap()
+                .unwrap()
+                .summary
+                .star_count
+        }
+    };
+    for _ in 0..2 {
+        ix.apply_records(
+            BOB,
+            &[
+                up(STAR_NSID, "3kstar1", json!({"subject": format!("at://{ALICE}/{PAGE_NSID}/app"), "createdAt": "2026-02-01T00:00:00Z"})),
+                up(STAR_NSID, "3kstar2", json!({"subject": {"did": ALICE, "repository": "tools/builder"}, "createdAt": "2026-02-02T00:00:00Z"})),
+            ],
+            None,
+        )
+        .await
+        .expect("re-applying stars");
+    }
+    assert_eq!(
+        (star_count("app").await, star_count("tools/builder").await),
+        (1, 1)
+    );
+    ix.apply_records(
+        BOB,
+        &[up(STAR_NSID, "3kstar2", json!({"subject": {"did": ALICE, "repository": "app"}, "createdAt": "2026-02-02T00:00:00Z"}))],
+        None,
+    )
+    .await
+    .expect("moving a star");
+    assert_eq!(
+        (star_count("app").await, star_count("tools/builder").await),
+        (2, 0)
+    );
+    ix.apply_records(
+        BOB,
+        &[up(STAR_NSID, "3kstar2", json!({"subject": {"did": ALICE, "repository": "tools/builder"}, "createdAt": "2026-02-02T00:00:00Z"}))],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (star_count("app").await, star_count("tools/builder").await),
+        (1, 1)
+    );
+
     // The UI's star calls.
     ix.put_star(ALICE, "3kself", ALICE, "app").await.unwrap();
     assert_eq!(

@@ -404,12 +404,15 @@ fn main() {
         &point,
     );
     let user_page = sample(200, budget, || {
-        let s = rt.block_on(atcr::web::catalog::user(&state, &ctx, "big.test"));
+        let s = rt.block_on(atcr::web::catalog::user(&state, &ctx, "big.test", 1));
         assert_eq!(status(s), 200);
     });
     page_row(
         &mut rows,
-        &format!("user page ({big_user_repos} repositories)"),
+        &format!(
+            "user page, first {} of {big_user_repos} repositories",
+            atcr::web::catalog::USER_PAGE
+        ),
         &user_page,
         10.0,
         &point,

@@ -704,3 +704,90 @@ async fn local_mode_pages_and_manifest_details() {
         assert!(m.contains(&want), "manifest page lacks {want}:\n{m}");
     }
 }
+
+/// The user page lists 60 repositories a page, most recently pushed first: 130
+/// repositories are 60 + 60 + 10, each exactly once, with an "Older" link on every page
+/// but the last and a "Newer" link on every page but the first.
+#[tokio::test]
+async fn user_page_is_paged() {
+    use atcr::index::apply::RecordChange;
+    let s = start().await;
+    let ix = &s.running.state.index;
+    let did = "did:plc:manymanymanymanymanymany";
+    // The identity first: the user row exists, so no handle lookup goes to the network.
+    ix.set_user_identity(did, Some("many.test"), Some("http://127.0.0.1:9"))
+        .await
+        .unwrap();
+    let changes: Vec<RecordChange> = (0..130)
+        .map(|i| {
+            let hex = format!("{i:064x}");
+            RecordChange::Upsert {
+                collection: "io.atcr.manifest".into(),
+                rkey: hex.clone(),
+                // Pairs of repositories pushed in the same minute: the name breaks the tie.
+                value: serde_json::json!({
+                    "$type": "io.atcr.manifest", "repository": format!("repo{i:03}"),
+                    "digest": format!("sha256:{hex}"),
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json", "schemaVersion": 2,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                               "size": 10, "digest": format!("sha256:{:064x}", 1000 + i)},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                "size": 100, "digest": format!("sha256:{:064x}", 2000 + i)}],
+                    "createdAt": format!("2026-01-01T{:02}:{:02}:00Z", i / 2 / 60, i / 2 % 60),
+                }),
+            }
+        })
+        .collect();
+    ix.apply_records(did, &changes, None).await.unwrap();
+
+    let repo_links = |html: &str| -> Vec<String> {
+        html.split("href=\"/r/many.test/")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for (page, path, want) in [
+        (1, "/u/many.test", 60),
+        (2, "/u/many.test?page=2", 60),
+        (3, "/u/many.test?page=3", 10),
+    ] {
+        let r = get(&s, path, "").await;
+        assert_eq!(r.status(), 200, "{path}");
+        let html = r.text().await.unwrap();
+        let names = repo_links(&html);
+        assert_eq!(names.len(), want, "{path}: {names:?}");
+        seen.extend(names);
+        let older = format!("href=\"/u/many.test?page={}\"", page + 1);
+        assert_eq!(html.contains(&older), page < 3, "{path}: Older link");
+        assert_eq!(html.contains("rel=\"next\""), page < 3, "{path}: rel=next");
+        assert_eq!(html.contains("rel=\"prev\""), page > 1, "{path}: rel=prev");
+    }
+    // Newest first (the highest numbers were pushed last), ties by name, none twice.
+    let want: Vec<String> = (0..65)
+        .rev()
+        .flat_map(|m| [format!("repo{:03}", 2 * m), format!("repo{:03}", 2 * m + 1)])
+        .collect();
+    assert_eq!(seen, want);
+
+    // Bad or out-of-range page numbers: page 1, or an empty page that links back.
+    for bad in [
+        "/u/many.test?page=0",
+        "/u/many.test?page=x",
+        "/u/many.test?page=-2",
+    ] {
+        let html = get(&s, bad, "").await.text().await.unwrap();
+        assert_eq!(
+            repo_links(&html).first().map(String::as_str),
+            Some("repo128")
+        );
+        assert!(!html.contains("rel=\"prev\""), "{bad}");
+    }
+    let html = get(&s, "/u/many.test?page=9", "")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(repo_links(&html).is_empty());
+    assert!(html.contains("href=\"/u/many.test?page=8\""));
+}

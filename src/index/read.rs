@@ -571,6 +571,35 @@ impl Index {
         .await
     }
 
+    /// One page of a user's repositories (the user page), ordered as [`Self::user_repos`]:
+    /// most recently pushed first, then by name (unique per owner, so the order is total
+    /// and pages never overlap or skip). Reads `limit + 1` keys: the bool says whether a
+    /// later page exists.
+    ///
+    /// LIMIT/OFFSET, not a seek: no index orders a user's repositories by last push, so a
+    /// seek would read and sort the same keys; the inner query sorts only the keys (no
+    /// per-repository subqueries), and only the page's rows get their summaries.
+    pub async fn user_repos_page(
+        &self,
+        did: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<RepoSummary>, bool)> {
+        let n = page(limit);
+        let mut repos = self
+            .repo_list(
+                "WHERE r.rowid IN (SELECT k.rowid FROM repositories k
+                     LEFT JOIN repository_stats ks ON ks.did = k.did AND ks.repository = k.name
+                     WHERE k.did = ?1 ORDER BY ks.last_push DESC, k.name LIMIT ?2 OFFSET ?3)
+                 ORDER BY st.last_push DESC, r.name",
+                vec![did.into(), (n + 1).into(), i64::from(offset).into()],
+            )
+            .await?;
+        let more = repos.len() as i64 > n;
+        repos.truncate(n as usize);
+        Ok((repos, more))
+    }
+
     /// Repositories a user starred, latest star first.
     pub async fn user_stars(&self, did: &str) -> Result<Vec<RepoSummary>> {
         self.repo_list(

@@ -26,6 +26,8 @@ const STAR_NSID: &str = "io.atcr.sailor.star";
 const PAGE_NSID: &str = "io.atcr.repo.page";
 /// Tags per page on the repository page (more load with htmx).
 pub const TAGS_PAGE: u32 = 50;
+/// Repositories per user page (`/u/<handle>?page=N`).
+pub const USER_PAGE: u32 = 60;
 /// Search results per page.
 pub const SEARCH_PAGE: u32 = 10;
 /// Image configs bigger than this are not parsed for their history.
@@ -721,7 +723,10 @@ async fn manifest(
     })
 }
 
-pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
+/// `/u/<handle>?page=N`: the user's repositories, [`USER_PAGE`] at a time (page 1 first;
+/// a missing or bad `page` is page 1, as the other pages treat bad paging parameters),
+/// and their stars.
+pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str, page: u32) -> WebResult {
     let ix = index(state)?;
     let Owner {
         did,
@@ -729,13 +734,24 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
         has_avatar,
     } = find_owner(state, ix, who).await?;
     let now = now();
-    let repos = ix
-        .user_repos(&did)
+    // Capped so the offset stays in range (600k repositories is far beyond any user).
+    let page = page.clamp(1, 10_000);
+    let (repos, more) = ix
+        .user_repos_page(&did, USER_PAGE, (page - 1) * USER_PAGE)
         .await
-        .map_err(ix_err)?
-        .iter()
-        .map(|r| card(r, now))
-        .collect();
+        .map_err(ix_err)?;
+    let repos = repos.iter().map(|r| card(r, now)).collect();
+    let base = format!("/u/{handle}");
+    let newer_href = match page {
+        1 => String::new(),
+        2 => base.clone(),
+        p => format!("{base}?page={}", p - 1),
+    };
+    let older_href = if more {
+        format!("{base}?page={}", page + 1)
+    } else {
+        String::new()
+    };
     let stars = ix
         .user_stars(&did)
         .await
@@ -749,6 +765,9 @@ pub async fn user(state: &Arc<AppState>, ctx: &Ctx, who: &str) -> WebResult {
         did,
         has_avatar,
         repos,
+        page,
+        newer_href,
+        older_href,
         stars,
     })
 }

@@ -502,7 +502,13 @@ pub async fn handle(
             repo_page::edit(state, &ctx, &param("owner"), &repo, req).await
         }
         (WebPage::Star, Method::POST) => catalog::star(state, &ctx, req).await,
-        (WebPage::User, Method::GET) => catalog::user(state, &ctx, &param("handle")).await,
+        (WebPage::User, Method::GET) => {
+            let q = crate::app::http::query(req.uri());
+            let page = crate::app::http::query_get(&q, "page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1);
+            catalog::user(state, &ctx, &param("handle"), page).await
+        }
         (WebPage::Login, Method::GET) => pages::login_form(state, &ctx, &req, false, "", ""),
         (WebPage::Login, Method::POST) => pages::login(state, &ctx, req, false).await,
         (WebPage::Logout, Method::POST) => pages::logout(state, &ctx, req).await,

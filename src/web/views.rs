@@ -288,7 +288,14 @@ pub struct UserPage {
     pub did: String,
     /// The index knows a profile avatar (served by `/avatar/<did>`).
     pub has_avatar: bool,
+    /// This page of the repositories ([`super::catalog::USER_PAGE`] at most).
     pub repos: Vec<RepoCard>,
+    /// 1-based page number.
+    pub page: u32,
+    /// The previous (more recently pushed) page; empty on page 1.
+    pub newer_href: String,
+    /// The next page; empty on the last.
+    pub older_href: String,
     pub stars: Vec<RepoCard>,
 }
 

@@ -6,7 +6,7 @@
 //! lengths); a record that does not check out is logged and skipped without failing the
 //! rest of its commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 // Writes go through the index's write plumbing (one request per transaction to a primary).
 use super::write::Conn as Connection;
@@ -30,6 +30,11 @@ const MAX_ANNOTATION_VALUE: usize = 8 * 1024;
 const MAX_DESCRIPTION: usize = 100_000;
 /// `sha512:` + 128 hex digits.
 const MAX_DIGEST: usize = 135;
+
+/// Repositories (DID, name) whose full-text row is rewritten once, when the transaction's
+/// changes are all applied: a batch of 200 firehose commits to one repository rewrites its
+/// search row once, not 200 times.
+type SearchDirty = BTreeSet<(String, String)>;
 
 /// One record change in a repository (a DID's repo on its PDS).
 #[derive(Debug, Clone, PartialEq)]
@@ -117,19 +122,22 @@ pub(super) async fn ensure_user(conn: &Connection, did: &str, now: &str) -> Resu
     Ok(n == 1)
 }
 
-async fn ensure_repository(conn: &Connection, did: &str, repo: &str, now: &str) -> Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO repositories (did, name, created_at) VALUES (?1, ?2, ?3)",
-        (did, repo, now),
-    )
-    .await?;
+/// The repository's row exists; true when it was created now (its search row is new).
+async fn ensure_repository(conn: &Connection, did: &str, repo: &str, now: &str) -> Result<bool> {
+    let created = conn
+        .execute(
+            "INSERT OR IGNORE INTO repositories (did, name, created_at) VALUES (?1, ?2, ?3)",
+            (did, repo, now),
+        )
+        .await?
+        == 1;
     // Every repository has a stats row: the search's newest-first listing reads them.
     conn.execute(
         "INSERT OR IGNORE INTO repository_stats (did, repository) VALUES (?1, ?2)",
         (did, repo),
     )
     .await?;
-    Ok(())
+    Ok(created)
 }
 
 /// Rewrite the repository's full-text row (handle, name, description, annotations).
@@ -244,6 +252,7 @@ async fn put_manifest(
     rkey: &str,
     v: &Value,
     now: &str,
+    dirty: &mut SearchDirty,
 ) -> Result<()> {
     let repo = str_field(v, "repository", 255)?;
     // Up to a sha512 digest: the lexicon caps records at 128 characters, but a registry
@@ -298,7 +307,10 @@ async fn put_manifest(
     };
     let annotations = annotations_of(v);
 
-    ensure_repository(conn, did, repo, now).await?;
+    // The search row (handle, name, description, annotations) changes only with a new
+    // repository or new repository annotations: rewriting it for every record was a fifth
+    // of the firehose's apply cost on a big index (FTS5 segment writes).
+    let mut search_changed = ensure_repository(conn, did, repo, now).await?;
     let inserted = conn
         .execute(
             "INSERT INTO manifests (did, repository, digest, media_type, schema_version,
@@ -398,7 +410,11 @@ async fn put_manifest(
     }
     // The repository's annotations are those of its latest annotated manifest (the
     // image's OCI annotations: title, description, source, licenses...).
-    if !annotations.is_empty() && subject.is_none() {
+    if !annotations.is_empty()
+        && subject.is_none()
+        && repository_annotations(conn, did, repo).await? != annotations
+    {
+        search_changed = true;
         conn.execute(
             "DELETE FROM repository_annotations WHERE did = ?1 AND repository = ?2",
             (did, repo),
@@ -417,7 +433,29 @@ async fn put_manifest(
     // direct write, or a backfill, does not count it twice).
     let first_time = seen_before == 0 && (!layers.is_empty() || !children.is_empty());
     touch_push(conn, did, repo, &created_at, i64::from(first_time)).await?;
-    refresh_search(conn, did, repo).await
+    if search_changed {
+        dirty.insert((did.to_string(), repo.to_string()));
+    }
+    Ok(())
+}
+
+/// The repository's current annotations (as `put_manifest` last stored them).
+async fn repository_annotations(
+    conn: &Connection,
+    did: &str,
+    repo: &str,
+) -> Result<BTreeMap<String, String>> {
+    let mut rows = conn
+        .query(
+            "SELECT key, value FROM repository_annotations WHERE did = ?1 AND repository = ?2",
+            (did, repo),
+        )
+        .await?;
+    let mut out = BTreeMap::new();
+    while let Some(r) = rows.next().await? {
+        out.insert(r.get::<String>(0)?, r.get::<String>(1)?);
+    }
+    Ok(out)
 }
 
 /// A deleted manifest record: the row (or rows, for old digest-keyed records that several
@@ -449,7 +487,14 @@ async fn delete_manifest(conn: &Connection, did: &str, rkey: &str) -> Result<()>
     Ok(())
 }
 
-async fn put_tag(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
+async fn put_tag(
+    conn: &Connection,
+    did: &str,
+    rkey: &str,
+    v: &Value,
+    now: &str,
+    dirty: &mut SearchDirty,
+) -> Result<()> {
     let repo = str_field(v, "repository", 255)?;
     let tag = str_field(v, "tag", 128)?;
     // The manifest record the tag names (its AT-URI; TID-keyed records do not carry their
@@ -507,7 +552,7 @@ async fn put_tag(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str)
     let manifest_rkey = target.map(|(_, k)| k);
     let media_type = opt_str(v, "mediaType", 255);
     let updated_at = opt_str(v, "updatedAt", 64).unwrap_or_else(|| now.to_string());
-    ensure_repository(conn, did, repo, now).await?;
+    let created = ensure_repository(conn, did, repo, now).await?;
     // One tag per (repository, tag): a record under another rkey for the same tag wins.
     conn.execute(
         "DELETE FROM tags WHERE did = ?1 AND ((repository = ?2 AND tag = ?3) OR rkey = ?4)",
@@ -531,7 +576,11 @@ async fn put_tag(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str)
     )
     .await?;
     touch_push(conn, did, repo, &updated_at, 0).await?;
-    refresh_search(conn, did, repo).await
+    // A tag is not searched: only a repository it created needs its search row.
+    if created {
+        dirty.insert((did.to_string(), repo.to_string()));
+    }
+    Ok(())
 }
 
 async fn delete_tag(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
@@ -603,7 +652,14 @@ pub(super) async fn put_star_row(
     Ok(())
 }
 
-async fn put_page(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str) -> Result<()> {
+async fn put_page(
+    conn: &Connection,
+    did: &str,
+    rkey: &str,
+    v: &Value,
+    now: &str,
+    dirty: &mut SearchDirty,
+) -> Result<()> {
     // The key is the repository's name; a record that says otherwise is bad.
     let repo = rkey.to_string();
     if let Some(field) = opt_str(v, "repository", 256) {
@@ -649,7 +705,8 @@ async fn put_page(conn: &Connection, did: &str, rkey: &str, v: &Value, now: &str
         ],
     )
     .await?;
-    refresh_search(conn, did, &repo).await
+    dirty.insert((did.to_string(), repo));
+    Ok(())
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -663,27 +720,41 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-async fn delete_page(conn: &Connection, did: &str, rkey: &str) -> Result<()> {
+async fn delete_page(
+    conn: &Connection,
+    did: &str,
+    rkey: &str,
+    dirty: &mut SearchDirty,
+) -> Result<()> {
     let repo = rkey.to_string();
     conn.execute(
         "DELETE FROM repo_pages WHERE did = ?1 AND repository = ?2",
         (did, repo.as_str()),
     )
     .await?;
-    refresh_search(conn, did, &repo).await?;
-    drop_repository_if_empty(conn, did, &repo).await
+    drop_repository_if_empty(conn, did, &repo).await?;
+    // A repository still there loses the page's description from its search row (one
+    // that was dropped has no row to rewrite).
+    dirty.insert((did.to_string(), repo));
+    Ok(())
 }
 
 /// Apply one change for `did` on `conn` (inside the caller's transaction).
-async fn apply_change(conn: &Connection, did: &str, c: &RecordChange, now: &str) -> Result<()> {
+async fn apply_change(
+    conn: &Connection,
+    did: &str,
+    c: &RecordChange,
+    now: &str,
+    dirty: &mut SearchDirty,
+) -> Result<()> {
     match c {
         RecordChange::Upsert {
             collection,
             rkey,
             value,
         } => match collection.as_str() {
-            MANIFEST_NSID => put_manifest(conn, did, rkey, value, now).await,
-            TAG_NSID => put_tag(conn, did, rkey, value, now).await,
+            MANIFEST_NSID => put_manifest(conn, did, rkey, value, now, dirty).await,
+            TAG_NSID => put_tag(conn, did, rkey, value, now, dirty).await,
             PROFILE_NSID => put_profile(conn, did, value).await,
             STAR_NSID => {
                 let (owner, repo) =
@@ -691,7 +762,7 @@ async fn apply_change(conn: &Connection, did: &str, c: &RecordChange, now: &str)
                 let created = opt_str(value, "createdAt", 64).unwrap_or_else(|| now.to_string());
                 put_star_row(conn, did, rkey, &owner, &repo, &created).await
             }
-            PAGE_NSID => put_page(conn, did, rkey, value, now).await,
+            PAGE_NSID => put_page(conn, did, rkey, value, now, dirty).await,
             _ => Ok(()),
         },
         RecordChange::Delete { collection, rkey } => match collection.as_str() {
@@ -706,7 +777,7 @@ async fn apply_change(conn: &Connection, did: &str, c: &RecordChange, now: &str)
                 .await?;
                 Ok(())
             }
-            PAGE_NSID => delete_page(conn, did, rkey).await,
+            PAGE_NSID => delete_page(conn, did, rkey, dirty).await,
             _ => Ok(()),
         },
     }
@@ -722,58 +793,77 @@ impl Index {
         changes: &[RecordChange],
         cursor: Option<(&str, i64)>,
     ) -> Result<()> {
+        self.apply_batch(&[(did, changes)], cursor).await
+    }
+
+    /// Apply the changes of several commits (of any repositories, in order) in one
+    /// transaction, with the cursor of the last: what the firehose consumer does with the
+    /// frames it has read ahead. One commit (and fsync) per batch instead of per frame, and
+    /// each touched repository's search row rewritten once.
+    pub async fn apply_batch(
+        &self,
+        batch: &[(&str, &[RecordChange])],
+        cursor: Option<(&str, i64)>,
+    ) -> Result<()> {
         let now = crate::pds::now_rfc3339();
-        let new_user = {
+        let mut new_users = Vec::new();
+        {
             let conn = self.writer().await;
             let tx = conn.transaction().await?;
-            let relevant = changes
-                .iter()
-                .any(|c| COLLECTIONS.contains(&c.collection()));
-            let new_user = if relevant {
-                ensure_user(&tx, did, &now).await?
-            } else {
-                false
-            };
-            for c in changes {
-                if !COLLECTIONS.contains(&c.collection()) {
-                    continue;
+            let mut dirty = SearchDirty::new();
+            for (did, changes) in batch {
+                let relevant = changes
+                    .iter()
+                    .any(|c| COLLECTIONS.contains(&c.collection()));
+                if relevant && ensure_user(&tx, did, &now).await? {
+                    new_users.push(did.to_string());
                 }
-                match apply_change(&tx, did, c, &now).await {
-                    Ok(()) => {}
-                    Err(IndexError::InvalidRecord(m)) => {
-                        tracing::info!(%did, collection = c.collection(), reason = %m, "record skipped by the index")
+                for c in changes.iter() {
+                    if !COLLECTIONS.contains(&c.collection()) {
+                        continue;
                     }
-                    Err(e) => return Err(e),
+                    match apply_change(&tx, did, c, &now, &mut dirty).await {
+                        Ok(()) => {}
+                        Err(IndexError::InvalidRecord(m)) => {
+                            tracing::info!(%did, collection = c.collection(), reason = %m, "record skipped by the index")
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
+            }
+            for (did, repo) in &dirty {
+                refresh_search(&tx, did, repo).await?;
             }
             if let Some((source, seq)) = cursor {
                 set_cursor(&tx, source, seq, &now).await?;
             }
             tx.commit().await?;
-            new_user
-        };
-        if new_user {
+        }
+        new_users.sort();
+        new_users.dedup();
+        for did in new_users {
             let me = self.clone();
-            let did = did.to_string();
             tokio::spawn(async move { me.refresh_user(&did).await });
         }
-        // Single-platform images: their platform is in the image config (off this path).
-        self.spawn_platform_fill(super::platform::pending_of(did, changes));
-        // Holds named by manifests: cache their captain record once (UI: hold owner,
-        // public or not).
-        let mut holds: Vec<String> = changes
-            .iter()
-            .filter_map(|c| match c {
-                RecordChange::Upsert {
-                    collection, value, ..
-                } if collection == MANIFEST_NSID => value
-                    .get("holdDid")
-                    .and_then(Value::as_str)
-                    .filter(|h| h.starts_with("did:") && h.len() <= 2048)
-                    .map(str::to_string),
-                _ => None,
-            })
-            .collect();
+        let mut holds: Vec<String> = Vec::new();
+        for (did, changes) in batch {
+            // Single-platform images: their platform is in the image config (off this path).
+            self.spawn_platform_fill(super::platform::pending_of(did, changes));
+            // Holds named by manifests: cache their captain record once (UI: hold owner,
+            // public or not).
+            holds.extend(changes.iter().filter_map(|c| {
+                match c {
+                    RecordChange::Upsert {
+                        collection, value, ..
+                    } if collection == MANIFEST_NSID => value
+                        .get("holdDid")
+                        .and_then(Value::as_str)
+                        .filter(|h| h.starts_with("did:") && h.len() <= 2048)
+                        .map(str::to_string),
+                    _ => None,
+                }
+            }));
+        }
         holds.sort();
         holds.dedup();
         for h in holds {

@@ -313,6 +313,7 @@ impl Index {
                     ship,
                     planner,
                     planner_db,
+                    full_sync: std::sync::atomic::AtomicBool::new(false),
                 }),
                 readers,
                 next_reader: AtomicUsize::new(0),

@@ -842,3 +842,36 @@ async fn embedded_replica_against_a_primary() {
     b.sync().await.unwrap();
     assert!(b.repository(ALICE, &repo).await.unwrap().is_none());
 }
+
+/// What the firehose and the backfill write is replayed after a power cut (the cursor is in
+/// the same transaction), so their commits skip the WAL fsync; an outbox entry is removed
+/// once applied, so the transaction that applies it is fsynced (synchronous=FULL, 2).
+#[tokio::test]
+async fn outbox_transactions_are_fsynced_and_replayable_ones_are_not() {
+    async fn writer_sync(ix: &Index) -> i64 {
+        let w = ix.writer().await;
+        let mut rows = w.ship().query("PRAGMA synchronous", ()).await.unwrap();
+        rows.next().await.unwrap().unwrap().get(0).unwrap()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ix = Index::open(&config(dir.path())).await.unwrap();
+    ix.apply_records(
+        ALICE,
+        &[image("app", 1, "2026-01-01T00:00:00Z", json!({}))],
+        Some(("wss://relay.example", 7)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(writer_sync(&ix).await, 1, "NORMAL for a replayable write");
+    ix.note_pull(ALICE, "app");
+    ix.flush_pulls().await.unwrap();
+    assert_eq!(writer_sync(&ix).await, 2, "FULL for an outbox entry");
+    ix.apply_records(ALICE, &[tag("app", "v1", 1, "2026-01-01T00:00:01Z")], None)
+        .await
+        .unwrap();
+    assert_eq!(writer_sync(&ix).await, 1);
+    assert_eq!(
+        ix.ingest_cursor("wss://relay.example").await.unwrap(),
+        Some(7)
+    );
+}

@@ -18,7 +18,7 @@
 //! `Counters::write_transactions` (a push costs exactly one).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libsql::params::{IntoParams, Params};
@@ -36,6 +36,9 @@ pub(super) struct Writers {
     pub planner: Option<libsql::Connection>,
     /// The plain database the planner belongs to.
     pub planner_db: Option<libsql::Database>,
+    /// Whether the local writer is at `synchronous=FULL` (else NORMAL, as
+    /// [`super::tune_local_writer`] leaves it).
+    pub full_sync: AtomicBool,
 }
 
 /// The write statements of a planned transaction (SQL and parameters), in order.
@@ -166,6 +169,25 @@ impl<'a> WriterGuard<'a> {
 
     /// Begin a write transaction (planned for a replica).
     pub async fn transaction(&self) -> Result<Txn<'_>> {
+        // WAL with synchronous=NORMAL may lose the last commits to a power cut (never to a
+        // process crash, and the file stays consistent): fine for what is replayed (the
+        // firehose's cursor is in the same transaction; the backfill re-reads), not for an
+        // outbox entry, which is removed once its transaction commits: that one is fsynced.
+        if !self.ix.is_replica() {
+            let durable = super::drain::current_marker().is_some();
+            if self.writers.full_sync.swap(durable, Ordering::SeqCst) != durable {
+                let mode = if durable { "FULL" } else { "NORMAL" };
+                if let Err(e) = self
+                    .writers
+                    .ship
+                    .execute(&format!("PRAGMA synchronous={mode}"), ())
+                    .await
+                {
+                    self.writers.full_sync.store(!durable, Ordering::SeqCst);
+                    return Err(e.into());
+                }
+            }
+        }
         match &self.writers.planner {
             None => {
                 let tx = self.writers.ship.transaction().await?;
@@ -216,6 +238,7 @@ impl<'a> WriterGuard<'a> {
             let c = db.connect()?;
             c.busy_timeout(std::time::Duration::from_secs(5))?;
             super::tune_local_writer(&c).await;
+            self.writers.full_sync.store(false, Ordering::SeqCst);
             self.writers.ship = c;
             self.lone.inner = self.writers.ship.clone();
         }

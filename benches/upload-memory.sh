@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Memory per upload in flight (issue 17): atcr on the filesystem, atcr on S3 (s3s-fs on
-# loopback) and CNCF distribution 2.8 (Debian's docker-registry) side by side in one run.
+# loopback) and CNCF distribution 2.8 (Debian's docker-registry) side by side in one run;
+# on both atcr servers also uploads through the hold API (io.atcr.hold.uploadPart).
 #
 #   bash benches/upload-memory.sh
 #   SCENARIOS=4x500,1x200 ATCR_BIN=target/release/atcr S3=0 bash benches/upload-memory.sh
@@ -44,11 +45,20 @@ start_atcr() { # name extra-env...
     wait_up "http://127.0.0.1:$port/v2/" "$T/$name.log"
     SERVERS+="{\"name\":\"$name\",\"pid\":${PIDS[-1]},\"url\":\"http://127.0.0.1:$port\"},"
 }
-start_atcr atcr-fs
+# The hold API rows: a bench user who owns the atcr servers' holds, its DID document served
+# as a PLC directory.
+BENCH_DID="$(BENCH_TMP="$T" python3 "$HERE/upload_memory.py" --make-identity "$T/plc" "$T/hold-key.pem")"
+PLC_PORT="$(free_port)"
+(cd "$T/plc" && exec python3 -m http.server --bind 127.0.0.1 "$PLC_PORT") >/dev/null 2>&1 &
+PIDS+=($!)
+start_atcr atcr-fs ATCR_HOLD_OWNER_DID="$BENCH_DID" ATCR_IDENTITY_PLC_URL="http://127.0.0.1:$PLC_PORT"
+SERVERS="${SERVERS%\},}"',"hold_api":true},'
 if [[ "${S3:-1}" == 1 ]]; then
     eval "$(bash "$S3SH" start "$T/s3")"
     start_atcr atcr-s3 ATCR_STORAGE_BACKEND=s3 ATCR_STORAGE_S3_ENDPOINT="$S3_ENDPOINT" ATCR_STORAGE_S3_BUCKET=bench \
-        ATCR_STORAGE_S3_ACCESS_KEY="$S3_AK" ATCR_STORAGE_S3_SECRET_KEY="$S3_SK" ATCR_STORAGE_S3_CREATE_BUCKET=true
+        ATCR_STORAGE_S3_ACCESS_KEY="$S3_AK" ATCR_STORAGE_S3_SECRET_KEY="$S3_SK" ATCR_STORAGE_S3_CREATE_BUCKET=true \
+        ATCR_HOLD_OWNER_DID="$BENCH_DID" ATCR_IDENTITY_PLC_URL="http://127.0.0.1:$PLC_PORT"
+    SERVERS="${SERVERS%\},}"',"hold_api":true},'
 fi
 D_PORT="$(free_port)"
 cat >"$T/distribution.yml" <<YML

@@ -8,6 +8,9 @@ PIDs and URLs). For each server and scenario it:
      whole blob (-T streams from the file, nothing buffered in the client), PUT ?digest=;
   3. samples the server's VmRSS every 10 ms from /proc meanwhile: the peak over idle is the
      memory the uploads cost, divided by the uploads in flight: the cost per upload;
+  The hold API rows push the same way through `io.atcr.hold.initiateUpload` / one streaming
+  `uploadPart` / `completeUpload` with ES256 service tokens of a bench user (the hold's
+  owner, its DID document served as a PLC directory by the shell script).
   4. after the last PUT, measures how long RSS takes to come back within 2 MiB of idle
      (capped at SETTLE_MAX seconds), and what is left then: anonymous memory (heap,
      stacks) apart from file pages (code paged in by a path's first run).
@@ -20,11 +23,94 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 SCENARIOS = os.environ.get("SCENARIOS", "4x500,1x200").split(",")
 SETTLE_MAX = float(os.environ.get("SETTLE_MAX", "30"))
-TMP = os.environ["BENCH_TMP"]
-SERVERS = json.loads(os.environ["BENCH_SERVERS"])  # [{"name","pid","url"}]
+TMP = os.environ.get("BENCH_TMP", "")
+SERVERS = json.loads(os.environ.get("BENCH_SERVERS", "[]"))  # [{"name","pid","url","hold_api"?}]
+
+
+# --- the hold API (io.atcr.hold.*): a user with a P-256 key, service tokens as a PDS mints -----
+BENCH_DID = "did:plc:benchbenchbenchbenchbenc"
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58(data):
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def make_identity(plc_dir, key_path):
+    """The bench user's DID document (served as a PLC directory) and private key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    point = key.public_key().public_bytes(serialization.Encoding.X962,
+                                          serialization.PublicFormat.CompressedPoint)
+    doc = {"id": BENCH_DID, "alsoKnownAs": [],
+           "verificationMethod": [{"id": BENCH_DID + "#atproto", "type": "Multikey",
+                                   "controller": BENCH_DID,
+                                   "publicKeyMultibase": "z" + b58(b"\x80\x24" + point)}],
+           "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                        "serviceEndpoint": "http://127.0.0.1:9"}]}
+    os.makedirs(plc_dir, exist_ok=True)
+    with open(os.path.join(plc_dir, BENCH_DID), "w") as f:
+        json.dump(doc, f)
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+
+def service_token(key_path, aud, lxm):
+    """An ES256 service token (low-S, r||s), as the user's PDS would mint it."""
+    import base64
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    now = int(time.time())
+    head = enc(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+    body = enc(json.dumps({"iss": BENCH_DID, "aud": aud, "exp": now + 120, "iat": now,
+                           "lxm": lxm, "jti": os.urandom(8).hex()}).encode())
+    r, sv = decode_dss_signature(key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    sv = min(sv, P256_N - sv)
+    return f"{head}.{body}.{enc(r.to_bytes(32, 'big') + sv.to_bytes(32, 'big'))}"
+
+
+def push_hold(base, path, digest, errors):
+    """initiateUpload, one streaming uploadPart of the whole blob, completeUpload."""
+    try:
+        with urllib.request.urlopen(base + "/.well-known/did.json") as r:
+            aud = json.load(r)["id"]
+        key = os.path.join(TMP, "hold-key.pem")
+
+        def call(nsid, payload):
+            req = urllib.request.Request(
+                f"{base}/xrpc/{nsid}", data=json.dumps(payload).encode(), method="POST",
+                headers={"Content-Type": "application/json",
+                         "Authorization": "Bearer " + service_token(key, aud, nsid)})
+            with urllib.request.urlopen(req) as r:
+                return json.load(r)
+        upload = call("io.atcr.hold.initiateUpload", {"digest": digest})["uploadId"]
+        nsid = "io.atcr.hold.uploadPart"
+        out = subprocess.run(["curl", "-fsS", "-X", "PUT", "-T", path,
+                              "-H", "Content-Type: application/octet-stream",
+                              "-H", f"X-Upload-Id: {upload}", "-H", "X-Part-Number: 1",
+                              "-H", "Authorization: Bearer " + service_token(key, aud, nsid),
+                              f"{base}/xrpc/{nsid}"], check=True, capture_output=True, text=True)
+        etag = json.loads(out.stdout)["etag"]
+        call("io.atcr.hold.completeUpload", {"uploadId": upload, "digest": digest,
+                                             "parts": [{"partNumber": 1, "etag": etag}]})
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        errors.append(repr(e))
 
 
 def rss_parts(pid):
@@ -111,7 +197,11 @@ def run(server, count, mb, blobs):
     sampler.start()
     errors = []
     t0 = time.time()
-    threads = [threading.Thread(target=push, args=(base, "bench/mem", p, d, errors)) for p, d in blobs[:count]]
+    if server.get("via") == "hold":
+        threads = [threading.Thread(target=push_hold, args=(base, p, d, errors)) for p, d in blobs[:count]]
+    else:
+        threads = [threading.Thread(target=push, args=(base, "bench/mem", p, d, errors))
+                   for p, d in blobs[:count]]
     for t in threads:
         t.start()
     for t in threads:
@@ -141,13 +231,23 @@ def run(server, count, mb, blobs):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--make-identity":
+        make_identity(sys.argv[2], sys.argv[3])
+        print(BENCH_DID)
+        return
+    # The hold API rows run on the same atcr process, after its registry rows.
+    servers = []
+    for server in SERVERS:
+        servers.append(server)
+        if server.get("hold_api"):
+            servers.append(dict(server, name=server["name"] + " hold API", via="hold"))
     print(f"machine: {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // (1 << 30)} GiB RAM")
     rows = []
     for sc in SCENARIOS:
         count, mb = (int(x) for x in sc.split("x"))
         # fresh random blobs per scenario and server: no dedup between servers either
-        for server in SERVERS:
+        for server in servers:
             blobs = []
             for i in range(count):
                 p = os.path.join(TMP, f"blob-{server['name']}-{sc}-{i}")

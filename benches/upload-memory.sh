@@ -15,6 +15,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 need=()
 for t in curl python3; do command -v "$t" >/dev/null || need+=("$t"); done
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
+python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography) # hold API tokens
 if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null || echo "(some packages failed to install)"

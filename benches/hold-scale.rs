@@ -147,6 +147,18 @@ struct Row {
 
 const RAW: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
 
+/// One raw redb write transaction of one 300-byte row (the disk's commit floor); its time.
+fn raw_commit(db: &redb::Database, key: u64) -> Duration {
+    let t0 = Instant::now();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(RAW)
+        .unwrap()
+        .insert(key, [7u8; 300].as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    t0.elapsed()
+}
+
 /// CPU time of this process (all threads).
 fn process_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -160,19 +172,7 @@ fn process_cpu() -> Duration {
 
 fn baseline(dir: &std::path::Path) -> ((f64, f64), f64) {
     let db = redb::Database::create(dir.join("baseline.redb")).unwrap();
-    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
-    let value = vec![7u8; 300];
-    let mut times = Vec::with_capacity(SAMPLES);
-    for i in 0..SAMPLES as u64 {
-        let t0 = Instant::now();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(T)
-            .unwrap()
-            .insert(i, value.as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-        times.push(t0.elapsed());
-    }
+    let times: Vec<Duration> = (0..SAMPLES as u64).map(|i| raw_commit(&db, i)).collect();
     use sha2::Digest as _;
     let buf = vec![0x5au8; 64 << 20];
     let t0 = Instant::now();
@@ -298,14 +298,7 @@ fn main() {
             times.push(t0.elapsed());
             cpu_times.push(process_cpu() - c0);
             assert_eq!(out.layers_created, Some(LAYERS_PER_MANIFEST as usize));
-            let t0 = Instant::now();
-            let txn = raw_db.begin_write().unwrap();
-            txn.open_table(RAW)
-                .unwrap()
-                .insert(k + cp * 1000, [7u8; 300].as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-            raw_times.push(t0.elapsed());
+            raw_times.push(raw_commit(&raw_db, k + cp * 1000));
         }
         row.notify = pct(times);
         row.notify_cpu = pct(cpu_times);
